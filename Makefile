@@ -1,0 +1,60 @@
+# The three steps of the MNIST CNN exercise. `make help` lists the targets.
+# On a fresh machine with only Python 3 and make, `make model3` and `make test` set everything up themselves.
+#   PYTHON=...    use an existing environment instead of .venv
+#   DATA_DIR=...  where MNIST/raw lives (default: $MNIST_DATA_DIR, else data)
+
+SHELL := /bin/bash
+VENV := .venv
+ifeq ($(origin PYTHON), undefined)
+PYTHON := $(VENV)/bin/python
+ENV := $(VENV)/.installed
+else
+ENV :=
+endif
+DATA_DIR ?= $(or $(MNIST_DATA_DIR),data)
+export MNIST_DATA_DIR := $(DATA_DIR)
+STEP ?= model3
+N ?= 5
+ARGS ?=
+
+.PHONY: help setup data model1 model2 model3 all test seeds ablation report bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z0-9]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+
+setup: $(ENV)  ## create .venv from requirements.txt (done by every target that needs it)
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements.txt
+	touch $@
+
+data: $(ENV)  ## verify MNIST in DATA_DIR, fetching it if absent
+	$(PYTHON) -c "import common, sys; sys.exit(common.data_command('$(DATA_DIR)'))"
+
+model1 model2 model3: $(ENV)  ## run a step with its defaults; fails when its targets fail
+	$(PYTHON) $@.py $(ARGS)
+
+all: model1 model2 model3  ## the three steps, in order
+
+test: $(ENV) data  ## the test suite: smoke runs on small subsets, a few minutes on 2 cores
+	$(PYTHON) -m pytest -q tests
+
+seeds: $(ENV)  ## STEP over N seeds: make seeds STEP=model3 N=5
+	$(PYTHON) $(STEP).py --seeds $(N) $(ARGS)
+
+ABLATIONS := full:  no-augment:--no-augment  no-dropout:--dropout=0  step-lr:--scheduler=step  no-schedule:--scheduler=none
+ablation: $(ENV)  ## model3 with each ingredient removed in turn, then the table
+	@set -e; for item in $(ABLATIONS); do name=$${item%%:*}; flags=$${item#*:}; \
+	  echo "=== ablation: $$name ($${flags:-defaults}) ==="; \
+	  $(PYTHON) model3.py $${flags//=/ } --out results/ablation/$$name $(ARGS) || true; done
+	$(PYTHON) report.py --ablation-only
+
+report: $(ENV)  ## RESULTS.md from results/, and the Results of README and docstrings
+	$(PYTHON) report.py
+
+bench: $(ENV)  ## the reference pipeline against ours, and model3's 15-epoch time
+	$(PYTHON) bench.py $(ARGS)
+
+clean:  ## remove the environment and caches (results and data are kept)
+	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__

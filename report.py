@@ -1,0 +1,177 @@
+"""Builds RESULTS.md from the runs in results/, and writes the measured Results into the README and into each step's
+docstring, so that no figure is ever typed by hand.
+
+    python report.py                  # RESULTS.md, README.md's results table, the Results of model1-3.py
+    python report.py --ablation-only  # results/ablation/ablation.md and .json (run by `make ablation`)
+"""
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from common import atomic_write_json, atomic_write_text
+
+STEPS = ("model1", "model2", "model3")
+# The original write-up's figures, for comparison (its step 1 and 2 report the best test epoch).
+ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57 (best epoch)"),
+            "model3": ("7,838", "99.22")}
+# Ablation variants: folder name -> what it removes. The flags are read back from each run's command.
+ABLATIONS = {"full": "nothing (all ingredients)", "no-augment": "random rotation", "no-dropout": "dropout",
+             "step-lr": "OneCycle (StepLR instead)", "no-schedule": "any schedule (constant lr)"}
+README_BEGIN, README_END = "<!-- results:begin (written by report.py) -->", "<!-- results:end -->"
+
+
+def load_json(path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def fmt_accs(values):
+    return "/".join(f"{v:.2f}" for v in values)
+
+
+def step_rows(results):
+    """One row per step that has a complete (non-smoke) run."""
+    rows = []
+    for step in STEPS:
+        m = load_json(Path(results) / step / "metrics.json")
+        if not m or m.get("subset"):
+            continue
+        rows.append(m)
+    return rows
+
+
+def steps_table(rows, links=True):
+    head = ("| step | params | RF | test acc, last 3 epochs (%) | best train acc (%) | epochs | s/epoch | device "
+            "| verdict | original write-up (params, test %) |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for m in rows:
+        name = f"[{m['model']}](results/{m['model']}/)" if links else m["model"]
+        verdict = "PASS" if m["passed"] else "FAIL"
+        params, acc = ORIGINAL[m["model"]]
+        lines.append(f"| {name} | {m['params']:,} | {m['receptive_field']} | {fmt_accs(m['last_test_accs'])} "
+                     f"| {m['best_train_acc']:.2f} | {m['epochs']} | {m['seconds_per_epoch']:.1f} | {m['device']} "
+                     f"| {verdict} | {params}, {acc} |")
+    return "\n".join(lines)
+
+
+def ablation_rows(results):
+    rows = []
+    for name, removed in ABLATIONS.items():
+        m = load_json(Path(results) / "ablation" / name / "metrics.json")
+        if not m or m.get("subset"):
+            continue
+        flags = m["command"].split("model3.py", 1)[-1].split("--out")[0].strip() or "(defaults)"
+        target = m["targets"]["min_test_acc"]
+        rows.append(dict(variant=name, removed=removed, flags=flags, final_test_acc=m["final_test_acc"],
+                         last3_min=min(m["last_test_accs"]), gap=round(min(m["last_test_accs"]) - target, 2),
+                         best_train_acc=m["best_train_acc"], passed=m["passed"], device=m["device"]))
+    return rows
+
+
+def ablation_table(rows):
+    full = next((r for r in rows if r["variant"] == "full"), None)
+    lines = ["| removed | flags | final test acc (%) | min of last 3 (%) | gap to 99.40 | Δ final vs full "
+             "| best train acc (%) | target |", "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        delta = f"{r['final_test_acc'] - full['final_test_acc']:+.2f}" if full else "n/a"
+        lines.append(f"| {r['removed']} | `{r['flags']}` | {r['final_test_acc']:.2f} | {r['last3_min']:.2f} "
+                     f"| {r['gap']:+.2f} | {delta} | {r['best_train_acc']:.2f} | {'met' if r['passed'] else 'missed'} |")
+    return "\n".join(lines)
+
+
+def seeds_section(results):
+    s = load_json(Path(results) / "model3" / "seeds.json")
+    if not s:
+        return None
+    text = (Path(results) / "model3" / "seeds.md").read_text() if (Path(results) / "model3" / "seeds.md").exists() else ""
+    return (f"`{s['command']}` on {s['device']}: **{s['met_target']}/{s['count']}** seeds met the target; "
+            f"final test accuracy {s['mean_final_test_acc']:.2f} ± {s['std_final_test_acc']:.2f} % (mean ± std).\n\n"
+            + text)
+
+
+def bench_section(results):
+    b = load_json(Path(results) / "bench.json")
+    if not b:
+        return None
+    return (b.get("table_markdown", "") + f"\n\n`{b.get('command', 'python bench.py')}` on {b['device']}: "
+            f"speedup vs reference **{b['speedup']:.1f}×**; model3's full 15-epoch run took "
+            f"{b['model3_train_seconds']:.0f} s with final test accuracy {b['model3_final_test_acc']:.2f} %.\n")
+
+
+def results_markdown(results="results"):
+    rows = step_rows(results)
+    parts = ["# Results", "", "Written by `python report.py` from the runs in `results/`; every figure below comes from "
+             "a run's `metrics.json`, `seeds.json` or `bench.json`. Accuracy is judged on the last epochs, never on "
+             "the best one.", "", "## The three steps", ""]
+    parts.append(steps_table(rows) if rows else "_No complete step run in results/ yet._")
+    for m in rows:
+        parts += ["", f"**{m['model']}** — `{m['command']}`, {m['date']}, {m['device']}, torch {m['torch']}. "
+                  f"{m['verdict']}.", "",
+                  f"![{m['model']} curves](results/{m['model']}/curves.png) "
+                  f"[confusion](results/{m['model']}/confusion.png) · "
+                  f"[misclassified](results/{m['model']}/misclassified.png) · "
+                  f"[receptive field](results/{m['model']}/rf.md) · [summary](results/{m['model']}/summary.txt)"]
+    seeds = seeds_section(results)
+    parts += ["", "## model3 over seeds", "", seeds or "_Not run yet: `make seeds STEP=model3 N=5`._"]
+    abl = ablation_rows(results)
+    parts += ["", "## Ablation of step 3 (one seed each)", "",
+              ablation_table(abl) if abl else "_Not run yet: `make ablation`._"]
+    bench = bench_section(results)
+    parts += ["", "## Performance", "", bench or "_Not run yet: `make bench`._", ""]
+    return "\n".join(parts)
+
+
+def docstring_results(m):
+    return (f"    {m['params']:,} parameters, receptive field {m['receptive_field']}; test accuracy "
+            f"{fmt_accs(m['last_test_accs'])} % on the last {len(m['last_test_accs'])} epochs;\n"
+            f"    best train accuracy {m['best_train_acc']:.2f} %; {m['epochs']} epochs at {m['seconds_per_epoch']:.1f} "
+            f"s/epoch on {m['device']}.\n"
+            f"    {'PASS' if m['passed'] else 'FAIL'}. Run: `{m['command']}`, {m['date'][:10]}. "
+            f"(Written by report.py from results/{m['model']}/metrics.json.)\n")
+
+
+def replace_docstring_results(source, text):
+    """Swap the body of the 'Results' section of a step's docstring for `text`."""
+    return re.sub(r"(\nResults\n)(.*?)(\nAnalysis\n)", lambda mt: mt.group(1) + text + mt.group(3), source,
+                  count=1, flags=re.S)
+
+
+def replace_between(source, begin, end, text):
+    if begin not in source or end not in source:
+        return source
+    head, rest = source.split(begin, 1)
+    return head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="results", help="folder of runs (default: results)")
+    parser.add_argument("--ablation-only", action="store_true", help="only the ablation table")
+    args = parser.parse_args(argv)
+    abl = ablation_rows(args.results)
+    if abl:
+        atomic_write_json(Path(args.results) / "ablation" / "ablation.json", abl)
+        atomic_write_text(Path(args.results) / "ablation" / "ablation.md", ablation_table(abl) + "\n")
+        print(ablation_table(abl))
+    if args.ablation_only:
+        return 0 if abl else 1
+    atomic_write_text("RESULTS.md", results_markdown(args.results))
+    rows = step_rows(args.results)
+    readme = Path("README.md")
+    if readme.exists() and rows:
+        atomic_write_text(readme, replace_between(readme.read_text(), README_BEGIN, README_END,
+                                                  steps_table(rows)))
+    for m in rows:
+        script = Path(f"{m['model']}.py")
+        atomic_write_text(script, replace_docstring_results(script.read_text(), docstring_results(m)))
+    print(f"report: wrote RESULTS.md ({len(rows)} step runs, seeds: {'yes' if seeds_section(args.results) else 'no'}, "
+          f"ablation: {len(abl)} variants, bench: {'yes' if bench_section(args.results) else 'no'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,52 @@
+"""Shared fixtures. The tests never download: they read MNIST from $MNIST_DATA_DIR (set by `make test`, which runs
+`make data` first), else from ../shared/mnist beside the checkout, else from ./data."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import common  # noqa: E402
+
+
+def _data_dir():
+    for candidate in (os.environ.get("MNIST_DATA_DIR"), ROOT.parent / "shared" / "mnist", ROOT / "data"):
+        if candidate and all((Path(candidate) / common.RAW_SUBDIR / f).is_file() for f in common.MNIST_FILES):
+            return Path(candidate)
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir():
+    found = _data_dir()
+    if found is None:
+        pytest.fail("MNIST is not available to the tests: run `make data` (or `make test`, which does) first")
+    return found
+
+
+@pytest.fixture(scope="session")
+def mnist(data_dir):
+    """Both splits loaded once for the in-process tests."""
+    return common.prepare_data(data_dir, log=lambda *_: None)
+
+
+def run_script(script, *args, data_dir=None, timeout=600, **kwargs):
+    """Run a step as a user would, in a subprocess; returns the CompletedProcess."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if data_dir is not None:
+        env["MNIST_DATA_DIR"] = str(data_dir)
+    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=kwargs.pop("cwd", ROOT),
+                          env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+def assert_clean_failure(result, code, *fragments):
+    """The run ended with `code`, said so in words that contain `fragments`, and showed no traceback."""
+    output = result.stdout + result.stderr
+    assert result.returncode == code, output
+    assert "Traceback" not in output, output
+    for fragment in fragments:
+        assert fragment in output, output

@@ -1,0 +1,122 @@
+"""Bad input of every kind ends in one clear line, the right exit status, no traceback, and nothing lost."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import common
+from conftest import ROOT, assert_clean_failure, run_script
+
+
+@pytest.mark.parametrize("flag, value, allowed", [
+    ("--epochs", "0", "a positive integer"), ("--epochs", "ten", "a positive integer"),
+    ("--batch-size", "-4", "a positive integer"), ("--test-batch-size", "0", "a positive integer"),
+    ("--subset", "0", "a positive integer"), ("--lr", "0", "a positive finite number"),
+    ("--lr", "nan", "a positive finite number"), ("--lr", "inf", "a positive finite number"),
+    ("--dropout", "1.5", "a probability"), ("--device", "tpu", "invalid choice"),
+])
+def test_bad_flag_gets_one_line_and_exit_2(flag, value, allowed, capsys):
+    import model3
+    with pytest.raises(SystemExit) as exit_:
+        common.run_step("model3", model3.Net, model3.DEFAULTS, model3.TARGETS, "", argv=[flag, value, "--dry-run"])
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1
+    assert flag in captured.err and allowed in captured.err and repr(value) in captured.err or "choice" in captured.err
+
+
+def test_a_bad_flag_from_the_command_line_gets_no_traceback():
+    result = run_script("model2.py", "--epochs", "-3")
+    assert_clean_failure(result, 2, "argument --epochs: expected a positive integer, got '-3'")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_asking_for_a_missing_gpu_is_a_usage_error():
+    assert_clean_failure(run_script("model3.py", "--device", "cuda", "--dry-run"), 2, "--device", "cuda",
+                         "no CUDA GPU is available")
+
+
+def test_unwritable_out_folder_is_caught_before_training(tmp_path, data_dir):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_script("model3.py", "--subset", "64", "--epochs", "1", "--out", blocker / "out", data_dir=data_dir)
+    assert_clean_failure(result, 2, "--out", "cannot write")
+    assert "epoch" not in result.stdout  # no training happened
+
+
+def test_corrupt_data_file_is_named_and_exit_1(tmp_path, data_dir):
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in common.MNIST_FILES:
+        os.symlink(data_dir / common.RAW_SUBDIR / name, raw / name)
+    (raw / "t10k-labels-idx1-ubyte").unlink()
+    (raw / "t10k-labels-idx1-ubyte").write_bytes((data_dir / common.RAW_SUBDIR / "t10k-labels-idx1-ubyte").read_bytes()[:-1])
+    result = run_script("model3.py", "--dry-run", "--data-dir", tmp_path)
+    assert_clean_failure(result, 1, "t10k-labels-idx1-ubyte", "10,007 bytes", "Delete it")
+
+
+def test_exploding_loss_stops_the_run_with_a_clear_message(tmp_path, data_dir):
+    out = tmp_path / "out"
+    result = run_script("model3.py", "--subset", "2560", "--epochs", "2", "--lr", "1e6", "--scheduler", "none",
+                        "--out", out, data_dir=data_dir)
+    assert_clean_failure(result, 1, "training loss became", "--lr")
+    assert "epoch  1/2" not in result.stdout  # stopped inside the first epoch, not at its end
+    assert not (out / "metrics.json").exists()
+
+
+def _previous_results(out):
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text('{"previous": true}\n')
+    (out / "model.pt").write_bytes(b"previous model")
+
+
+def _assert_previous_results_intact(out):
+    assert json.loads((out / "metrics.json").read_text()) == {"previous": True}
+    assert (out / "model.pt").read_bytes() == b"previous model"
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_ctrl_c_stops_cleanly_with_130_and_keeps_earlier_results(tmp_path, data_dir):
+    out = tmp_path / "out"
+    _previous_results(out)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_DATA_DIR": str(data_dir)}
+    process = subprocess.Popen([sys.executable, str(ROOT / "model3.py"), "--subset", "4000", "--epochs", "50",
+                                "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in process.stdout:  # wait until training is under way
+        lines.append(line)
+        if line.startswith("epoch  1/50"):
+            break
+    sent = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=30)
+    stopped_after = time.monotonic() - sent
+    assert process.returncode == 130, "".join(lines) + stdout + stderr
+    assert stopped_after < 5, f"took {stopped_after:.1f}s to stop"
+    assert "Traceback" not in stderr and "interrupted" in stderr and "is kept" in stderr
+    _assert_previous_results_intact(out)
+
+
+def test_a_failing_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+
+    def crash(src, dst):
+        raise OSError("disk full")
+    monkeypatch.setattr(common.os, "replace", crash)
+    with pytest.raises(OSError):
+        common.atomic_write_json(target, {"new": 1})
+    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_dry_run_writes_nothing(tmp_path, data_dir):
+    out = tmp_path / "out"
+    result = run_script("model3.py", "--dry-run", "--out", out, data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    assert "N/A (smoke run" in result.stdout and not out.exists()

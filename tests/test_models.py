@@ -1,0 +1,67 @@
+"""The three networks: parameter budgets, shapes, and receptive fields computed from the layers themselves."""
+import pytest
+import torch
+import torch.nn as nn
+
+import common
+import model1
+import model2
+import model3
+
+STEPS = [model1, model2, model3]
+
+
+@pytest.mark.parametrize("step", STEPS, ids=lambda s: s.__name__)
+def test_net_builds_without_arguments_and_outputs_ten_logits(step):
+    net = step.Net().eval()
+    assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_parameter_budgets_match_the_exercise():
+    assert common.count_params(model3.Net()) < 8000
+    assert 1_400_000 <= common.count_params(model1.Net()) < 1_800_000
+    assert 300_000 <= common.count_params(model2.Net()) < 500_000
+    # ...and each step's own targets say the same, so `make modelN` asserts them
+    assert model3.TARGETS.max_params == 8000 and model3.TARGETS.min_test_acc == 99.40
+    assert model3.TARGETS.last_epochs == 3 and model3.TARGETS.max_epochs == 15
+    assert (model1.TARGETS.min_params, model1.TARGETS.max_params) == (1_400_000, 1_800_000)
+    assert (model2.TARGETS.min_params, model2.TARGETS.max_params) == (300_000, 500_000)
+
+
+def test_count_params_includes_batchnorm():
+    block = common.conv_bn_relu(1, 4)
+    assert common.count_params(block) == 1 * 4 * 9 + 2 * 4
+
+
+@pytest.mark.parametrize("step", [model2, model3], ids=lambda s: s.__name__)
+def test_skeleton_has_transition_at_rf5_and_reaches_rf22(step):
+    rows = common.receptive_field(step.Net())
+    assert common.transition_rf(rows) == 5
+    assert common.feature_rf(rows) >= 22
+    assert any(isinstance(m, nn.BatchNorm2d) for m in step.Net().modules())
+    assert not any(isinstance(m, nn.Linear) for m in step.Net().modules()), "the head is a 1×1 conv + GAP"
+
+
+def test_rf_of_stacked_3x3_convs_and_a_pool_worked_by_hand():
+    # 3x3 -> RF 3; 3x3 -> 5; pool 2/2 -> 6, jump 2; 3x3 -> 6 + 2*2 = 10; sizes 28 -> 26 -> 24 -> 12 -> 10
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3))
+    rows = common.receptive_field(net)
+    assert [r["rf"] for r in rows] == [3, 5, 6, 10]
+    assert [r["size"] for r in rows] == [26, 24, 12, 10]
+    assert [r["jump"] for r in rows] == [1, 1, 2, 2]
+
+
+def test_rf_with_stride_padding_and_dilation_worked_by_hand():
+    # 3x3 stride 2 pad 1: 28 -> 14, RF 3, jump 2; dilated 3x3 (d=2) adds (3-1)*2*2 = 8 -> RF 11, size 14 -> 10
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.Conv2d(2, 2, 3, dilation=2),
+                        nn.AdaptiveAvgPool2d(1))
+    rows = common.receptive_field(net)
+    assert [(r["size"], r["jump"], r["rf"]) for r in rows[:2]] == [(14, 2, 3), (10, 2, 11)]
+    assert rows[2]["kind"] == "gap" and rows[2]["rf"] == 11 + 9 * 2 and rows[2]["size"] == 1
+
+
+def test_rf_table_counts_batchnorm_with_its_convolution_and_renders():
+    rows = common.receptive_field(model3.Net())
+    assert sum(r["params"] for r in rows) == common.count_params(model3.Net())
+    text = common.rf_markdown(rows, "model3")
+    assert "| features.0.0 | conv | 3 |" in text and "transition (first max-pool) at RF 5" in text

@@ -1,0 +1,104 @@
+"""Smoke runs of every step on a subset, as a user runs them: outputs written, metrics sane, model reloadable."""
+import json
+import math
+
+import pytest
+import torch
+
+import common
+import model1
+import model2
+import model3
+from conftest import run_script
+
+EXPECTED_FILES = {"summary.txt", "rf.md", "metrics.json", "curves.png", "misclassified.png", "confusion.png",
+                  "model.pt"}
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(tmp_path_factory, data_dir):
+    """Each step once, 2 epochs on 1,000 images of each split."""
+    runs = {}
+    for step in ("model1", "model2", "model3"):
+        out = tmp_path_factory.mktemp(step)
+        result = run_script(f"{step}.py", "--subset", "1000", "--epochs", "2", "--out", out, data_dir=data_dir)
+        runs[step] = (result, out)
+    return runs
+
+
+@pytest.mark.parametrize("step", ["model1", "model2", "model3"])
+def test_smoke_run_writes_every_output_with_sane_metrics(smoke_runs, step):
+    result, out = smoke_runs[step]
+    assert result.returncode == 0, result.stdout + result.stderr
+    written = {p.name for p in out.iterdir()}
+    assert EXPECTED_FILES <= written and ("samples.png" in written) == (step == "model1")
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("model", "params", "epochs", "seed", "device", "history", "train_seconds", "targets", "passed"):
+        assert key in metrics
+    assert metrics["model"] == step and metrics["epochs"] == 2 and len(metrics["history"]) == 2
+    assert metrics["passed"] is None and "N/A (smoke run" in metrics["verdict"]  # a subset is not judged
+    for epoch in metrics["history"]:
+        assert set(epoch) >= {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
+        assert 0 <= epoch["train_acc"] <= 100 and 0 <= epoch["test_acc"] <= 100
+        assert math.isfinite(epoch["train_loss"]) and math.isfinite(epoch["test_loss"])
+    # two epochs on 1,000 images must learn something, even for model1's slow plain SGD
+    assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
+    assert metrics["history"][-1]["test_acc"] > 15
+    assert sum(sum(row) for row in metrics["confusion"]) == 1000
+    assert "Total params" in (out / "summary.txt").read_text()
+    assert f"{metrics['params']:,}" in (out / "summary.txt").read_text()
+    assert "| layer | kind |" in (out / "rf.md").read_text()
+    assert metrics["verdict"] in result.stdout
+
+
+def test_step1_saves_the_data_analysis(smoke_runs):
+    metrics = json.loads((smoke_runs["model1"][1] / "metrics.json").read_text())
+    train = metrics["data"]["train"]
+    assert train["count"] == 60000 and len(train["class_counts"]) == 10 and sum(train["class_counts"]) == 60000
+    assert metrics["normalisation"] == {"mean": train["mean"], "std": train["std"]}
+
+
+def test_saved_model3_scores_what_metrics_json_reports(smoke_runs, mnist):
+    _, out = smoke_runs["model3"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    net = model3.Net()
+    net.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    net.eval()
+    images, labels = mnist["test"][0][:1000], mnist["test"][1][:1000]
+    x = (images.float().unsqueeze(1) / 255 - metrics["normalisation"]["mean"]) / metrics["normalisation"]["std"]
+    with torch.no_grad():
+        accuracy = 100 * (net(x).argmax(1) == labels).float().mean().item()
+    assert accuracy == pytest.approx(metrics["final_test_acc"], abs=0.005)
+
+
+def test_same_seed_same_cpu_same_numbers(mnist):
+    config = common.Config(epochs=2, batch_size=64, test_batch_size=500, lr=0.05, momentum=0.9, nesterov=True,
+                           weight_decay=0.0, scheduler="onecycle", step_size=5, gamma=0.1, rotate=7.0, shift=2.0, seed=3,
+                           subset=640, net_kwargs={"dropout": 0.05})
+    runs = [common.fit(model3.Net, config, mnist, log=lambda *_: None)[1] for _ in range(2)]
+    strip = [[{k: v for k, v in h.items() if k != "seconds"} for h in run] for run in runs]
+    assert strip[0] == strip[1]
+    other = common.fit(model3.Net, common.Config(**{**vars(config), "seed": 4}), mnist, log=lambda *_: None)[1]
+    assert [h["train_loss"] for h in other] != [h["train_loss"] for h in runs[0]]
+
+
+def test_seeds_mode_writes_a_table_over_seeds(tmp_path, data_dir):
+    result = run_script("model3.py", "--seeds", "2", "--subset", "300", "--epochs", "1", "--out", tmp_path,
+                        data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "seeds.json").read_text())
+    assert [r["seed"] for r in summary["seeds"]] == [1, 2] and summary["count"] == 2
+    assert (tmp_path / "seeds" / "seed-2" / "metrics.json").exists()
+    assert "mean ± std" in (tmp_path / "seeds.md").read_text()
+
+
+def test_judge_uses_the_last_epochs_not_the_best():
+    targets = model3.TARGETS
+    history = [{"test_acc": a} for a in [99.6, 99.7, 99.5, 99.45, 99.39]]
+    passed, verdict = common.judge("model3", targets, 7900, history, smoke=False)
+    assert passed is False and "99.50/99.45/99.39" in verdict and "FAIL" in verdict
+    passed, verdict = common.judge("model3", targets, 7900, history[:4], smoke=False)
+    assert passed is True and verdict.startswith("model3: PASS params 7,900 < 8,000")
+    assert common.judge("model3", targets, 8000, history[:4], smoke=False)[0] is False
+    assert common.judge("model3", targets, 7900, history[:4] * 4, smoke=False)[0] is False  # 16 epochs > 15
+    assert common.judge("model3", targets, 9000, history, smoke=True)[0] is False  # too big even for a smoke run
