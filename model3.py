@@ -11,10 +11,11 @@ Results
 Analysis
     Step 2's skeleton, thinned to 8–16 channels, keeps its shape: two 3×3 convolutions to RF 5, a transition
     (max-pool + 1×1) there, four 3×3 convolutions to RF 22, then a 1×1 convolution and global average pooling.
-    Thin layers under-fit less than they over-fit, so three cheap ingredients close the gap to 99.4 %: a few
-    degrees of random rotation (more varied training digits), 5 % dropout after each block past the transition, and a OneCycle
-    learning rate that ends near zero, so the last epochs settle instead of wandering. `make ablation` removes
-    each one in turn and measures what it was worth.
+    Even thin layers memorise: trained on plain digits, train accuracy runs ahead of test accuracy and the test
+    accuracy stalls below 99.4 %. Three cheap ingredients close the gap: random rotation (±7°) and shift (±2 px)
+    of the training digits, so it never sees the same image twice; 5 % dropout after each block past the
+    transition; and a OneCycle learning rate that ends near zero, so the last epochs settle instead of wandering.
+    `make ablation` removes each one in turn and measures what it was worth.
 """
 import torch.nn as nn
 
@@ -22,7 +23,7 @@ from common import Targets, conv_bn_relu, run_step
 
 TARGETS = Targets(min_test_acc=99.40, max_params=8000, last_epochs=3, max_epochs=15)
 DEFAULTS = dict(epochs=15, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, scheduler="onecycle",
-                rotate=7.0, dropout=0.05)
+                rotate=7.0, shift=2.0, dropout=0.05)
 
 
 class Net(nn.Module):

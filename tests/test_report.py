@@ -1,0 +1,77 @@
+"""report.py on small fabricated runs: tables, the README block and the docstring Results."""
+import json
+
+import pytest
+
+import report
+
+
+def _metrics(model, accs, passed=True, command=None, params=7900):
+    history = [dict(epoch=i + 1, train_loss=0.1, train_acc=99.0 + i / 100, test_loss=0.02, test_acc=a, lr=0.01,
+                    seconds=10.0) for i, a in enumerate(accs)]
+    return dict(model=model, params=params, epochs=len(accs), seed=1, device="cpu (test, 2 threads)",
+                command=command or f"python {model}.py", date="2026-11-26 01:00:00 UTC", torch="x", subset=None,
+                receptive_field=22, history=history, final_test_acc=accs[-1], last_test_accs=accs[-3:],
+                best_train_acc=max(h["train_acc"] for h in history), seconds_per_epoch=10.0, train_seconds=10.0 * len(accs),
+                targets=dict(min_test_acc=99.4, last_epochs=3), passed=passed, verdict=f"{model}: PASS ...")
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+
+
+@pytest.fixture
+def results(tmp_path):
+    root = tmp_path / "results"
+    _write(root / "model3" / "metrics.json", _metrics("model3", [99.41, 99.45, 99.47, 99.46]))
+    _write(root / "model2" / "metrics.json", _metrics("model2", [99.5, 99.55, 99.52], params=400602))
+    _write(root / "model1-subset" / "metrics.json", {**_metrics("model1", [50.0, 60.0, 70.0]), "subset": 100})
+    _write(root / "ablation" / "full" / "metrics.json",
+           _metrics("model3", [99.45, 99.46, 99.47], command="python model3.py --out results/ablation/full"))
+    _write(root / "ablation" / "no-augment" / "metrics.json",
+           _metrics("model3", [99.30, 99.31, 99.32], passed=False,
+                    command="python model3.py --no-augment --out results/ablation/no-augment"))
+    _write(root / "model3" / "seeds.json", dict(command="python model3.py --seeds 2", device="cpu", seeds=[],
+                                                met_target=2, count=2, mean_final_test_acc=99.465,
+                                                std_final_test_acc=0.007))
+    return root
+
+
+def test_steps_table_lists_complete_runs_only(results):
+    rows = report.step_rows(results)
+    assert [m["model"] for m in rows] == ["model2", "model3"]  # the subset run is not a result
+    table = report.steps_table(rows)
+    assert "| 7,900 | 22 | 99.45/99.47/99.46 |" in table and "| PASS |" in table
+    assert "7,838, 99.22" in table  # beside the original write-up's figures
+
+
+def test_ablation_table_reads_flags_and_gaps(results):
+    rows = report.ablation_rows(results)
+    assert [r["variant"] for r in rows] == ["full", "no-augment"]
+    assert rows[1]["flags"] == "--no-augment" and rows[1]["gap"] == pytest.approx(-0.10)
+    table = report.ablation_table(rows)
+    assert "| random rotation | `--no-augment` | 99.32 | 99.30 | -0.10 | -0.15 |" in table
+    assert "| nothing (all ingredients) | `(defaults)` |" in table
+
+
+def test_results_markdown_has_every_section(results):
+    text = report.results_markdown(results)
+    for heading in ("## The three steps", "## model3 over seeds", "## Ablation of step 3", "## Performance"):
+        assert heading in text
+    assert "**2/2** seeds met the target" in text and "99.47 ± 0.01" in text
+    assert "_Not run yet: `make bench`._" in text
+
+
+def test_docstring_results_are_replaced_between_the_headings():
+    source = '"""Step 3.\n\nTarget\n    t\n\nResults\n    old words\n\nAnalysis\n    a\n"""\nimport x\n'
+    m = _metrics("model3", [99.41, 99.45, 99.47])
+    new = report.replace_docstring_results(source, report.docstring_results(m))
+    assert "old words" not in new and "99.41/99.45/99.47 %" in new and new.endswith('"""\nimport x\n')
+    assert report.replace_docstring_results(new, report.docstring_results(m)) == new  # idempotent
+
+
+def test_readme_block_is_replaced_and_the_rest_kept():
+    readme = f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\noutro\n"
+    new = report.replace_between(readme, report.README_BEGIN, report.README_END, "TABLE")
+    assert new == f"intro\n{report.README_BEGIN}\nTABLE\n{report.README_END}\noutro\n"
