@@ -47,7 +47,7 @@ ABLATIONS := full:  no-augment:--no-augment  no-dropout:--dropout=0  step-lr:--s
 ablation: $(ENV)  ## model3 with each ingredient removed in turn, then the table
 	@set -e; for item in $(ABLATIONS); do name=$${item%%:*}; flags=$${item#*:}; \
 	  echo "=== ablation: $$name ($${flags:-defaults}) ==="; \
-	  $(PYTHON) model3.py $${flags//=/ } --out results/ablation/$$name $(ARGS) || true; done
+	  $(PYTHON) model3.py $$flags --out results/ablation/$$name $(ARGS) || true; done
 	$(PYTHON) report.py --ablation-only
 
 report: $(ENV)  ## RESULTS.md from results/, and the Results of README and docstrings

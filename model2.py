@@ -19,7 +19,7 @@ Analysis
 """
 import torch.nn as nn
 
-from common import Targets, conv_bn_relu, run_step
+from common import Targets, conv_bn_relu, gap_head, run_step
 
 TARGETS = Targets(min_test_acc=99.40, min_params=300_000, max_params=500_000, last_epochs=3, max_epochs=15)
 DEFAULTS = dict(epochs=15, batch_size=128, lr=0.05, momentum=0.9, scheduler="step", step_size=5, gamma=0.1)
@@ -38,7 +38,7 @@ class Net(nn.Module):
             conv_bn_relu(64, 128),                # 8 -> 6,   RF 18
             conv_bn_relu(128, 256),               # 6 -> 4,   RF 22
         )
-        self.head = nn.Sequential(nn.Conv2d(256, 10, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = gap_head(256)
 
     def forward(self, x):
         return self.head(self.features(x))

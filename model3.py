@@ -19,7 +19,7 @@ Analysis
 """
 import torch.nn as nn
 
-from common import Targets, conv_bn_relu, run_step
+from common import Targets, conv_bn_relu, gap_head, run_step
 
 TARGETS = Targets(min_test_acc=99.40, max_params=8000, last_epochs=3, max_epochs=15)
 DEFAULTS = dict(epochs=15, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, scheduler="onecycle",
@@ -40,7 +40,7 @@ class Net(nn.Module):
             conv_bn_relu(16, 16, dropout=dropout),   # 8 -> 6,   RF 18
             conv_bn_relu(16, 10),                    # 6 -> 4,   RF 22
         )
-        self.head = nn.Sequential(nn.Conv2d(10, 10, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = gap_head(10)
 
     def forward(self, x):
         return self.head(self.features(x))

@@ -45,15 +45,16 @@ def step_rows(results):
 
 
 def steps_table(rows, links=True):
-    head = ("| step | params | RF | test acc, last 3 epochs (%) | best train acc (%) | epochs | s/epoch | device "
-            "| verdict | original write-up (params, test %) |")
+    head = ("| step | params | RF | test acc, last 3 epochs (%) | best train acc (%) | epochs | s/epoch "
+            "| training time | device | verdict | original write-up (params, test %) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for m in rows:
         name = f"[{m['model']}](results/{m['model']}/)" if links else m["model"]
         verdict = "PASS" if m["passed"] else "FAIL"
         params, acc = ORIGINAL[m["model"]]
         lines.append(f"| {name} | {m['params']:,} | {m['receptive_field']} | {fmt_accs(m['last_test_accs'])} "
-                     f"| {m['best_train_acc']:.2f} | {m['epochs']} | {m['seconds_per_epoch']:.1f} | {m['device']} "
+                     f"| {m['best_train_acc']:.2f} | {m['epochs']} | {m['seconds_per_epoch']:.1f} "
+                     f"| {m['train_seconds'] / 60:.1f} min | {m['device']} "
                      f"| {verdict} | {params}, {acc} |")
     return "\n".join(lines)
 

@@ -12,6 +12,18 @@ import common
 from conftest import ROOT, assert_clean_failure, run_script
 
 
+def _previous_results(out):
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text('{"previous": true}\n')
+    (out / "model.pt").write_bytes(b"previous model")
+
+
+def _assert_previous_results_intact(out):
+    assert json.loads((out / "metrics.json").read_text()) == {"previous": True}
+    assert (out / "model.pt").read_bytes() == b"previous model"
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
 @pytest.mark.parametrize("flag, value, allowed", [
     ("--epochs", "0", "a positive integer"), ("--epochs", "ten", "a positive integer"),
     ("--batch-size", "-4", "a positive integer"), ("--test-batch-size", "0", "a positive integer"),
@@ -26,7 +38,7 @@ def test_bad_flag_gets_one_line_and_exit_2(flag, value, allowed, capsys):
     captured = capsys.readouterr()
     assert exit_.value.code == 2 and captured.out == ""
     assert len(captured.err.strip().splitlines()) == 1
-    assert flag in captured.err and allowed in captured.err and repr(value) in captured.err or "choice" in captured.err
+    assert flag in captured.err and allowed in captured.err and repr(value) in captured.err
 
 
 def test_a_bad_flag_from_the_command_line_gets_no_traceback():
@@ -56,29 +68,21 @@ def test_corrupt_data_file_is_named_and_exit_1(tmp_path, data_dir):
         os.symlink(data_dir / common.RAW_SUBDIR / name, raw / name)
     (raw / "t10k-labels-idx1-ubyte").unlink()
     (raw / "t10k-labels-idx1-ubyte").write_bytes((data_dir / common.RAW_SUBDIR / "t10k-labels-idx1-ubyte").read_bytes()[:-1])
-    result = run_script("model3.py", "--dry-run", "--data-dir", tmp_path)
+    out = tmp_path / "out"
+    _previous_results(out)
+    result = run_script("model3.py", "--subset", "64", "--epochs", "1", "--data-dir", tmp_path, "--out", out)
     assert_clean_failure(result, 1, "t10k-labels-idx1-ubyte", "10,007 bytes", "Delete it")
+    _assert_previous_results_intact(out)
 
 
 def test_exploding_loss_stops_the_run_with_a_clear_message(tmp_path, data_dir):
     out = tmp_path / "out"
+    _previous_results(out)
     result = run_script("model3.py", "--subset", "2560", "--epochs", "2", "--lr", "1e6", "--scheduler", "none",
                         "--out", out, data_dir=data_dir)
     assert_clean_failure(result, 1, "training loss became", "--lr")
     assert "epoch  1/2" not in result.stdout  # stopped inside the first epoch, not at its end
-    assert not (out / "metrics.json").exists()
-
-
-def _previous_results(out):
-    out.mkdir(parents=True)
-    (out / "metrics.json").write_text('{"previous": true}\n')
-    (out / "model.pt").write_bytes(b"previous model")
-
-
-def _assert_previous_results_intact(out):
-    assert json.loads((out / "metrics.json").read_text()) == {"previous": True}
-    assert (out / "model.pt").read_bytes() == b"previous model"
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    _assert_previous_results_intact(out)
 
 
 def test_ctrl_c_stops_cleanly_with_130_and_keeps_earlier_results(tmp_path, data_dir):

