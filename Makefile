@@ -20,7 +20,7 @@ ARGS ?=
 .PHONY: help setup data model1 model2 model3 all test seeds ablation report bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-z0-9]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 12
+	@grep -E '^[a-z0-9 ]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
 
 setup: $(ENV)  ## create .venv from requirements.txt (done by every target that needs it)
 

@@ -11,7 +11,6 @@ Writes results/bench.json; `python report.py` puts its table into RESULTS.md.
 """
 import argparse
 import itertools
-import json
 import resource
 import sys
 import time

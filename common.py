@@ -10,7 +10,6 @@ import contextlib
 import copy
 import gzip
 import hashlib
-import inspect
 import io
 import json
 import math
@@ -18,7 +17,6 @@ import os
 import pickle
 import platform
 import random
-import signal
 import socket
 import struct
 import subprocess
@@ -600,11 +598,6 @@ class Targets:
     min_params: int = 0
     last_epochs: int = 3
     max_epochs: int = 15
-
-    def params_text(self):
-        if self.min_params:
-            return f"{self.min_params:,} ≤ params < {self.max_params:,}"
-        return f"params < {self.max_params:,}"
 
 
 def judge(name, targets, params, history, smoke):

@@ -20,6 +20,7 @@ ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57
 ABLATIONS = {"full": "nothing (all ingredients)", "no-augment": "random rotation", "no-dropout": "dropout",
              "step-lr": "OneCycle (StepLR instead)", "no-schedule": "any schedule (constant lr)"}
 README_BEGIN, README_END = "<!-- results:begin (written by report.py) -->", "<!-- results:end -->"
+BENCH_BEGIN, BENCH_END = "<!-- bench:begin (written by report.py) -->", "<!-- bench:end -->"
 
 
 def load_json(path):
@@ -163,9 +164,13 @@ def main(argv=None):
     atomic_write_text("RESULTS.md", results_markdown(args.results))
     rows = step_rows(args.results)
     readme = Path("README.md")
-    if readme.exists() and rows:
-        atomic_write_text(readme, replace_between(readme.read_text(), README_BEGIN, README_END,
-                                                  steps_table(rows)))
+    if readme.exists():
+        text = readme.read_text()
+        if rows:
+            text = replace_between(text, README_BEGIN, README_END, steps_table(rows))
+        if bench_section(args.results):
+            text = replace_between(text, BENCH_BEGIN, BENCH_END, bench_section(args.results).strip())
+        atomic_write_text(readme, text)
     for m in rows:
         script = Path(f"{m['model']}.py")
         atomic_write_text(script, replace_docstring_results(script.read_text(), docstring_results(m)))

@@ -1,0 +1,20 @@
+"""A smoke of the benchmark harness: both pipelines run a few steps and the JSON holds what the README quotes.
+No timing is asserted here; `make bench` is where speed is measured."""
+import json
+
+from conftest import run_script
+
+
+def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
+    out = tmp_path / "bench.json"
+    result = run_script("bench.py", "--steps", "5", "--warmup", "2", "--skip-full", "--device", "cpu",
+                        "--out", out, data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "speedup vs reference (cpu" in result.stdout
+    bench = json.loads(out.read_text())
+    for key in ("device", "reference_epoch_s", "project_epoch_s", "speedup", "model3_train_seconds",
+                "model3_final_test_acc", "peak_memory_mb"):
+        assert key in bench
+    assert bench["reference_epoch_s"] > 0 and bench["project_epoch_s"] > 0
+    assert abs(bench["speedup"] - bench["reference_epoch_s"] / bench["project_epoch_s"]) < 0.01 * bench["speedup"]
+    assert "| pipeline | device |" in bench["table_markdown"]
