@@ -75,3 +75,8 @@ def test_readme_block_is_replaced_and_the_rest_kept():
     readme = f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\noutro\n"
     new = report.replace_between(readme, report.README_BEGIN, report.README_END, "TABLE")
     assert new == f"intro\n{report.README_BEGIN}\nTABLE\n{report.README_END}\noutro\n"
+
+
+def test_seconds_per_epoch_is_the_median_so_one_disturbed_epoch_does_not_skew_it():
+    assert report.median_epoch_seconds({"history": [{"seconds": s} for s in (10.0, 30.0, 11.0)]}) == 11.0
+    assert report.median_epoch_seconds({"history": [{"seconds": s} for s in (10.0, 12.0)]}) == 11.0
