@@ -312,7 +312,8 @@ def receptive_field(model, input_size=28, in_channels=1):
                           ("kernel_size", "stride", "padding", "dilation"))
             size = (size + 2 * p - d * (k - 1) - 1) // s + 1
             rf, jump = rf + d * (k - 1) * jump, jump * s
-            kind = "conv" if isinstance(module, nn.Conv2d) else "maxpool" if isinstance(module, nn.MaxPool2d) else "avgpool"
+            kind = ("conv" if isinstance(module, nn.Conv2d) else
+                    "maxpool" if isinstance(module, nn.MaxPool2d) else "avgpool")
             channels = module.out_channels if isinstance(module, nn.Conv2d) else channels
             rows.append(dict(layer=name, kind=kind, kernel=k, stride=s, padding=p, dilation=d, size=size,
                              jump=jump, rf=rf, channels=channels, params=count_params(module)))
@@ -542,14 +543,19 @@ def _pyplot():
     return plt
 
 
-def plot_curves(history, title):
+def plot_curves(history, title, target=None):
     plt = _pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     for split, style in (("train", "-o"), ("test", "-s")):
         ax_loss.plot(epochs, [h[f"{split}_loss"] for h in history], style, ms=3, label=split)
         ax_acc.plot(epochs, [h[f"{split}_acc"] for h in history], style, ms=3, label=split)
-    ax_loss.set(title=f"{title}: loss", xlabel="epoch", ylabel="cross-entropy")
+    if target is not None:
+        ax_acc.axhline(target, color="tab:red", ls="--", lw=1, label=f"target {target:.2f} %")
+    if len(history) > 2:  # zoom on where the steps differ; the first epoch's climb would flatten everything
+        settled = [h[f"{split}_acc"] for h in history[1:] for split in ("train", "test")]
+        ax_acc.set_ylim(min(settled + [target or 100]) - 0.3, 100.05)
+    ax_loss.set(title=f"{title}: loss", xlabel="epoch", ylabel="cross-entropy", yscale="log")
     ax_acc.set(title=f"{title}: accuracy", xlabel="epoch", ylabel="accuracy (%)")
     for ax in (ax_loss, ax_acc):
         ax.grid(alpha=0.3)
@@ -702,12 +708,14 @@ def build_parser(name, defaults, description):
     add("--batch-size", type=positive_int, default=d["batch_size"], help="training batch size (default: %(default)s)")
     add("--test-batch-size", type=positive_int, default=d["test_batch_size"],
         help="evaluation batch size (default: %(default)s)")
-    add("--lr", type=positive_float, default=d["lr"], help="learning rate; the peak for onecycle (default: %(default)s)")
+    add("--lr", type=positive_float, default=d["lr"],
+        help="learning rate; the peak for onecycle (default: %(default)s)")
     add("--momentum", type=non_negative_float, default=d["momentum"], help="SGD momentum (default: %(default)s)")
     add("--nesterov", action=argparse.BooleanOptionalAction, default=d["nesterov"], help="Nesterov momentum")
     add("--weight-decay", type=non_negative_float, default=d["weight_decay"], help="L2 penalty (default: %(default)s)")
     add("--scheduler", choices=SCHEDULERS, default=d["scheduler"], help="learning-rate schedule (default: %(default)s)")
-    add("--step-size", type=positive_int, default=d["step_size"], help="epochs between steps of 'step' (default: %(default)s)")
+    add("--step-size", type=positive_int, default=d["step_size"],
+        help="epochs between steps of 'step' (default: %(default)s)")
     add("--gamma", type=positive_float, default=d["gamma"], help="factor of each 'step' (default: %(default)s)")
     add("--rotate", type=non_negative_float, default=d["rotate"],
         help="random rotation of training images, ± degrees; 0 turns it off (default: %(default)s)")
@@ -715,7 +723,8 @@ def build_parser(name, defaults, description):
         help="random translation of training images, ± pixels in x and y; 0 turns it off (default: %(default)s)")
     add("--no-augment", action="store_true", help="no augmentation at all (same as --rotate 0 --shift 0)")
     if "dropout" in defaults:
-        add("--dropout", type=probability, default=defaults["dropout"], help="dropout after each block (default: %(default)s)")
+        add("--dropout", type=probability, default=defaults["dropout"],
+            help="dropout probability in the step's Net (default: %(default)s)")
     add("--seed", type=non_negative_int, default=d["seed"], help="random seed (default: %(default)s)")
     add("--seeds", type=positive_int, default=None, metavar="N",
         help="train N times with seeds seed..seed+N-1 and write seeds.json and seeds.md")
@@ -806,7 +815,8 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
         metrics["data"] = dict(train=data["stats"], test=data_statistics(*data["test"]))
     if out is not None:
         write_artifacts(Path(out), name, model, metrics, rf_rows, data, predictions, labels, analyse_data)
-        log(f"{name}: wrote {', '.join(sorted(p.name for p in Path(out).iterdir() if p.is_file() and not p.name.startswith('.')))} to {out}")
+        written = sorted(p.name for p in Path(out).iterdir() if p.is_file() and not p.name.startswith("."))
+        log(f"{name}: wrote {', '.join(written)} to {out}")
     log(verdict)
     return metrics
 
@@ -816,7 +826,7 @@ def write_artifacts(out, name, model, metrics, rf_rows, data, predictions, label
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "summary.txt", summary_text(model))
     atomic_write_text(out / "rf.md", rf_markdown(rf_rows, f"{name}: receptive field, computed from the model"))
-    atomic_save_figure(plot_curves(metrics["history"], name), out / "curves.png")
+    atomic_save_figure(plot_curves(metrics["history"], name, metrics["targets"]["min_test_acc"]), out / "curves.png")
     test_images = data["test"][0][:len(labels)]
     wrong = (predictions != labels).nonzero().flatten()[:40].tolist()
     atomic_save_figure(plot_digits([test_images[i].numpy() for i in wrong],

@@ -88,7 +88,8 @@ def ablation_table(rows):
     for r in rows:
         delta = f"{r['final_test_acc'] - full['final_test_acc']:+.2f}" if full else "n/a"
         lines.append(f"| {r['removed']} | `{r['flags']}` | {r['final_test_acc']:.2f} | {r['last3_min']:.2f} "
-                     f"| {r['gap']:+.2f} | {delta} | {r['best_train_acc']:.2f} | {'met' if r['passed'] else 'missed'} |")
+                     f"| {r['gap']:+.2f} | {delta} | {r['best_train_acc']:.2f} "
+                     f"| {'met' if r['passed'] else 'missed'} |")
     return "\n".join(lines)
 
 
@@ -96,7 +97,8 @@ def seeds_section(results):
     s = load_json(Path(results) / "model3" / "seeds.json")
     if not s:
         return None
-    text = (Path(results) / "model3" / "seeds.md").read_text() if (Path(results) / "model3" / "seeds.md").exists() else ""
+    table = Path(results) / "model3" / "seeds.md"
+    text = table.read_text() if table.exists() else ""
     return (f"`{s['command']}` on {s['device']}: **{s['met_target']}/{s['count']}** seeds met the target; "
             f"final test accuracy {s['mean_final_test_acc']:.2f} ± {s['std_final_test_acc']:.2f} % (mean ± std).\n\n"
             + text)
@@ -113,8 +115,8 @@ def bench_section(results):
 
 def results_markdown(results="results"):
     rows = step_rows(results)
-    parts = ["# Results", "", "Written by `python report.py` from the runs in `results/`; every figure below comes from "
-             "a run's `metrics.json`, `seeds.json` or `bench.json`. Accuracy is judged on the last epochs, never on "
+    parts = ["# Results", "", "Written by `python report.py` from the runs in `results/`; every figure below comes "
+             "from a run's `metrics.json`, `seeds.json` or `bench.json`. Accuracy is judged on the last epochs, never on "
              "the best one.", "", "## The three steps", ""]
     parts.append(steps_table(rows) if rows else "_No complete step run in results/ yet._")
     for m in rows:
@@ -137,8 +139,8 @@ def results_markdown(results="results"):
 def docstring_results(m):
     return (f"    {m['params']:,} parameters, receptive field {m['receptive_field']}; test accuracy "
             f"{fmt_accs(m['last_test_accs'])} % on the last {len(m['last_test_accs'])} epochs;\n"
-            f"    best train accuracy {m['best_train_acc']:.2f} %; {m['epochs']} epochs at {median_epoch_seconds(m):.1f} "
-            f"s/epoch (median) on {m['device']}.\n"
+            f"    best train accuracy {m['best_train_acc']:.2f} %; {m['epochs']} epochs at "
+            f"{median_epoch_seconds(m):.1f} s/epoch (median) on {m['device']}.\n"
             f"    {'PASS' if m['passed'] else 'FAIL'}. Run: `{m['command']}`, {m['date'][:10]}. "
             f"(Written by report.py from results/{m['model']}/metrics.json.)\n")
 
