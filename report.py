@@ -119,6 +119,9 @@ def results_markdown(results="results"):
              "from a run's `metrics.json`, `seeds.json` or `bench.json`. Accuracy is judged on the last epochs, never on "
              "the best one.", "", "## The three steps", ""]
     parts.append(steps_table(rows) if rows else "_No complete step run in results/ yet._")
+    parts += ["", "Train accuracy is counted during each epoch, on the batches as trained — augmented and with dropout "
+              "active where a step uses them — so a regularised step can show a train accuracy below its test "
+              "accuracy. RF is the receptive field of the last convolution or pooling window, before the head."]
     for m in rows:
         parts += ["", f"**{m['model']}** — `{m['command']}`, {m['date']}, {m['device']}, torch {m['torch']}. "
                   f"{m['verdict']}.", "",
@@ -126,6 +129,14 @@ def results_markdown(results="results"):
                   f"[confusion](results/{m['model']}/confusion.png) · "
                   f"[misclassified](results/{m['model']}/misclassified.png) · "
                   f"[receptive field](results/{m['model']}/rf.md) · [summary](results/{m['model']}/summary.txt)"]
+    analysis = next((m["data"] for m in rows if "data" in m), None)
+    if analysis:
+        parts += ["", "## The data, as step 1 measured it", "",
+                  "| split | images | mean | std | min | max | images per class 0–9 |", "|---|---|---|---|---|---|---|"]
+        parts += [f"| {split} | {d['count']:,} | {d['mean']:.4f} | {d['std']:.4f} | {d['min']:g} | {d['max']:g} "
+                  f"| {' · '.join(f'{c:,}' for c in d['class_counts'])} |" for split, d in analysis.items()]
+        parts += ["", "Pixels scaled to [0, 1]; every step normalises with the training split's mean and std. "
+                  "![samples](results/model1/samples.png)"]
     seeds = seeds_section(results)
     parts += ["", "## model3 over seeds", "", seeds or "_Not run yet: `make seeds STEP=model3 N=5`._"]
     abl = ablation_rows(results)
