@@ -10,8 +10,8 @@ Results
     (written by `python report.py` from results/model1/metrics.json; see RESULTS.md)
 
 Analysis
-    Three convolutions and two max-pools, then two dense layers: 98 % of the parameters sit in the first dense
-    layer, which looks at every pixel of a 5×5×64 map at once. The network memorises the training set — train
+    Three convolutions and two max-pools, then two dense layers: nearly all the parameters sit in the first
+    dense layer (see rf.md), which looks at every pixel of a 5×5×64 map at once. The network memorises the training set — train
     accuracy runs ahead of test accuracy — while contributing nothing the convolutions did not already see.
     Step 2 keeps the convolutions, adds batch normalisation, and replaces the dense head with a 1×1 convolution
     and global average pooling.
@@ -36,7 +36,7 @@ class Net(nn.Module):
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(64 * 5 * 5, 960), nn.ReLU(),  # the big, over-fitting part: 1.54M of the parameters
+            nn.Linear(64 * 5 * 5, 960), nn.ReLU(),  # the big, over-fitting part: 1600 × 960 weights
             nn.Linear(960, 10),
         )
 

@@ -14,8 +14,8 @@ Analysis
     there; four more 3×3 convolutions at half resolution grow the receptive field to 22, enough to see a whole
     digit stroke pattern. Channels double as the maps shrink, so most parameters live where the maps are 6×6
     and 4×4 and cost little arithmetic. Batch normalisation lets SGD take a larger learning rate and converge in
-    a few epochs. What remains is size: 400k parameters for a 10-class problem. Step 3 keeps this shape and
-    thins it fifty-fold.
+    a few epochs. What remains is size: hundreds of thousands of parameters for a 10-class problem. Step 3
+    keeps this shape and thins it to under 8,000.
 """
 import torch.nn as nn
 
