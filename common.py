@@ -198,7 +198,7 @@ def ensure_mnist(root, log=print):
             fetch(root, log)
             verify_mnist(raw_dir)
         except Exception as e:  # any failure of a source just moves us on to the next one
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            reason = " ".join(str(e).split())[:300] or type(e).__name__  # one line, however the source words it
             tried.append(f"{name} ({reason})")
             log(f"data: {name} failed: {reason}")
             continue
