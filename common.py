@@ -908,8 +908,9 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
         print(f"{name}.py: error: {e}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
-        print(f"\n{name}.py: interrupted; this run wrote nothing, and whatever {out} held before is kept",
-              file=sys.stderr)
+        kept = (f"the seeds finished so far are in {out / 'seeds'}; seeds.json was not updated" if args.seeds else
+                f"this run wrote nothing, and whatever {out} held before is kept")
+        print(f"\n{name}.py: interrupted; {kept}", file=sys.stderr)
         code = 130
     sys.exit(code)
 
