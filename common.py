@@ -894,7 +894,7 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
             check_writable(out)
         data = prepare_data(args.data_dir)
         print(f"{name}: data from {data['source']}; training mean {data['mean']}, std {data['std']}")
-        if args.seeds:
+        if args.seeds and not args.dry_run:
             ok = run_seeds(name, net_class, config, targets, data, out, args.seeds, command)
             code = 0 if ok or config.subset else 1
         else:
@@ -906,6 +906,9 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
         code = 2
     except (DataError, TrainingError) as e:
         print(f"{name}.py: error: {e}", file=sys.stderr)
+        code = 1
+    except OSError as e:  # a disk that fills up or a folder removed mid-run; earlier files are still whole
+        print(f"{name}.py: error: could not write the results: {e}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:
         kept = (f"the seeds finished so far are in {out / 'seeds'}; seeds.json was not updated" if args.seeds else
