@@ -187,7 +187,13 @@ def main(argv=None):
     if readme.exists():
         text = readme.read_text()
         if rows:
-            text = replace_between(text, README_BEGIN, README_END, steps_table(rows))
+            block = steps_table(rows)
+            seeds = load_json(Path(args.results) / "model3" / "seeds.json")
+            if seeds:
+                block += (f"\n\nmodel3 over {seeds['count']} seeds (`{seeds['command']}`): {seeds['met_target']}/"
+                          f"{seeds['count']} met the target; final test accuracy {seeds['mean_final_test_acc']:.2f} ± "
+                          f"{seeds['std_final_test_acc']:.2f} %.")
+            text = replace_between(text, README_BEGIN, README_END, block)
         if bench_section(args.results):
             text = replace_between(text, BENCH_BEGIN, BENCH_END, bench_section(args.results).strip())
         atomic_write_text(readme, text)
