@@ -51,7 +51,7 @@ def test_ablation_table_reads_flags_and_gaps(results):
     assert [r["variant"] for r in rows] == ["full", "no-augment"]
     assert rows[1]["flags"] == "--no-augment" and rows[1]["gap"] == pytest.approx(-0.10)
     table = report.ablation_table(rows)
-    assert "| random rotation | `--no-augment` | 99.32 | 99.30 | -0.10 | -0.15 |" in table
+    assert "| augmentation (rotation and shift) | `--no-augment` | 99.32 | 99.30 | -0.10 | -0.15 | 0.0200 | 99.02 | missed |" in table
     assert "| nothing (all ingredients) | `(defaults)` |" in table
 
 
