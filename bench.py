@@ -129,7 +129,7 @@ def main(argv=None):
                          peak_memory_mb=round(peak_memory_mb(device), 1)))
         print(f"  {name}: {rate:,.0f} samples/s, {60000 / rate:.2f} s/epoch")
     speedup = rows[0]["epoch_s"] / rows[1]["epoch_s"]
-    result = dict(device=device_text, command="python bench.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    result = dict(device=device_text, command=" ".join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)]),
                   date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), torch=torch.__version__, steps=args.steps,
                   warmup=args.warmup, pipelines=rows, reference_epoch_s=rows[0]["epoch_s"],
                   project_epoch_s=rows[1]["epoch_s"], speedup=round(speedup, 2),
@@ -146,7 +146,7 @@ def main(argv=None):
                       model3_verdict=metrics["verdict"], model3_peak_memory_mb=round(peak_memory_mb(device), 1))
         print(f"  {metrics['verdict']}\n  model3: {metrics['epochs']} epochs in {metrics['train_seconds']:.1f} s")
     result["peak_memory_mb"] = round(peak_memory_mb(device), 1)
-    table = ["| pipeline | device | samples/s | s/epoch | peak memory (MB) |", "|---|---|---|---|---|"]
+    table = ["| pipeline | device | samples/s | s/epoch | peak memory so far (MB) |", "|---|---|---|---|---|"]
     table += [f"| {r['pipeline']} | {device_text} | {r['samples_per_s']:,.0f} | {r['epoch_s']:.2f} "
               f"| {r['peak_memory_mb']:,.0f} |" for r in rows]
     result["table_markdown"] = "\n".join(table)

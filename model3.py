@@ -6,7 +6,9 @@ Target
     problem; this step goes on and solves it.
 
 Results
-    (written by `python report.py` from results/model3/metrics.json; see RESULTS.md)
+    7,970 parameters, receptive field 22; test accuracy 99.41/99.56/99.49 % on the last 3 epochs;
+    best train accuracy 99.23 %; 15 epochs at 21.6 s/epoch (median) on cpu (AMD EPYC, 2 threads).
+    PASS. Run: `python model3.py`, 2026-11-26. (Written by report.py from results/model3/metrics.json.)
 
 Analysis
     Step 2's skeleton, thinned to 8–16 channels, keeps its shape: two 3×3 convolutions to RF 5, a transition
