@@ -129,7 +129,8 @@ def main(argv=None):
                          peak_memory_mb=round(peak_memory_mb(device), 1)))
         print(f"  {name}: {rate:,.0f} samples/s, {60000 / rate:.2f} s/epoch")
     speedup = rows[0]["epoch_s"] / rows[1]["epoch_s"]
-    result = dict(device=device_text, command=" ".join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)]),
+    command = " ".join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)])
+    result = dict(device=device_text, command=command,
                   date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), torch=torch.__version__, steps=args.steps,
                   warmup=args.warmup, pipelines=rows, reference_epoch_s=rows[0]["epoch_s"],
                   project_epoch_s=rows[1]["epoch_s"], speedup=round(speedup, 2),
