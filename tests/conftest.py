@@ -16,7 +16,7 @@ import common  # noqa: E402
 def _data_dir():
     for candidate in (os.environ.get("MNIST_DATA_DIR"), ROOT.parent / "shared" / "mnist", ROOT / "data"):
         if candidate and all((Path(candidate) / common.RAW_SUBDIR / f).is_file() for f in common.MNIST_FILES):
-            return Path(candidate)
+            return Path(candidate).resolve()  # absolute: tests link to these files from other folders
     return None
 
 
