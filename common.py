@@ -227,7 +227,7 @@ def data_statistics(images, labels):
 
 
 class DeviceLoader:
-    """Keeps a whole split on the training device as uint8 and yields normalised (optionally rotated) batches.
+    """Keeps a whole split on the training device as uint8 and yields normalised (optionally augmented) batches.
 
     MNIST is 47 MB as bytes, so per-sample PIL transforms and worker processes only add cost: a whole batch is
     converted, augmented and normalised at once, on the device (`make bench` measures the difference)."""
