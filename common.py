@@ -814,8 +814,7 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
     if analyse_data:
         metrics["data"] = dict(train=data["stats"], test=data_statistics(*data["test"]))
     if out is not None:
-        write_artifacts(Path(out), name, model, metrics, rf_rows, data, predictions, labels, analyse_data)
-        written = sorted(p.name for p in Path(out).iterdir() if p.is_file() and not p.name.startswith("."))
+        written = write_artifacts(Path(out), name, model, metrics, rf_rows, data, predictions, labels, analyse_data)
         log(f"{name}: wrote {', '.join(written)} to {out}")
     log(verdict)
     return metrics
@@ -842,6 +841,8 @@ def write_artifacts(out, name, model, metrics, rf_rows, data, predictions, label
                                        "MNIST: the first 40 training images and their labels"), out / "samples.png")
     atomic_save_state_dict(model, out / "model.pt")
     atomic_write_json(out / "metrics.json", metrics)
+    return ["summary.txt", "rf.md", "curves.png", "misclassified.png", "confusion.png",
+            *(["samples.png"] if analyse_data else []), "model.pt", "metrics.json"]
 
 
 def run_seeds(name, net_class, config, targets, data, out, count, command, log=print):
