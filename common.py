@@ -8,6 +8,7 @@ Sections:  errors | data: files, fetching, loading | model inspection | train / 
 import argparse
 import contextlib
 import copy
+import ctypes
 import gzip
 import hashlib
 import io
@@ -247,36 +248,46 @@ class DeviceLoader:
         return math.ceil(len(self.labels) / self.batch_size)
 
     def augment(self, x):
-        """Rotate each image by its own angle in ±rotate_degrees and shift it by up to ±shift_pixels in x and y,
-        all through one affine grid for the whole batch."""
-        n = len(x)
-        uniform = lambda: torch.rand(n, device=self.device, generator=self.generator) * 2 - 1  # noqa: E731
+        """Rotate each image by its own angle in ±rotate_degrees and shift it by up to ±shift_pixels in x and y:
+        one sampling grid for the whole batch, then one bilinear resample."""
+        n, size = len(x), x.shape[-1]
+        uniform = lambda: (torch.rand(n, 1, 1, device=self.device, generator=self.generator) * 2 - 1)  # noqa: E731
         angles = uniform() * math.radians(self.rotate_degrees)
-        shift_x, shift_y = (uniform() * (2 * self.shift_pixels / x.shape[-1]) for _ in range(2))  # grid spans 2
+        shift_x, shift_y = (uniform() * (2 * self.shift_pixels / size) for _ in range(2))  # the grid spans 2
         cos, sin = angles.cos(), angles.sin()
-        theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        # Where each output pixel samples the input: the affine map applied to the pixel centres in [-1, 1]
+        # (F.affine_grid's convention, align_corners=False). Written out because affine_grid's batched 3×2
+        # products took 4 ms a batch on 2 CPU cores, longer than everything else in augmentation together.
+        centres = (torch.arange(size, device=self.device, dtype=x.dtype) * 2 + 1) / size - 1
+        across, down = centres.view(1, 1, size), centres.view(1, size, 1)
+        grid = torch.stack((cos * across - sin * down + shift_x, sin * across + cos * down + shift_y), dim=-1)
         return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
     def __iter__(self):
         n = len(self.labels)
         order = (torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle
                  else torch.arange(n, device=self.device))
-        for start in range(0, n, self.batch_size):
-            index = order[start:start + self.batch_size]
+        # A GPU converts and augments the whole epoch in a few kernels; batch by batch it would pay ~10 launches
+        # a step. On the CPU one batch at a time stays in cache.
+        chunk = n if self.device.type == "cuda" else self.batch_size
+        for chunk_start in range(0, n, chunk):
+            index = order[chunk_start:chunk_start + chunk]
             x = self.images[index].float().div_(255)
             if self.rotate_degrees or self.shift_pixels:
                 x = self.augment(x)  # on [0, 1] pixels, so the borders it uncovers are true background (0)
-            yield x.sub_(self.mean).div_(self.std), self.labels[index]
+            x, y = x.sub_(self.mean).div_(self.std), self.labels[index]
+            for start in range(0, len(index), self.batch_size):
+                yield x[start:start + self.batch_size], y[start:start + self.batch_size]
 
 
 # -----------------------------------------------------------------------------------------------------------------
 # Model inspection: parameters, receptive field, torchsummary
 
 
-def conv_bn_relu(in_channels, out_channels, kernel_size=3, padding=0, dropout=0.0):
+def conv_bn_relu(in_channels, out_channels, kernel_size=3, padding=0, dropout=0.0, stride=1, dilation=1):
     """The unit that steps 2 and 3 stack: convolution, batch norm, ReLU, then (optionally) a little dropout."""
-    layers = [nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=False),
+    layers = [nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
+                        bias=False),
               nn.BatchNorm2d(out_channels), nn.ReLU()]
     if dropout:
         layers.append(nn.Dropout(dropout))
@@ -303,8 +314,9 @@ def receptive_field(model, input_size=28, in_channels=1):
     its output size, jump (distance in input pixels between neighbouring outputs) and receptive field.
 
     Uses the textbook recurrences: n_out = floor((n_in + 2p - d(k-1) - 1) / s) + 1, r_out = r_in + d(k-1)·j_in,
-    j_out = j_in·s. BatchNorm parameters are counted with the convolution before them. Layers must be registered
-    in the order the forward pass uses them (nn.Sequential blocks guarantee it)."""
+    j_out = j_in·s. BatchNorm parameters are counted with the convolution before them; `macs` is a layer's
+    multiply-adds per image (convolutions and dense layers), which decides its time more than its parameters do.
+    Layers must be registered in the order the forward pass uses them (nn.Sequential blocks guarantee it)."""
     rows, size, jump, rf, channels = [], input_size, 1, 1, in_channels
     for name, module in model.named_modules():
         if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
@@ -314,13 +326,16 @@ def receptive_field(model, input_size=28, in_channels=1):
             rf, jump = rf + d * (k - 1) * jump, jump * s
             kind = ("conv" if isinstance(module, nn.Conv2d) else
                     "maxpool" if isinstance(module, nn.MaxPool2d) else "avgpool")
-            channels = module.out_channels if isinstance(module, nn.Conv2d) else channels
+            macs = 0
+            if isinstance(module, nn.Conv2d):
+                macs = size * size * module.weight.numel()  # each output pixel: out × in/groups × k × k
+                channels = module.out_channels
             rows.append(dict(layer=name, kind=kind, kernel=k, stride=s, padding=p, dilation=d, size=size,
-                             jump=jump, rf=rf, channels=channels, params=count_params(module)))
+                             jump=jump, rf=rf, channels=channels, params=count_params(module), macs=macs))
         elif isinstance(module, nn.AdaptiveAvgPool2d):  # global average pooling sees the whole feature map
             rf, jump = rf + (size - 1) * jump, jump * size
             rows.append(dict(layer=name, kind="gap", kernel=size, stride=size, padding=0, dilation=1, size=1,
-                             jump=jump, rf=rf, channels=channels, params=0))
+                             jump=jump, rf=rf, channels=channels, params=0, macs=0))
             size = 1
         elif isinstance(module, nn.BatchNorm2d) and rows:
             rows[-1]["params"] += count_params(module)
@@ -328,7 +343,8 @@ def receptive_field(model, input_size=28, in_channels=1):
             rf = max(rf, input_size)
             channels = module.out_features
             rows.append(dict(layer=name, kind="linear", kernel="-", stride="-", padding="-", dilation="-",
-                             size=1, jump="-", rf=rf, channels=channels, params=count_params(module)))
+                             size=1, jump="-", rf=rf, channels=channels, params=count_params(module),
+                             macs=module.weight.numel()))
     return rows
 
 
@@ -339,24 +355,30 @@ def feature_rf(rows):
 
 
 def transition_rf(rows):
-    """The receptive field at the input of the first max-pool: where the transition block sits."""
+    """Where the transition sits: the receptive field of the features the map is first shrunk on — the input of
+    the first max-pool, or the output of the first strided convolution (which computes and subsamples at once)."""
     for previous, row in zip([{"rf": 1}] + rows, rows):
         if row["kind"] == "maxpool":
             return previous["rf"]
+        if row["kind"] == "conv" and row["stride"] > 1:
+            return row["rf"]
     return None
 
 
 def rf_markdown(rows, title):
-    header = ["layer", "kind", "kernel", "stride", "padding", "dilation", "output", "jump", "RF", "channels", "params"]
-    keys = ["layer", "kind", "kernel", "stride", "padding", "dilation", "size", "jump", "rf", "channels", "params"]
+    header = ["layer", "kind", "kernel", "stride", "padding", "dilation", "output", "jump", "RF", "channels", "params",
+              "mult-adds"]
+    keys = ["layer", "kind", "kernel", "stride", "padding", "dilation", "size", "jump", "rf", "channels", "params",
+            "macs"]
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [f"{row[k]:,}" if k == "params" else str(row[k]) for k in keys]
+        cells = [f"{row[k]:,}" if k in ("params", "macs") else str(row[k]) for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Receptive field {feature_rf(rows)} at the last convolution or pooling window, "
               f"{rows[-1]['rf'] if rows else 1} at the output (of a 28×28 input); "
-              f"transition (first max-pool) at RF {transition_rf(rows)}; "
-              f"parameters listed: {sum(r['params'] for r in rows):,} (BatchNorm counted with its convolution)."]
+              f"transition (first shrinking of the map) at RF {transition_rf(rows)}; "
+              f"parameters listed: {sum(r['params'] for r in rows):,} (BatchNorm counted with its convolution); "
+              f"{sum(r['macs'] for r in rows):,} multiply-adds per image."]
     return "\n".join(lines) + "\n"
 
 
@@ -374,12 +396,20 @@ def summary_text(model, input_size=(1, 28, 28)):
 
 
 def make_optimizer_and_scheduler(model, config, steps_per_epoch):
-    """SGD with momentum for every step; the schedule is a step's choice (model3 relies on OneCycle)."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay)
+    """SGD with momentum for every step; the schedule is a step's choice (model3 relies on OneCycle).
+
+    On CUDA the learning rate lives in a device tensor that the scheduler overwrites in place, so a training step
+    recorded once as a CUDA graph reads the current rate at every replay; the fused update is one kernel."""
+    cuda = next(model.parameters()).device.type == "cuda"
+    lr = torch.tensor(config.lr, device="cuda") if cuda else config.lr
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
+                                nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay,
+                                fused=True if cuda else None)
     if config.scheduler == "onecycle":
+        # Momentum stays at --momentum: OneCycle's default of cycling it too would override the flag (and a
+        # recorded CUDA graph keeps the momentum it was recorded with).
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
-                                                        steps_per_epoch=steps_per_epoch)
+                                                        steps_per_epoch=steps_per_epoch, cycle_momentum=False)
         return optimizer, scheduler, "batch"
     if config.scheduler == "step":
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
@@ -387,31 +417,101 @@ def make_optimizer_and_scheduler(model, config, steps_per_epoch):
     return optimizer, None, None
 
 
-def train_epoch(model, loader, optimizer, scheduler, progress, check_every=20):
-    """One pass over the training data. Loss and correct counts accumulate on the device and are read only every
-    `check_every` steps (for the progress bar and the non-finite-loss check), so the device is not stalled each step."""
-    model.train()
-    loss_sum = torch.zeros((), device=loader.device)
-    correct = torch.zeros((), dtype=torch.long, device=loader.device)
-    seen = 0
-    for step, (x, y) in enumerate(progress(loader), 1):
-        optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
+CUDA_GRAPHS = True  # False runs CUDA steps eagerly too (bench.py's comparison row)
+
+
+class TrainStep:
+    """One SGD step on a batch — forward, loss, backward, update — with the loss and correct counts summed on the
+    device, so nothing waits for the device between steps.
+
+    On CUDA the step is recorded once as a CUDA graph and then replayed: a net this small is bound by kernel
+    launches there, not by arithmetic, and a replay launches all of a step's ~100 kernels at once. The first step
+    runs eagerly (it creates the momentum buffers), the second is recorded; a smaller last batch runs eagerly.
+    Elsewhere every step is eager. `setup_seconds` is the one-time cost (warm-up and recording)."""
+
+    def __init__(self, model, optimizer, scheduler=None):
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.device = next(model.parameters()).device
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), dtype=torch.long, device=self.device)
+        self.use_graph = self.device.type == "cuda" and CUDA_GRAPHS
+        self.graph, self.static_x, self.static_y, self.steps, self.setup_seconds = None, None, None, 0, 0.0
+
+    def reset_sums(self):
+        self.loss_sum.zero_()
+        self.correct.zero_()
+
+    def _body(self, x, y):
+        logits = self.model(x)
         loss = F.cross_entropy(logits, y)
         loss.backward()
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
+        self.optimizer.step()
+        self.loss_sum += loss.detach() * len(y)
+        self.correct += (logits.argmax(1) == y).sum()
+
+    def _record(self, x, y):
+        started = time.perf_counter()
+        self.static_x, self.static_y = x.clone(), y.clone()
+        self.optimizer.zero_grad(set_to_none=True)  # so backward inside the graph allocates .grad from its pool
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):  # DataLoader threads may run
+            self._body(self.static_x, self.static_y)
+        torch.cuda.synchronize(self.device)
+        self.setup_seconds += time.perf_counter() - started
+
+    def __call__(self, x, y):
+        if self.use_graph and self.steps > 0 and (self.static_x is None or x.shape == self.static_x.shape):
+            if self.graph is None:
+                self._record(x, y)  # recording runs nothing; the replay below does this step's work
+            self.static_x.copy_(x)
+            self.static_y.copy_(y)
+            self.graph.replay()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._body(x, y)
+        self.steps += 1
+        if self.scheduler is not None:
+            self.scheduler.step()
+
+
+def warm_up_cuda(model, config, batch_sizes, image_shape=(1, 28, 28)):
+    """Train a throwaway copy for a few steps on random batches of each size the run will use, so that cuDNN's
+    algorithm search, lazy module loading and the allocator's first requests happen before the timed run (and
+    leave the real model and the data's random stream alone). Returns the seconds it took."""
+    started = time.perf_counter()
+    twin = copy.deepcopy(model)
+    step = TrainStep(twin, make_optimizer_and_scheduler(twin, config, 1)[0])
+    step.use_graph = False
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for size in dict.fromkeys(batch_sizes):
+            x = torch.randn(size, *image_shape, device="cuda")
+            y = torch.randint(0, 10, (size,), device="cuda")
+            for _ in range(3):
+                step(x, y)
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def train_epoch(step, loader, progress, check_every=20):
+    """One pass over the training data. Loss and correct counts are read only every `check_every` steps (for the
+    progress bar and the non-finite-loss check), so the device is not stalled each step."""
+    step.model.train()
+    step.reset_sums()
+    seen = 0
+    for index, (x, y) in enumerate(progress(loader), 1):
+        step(x, y)
         seen += len(y)
-        if step % check_every == 0 or step == len(loader):
-            mean_loss = loss_sum.item() / seen
+        if index % check_every == 0 or index == len(loader):
+            mean_loss = step.loss_sum.item() / seen
             if not math.isfinite(mean_loss):
-                raise TrainingError(f"the training loss became {mean_loss} at step {step}; the learning rate "
-                                    f"{optimizer.param_groups[0]['lr']:g} is probably too high (try a smaller --lr)")
-            progress.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
-    return loss_sum.item() / seen, 100.0 * correct.item() / seen
+                raise TrainingError(f"the training loss became {mean_loss} at step {index}; the learning rate "
+                                    f"{float(step.optimizer.param_groups[0]['lr']):g} is probably too high "
+                                    "(try a smaller --lr)")
+            progress.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{100 * step.correct.item() / seen:.2f}%")
+    return step.loss_sum.item() / seen, 100.0 * step.correct.item() / seen
 
 
 @torch.inference_mode()
@@ -445,6 +545,22 @@ class Progress:
             self.bar.set_postfix(values, refresh=False)
 
 
+def keep_freed_memory():
+    """Ask glibc's malloc to keep freed blocks for reuse instead of returning them to the system.
+
+    Each training step allocates and frees the same few-megabyte activations; by default glibc hands blocks that
+    big straight back (mmap/munmap), so every step page-faults them in again. On 2 CPU cores that was about a
+    quarter of model3's step time (`make bench` prints the step with and without it). No-op off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20) and mallopt(M_TRIM_THRESHOLD, 1 << 30)
+                and mallopt(M_TOP_PAD, 64 << 20))
+
+
 def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed)
@@ -454,9 +570,12 @@ def set_seed(seed):
 def fit(net_factory, config, data, log=print):
     """Train a fresh model with `config` on `data` (from `prepare_data`).
 
-    Returns the final model, the per-epoch history, and the final test predictions with their labels."""
+    Returns the final model, the per-epoch history, the final test predictions with their labels, and the seconds
+    of one-time setup (CUDA warm-up and graph recording) that the epochs' times leave out."""
     set_seed(config.seed)
     device = torch.device(config.device)
+    if device.type == "cpu":
+        keep_freed_memory()
     model = net_factory().to(device)
     train_loader = DeviceLoader(*data["train"], config.batch_size, device, data["mean"], data["std"], shuffle=True,
                                 rotate_degrees=config.rotate, shift_pixels=config.shift, seed=config.seed,
@@ -464,23 +583,27 @@ def fit(net_factory, config, data, log=print):
     test_loader = DeviceLoader(*data["test"], config.test_batch_size, device, data["mean"], data["std"],
                                limit=config.subset)
     optimizer, scheduler, schedule_every = make_optimizer_and_scheduler(model, config, len(train_loader))
+    step = TrainStep(model, optimizer, scheduler if schedule_every == "batch" else None)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
+        train_size = len(train_loader.labels)
+        last_batch = train_size - (len(train_loader) - 1) * config.batch_size
+        step.setup_seconds += warm_up_cuda(model, config, [min(config.batch_size, train_size), last_batch])
     history = []
     for epoch in range(1, config.epochs + 1):
-        started = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_epoch(model, train_loader, optimizer,
-                                            scheduler if schedule_every == "batch" else None,
-                                            Progress(f"epoch {epoch}/{config.epochs}"))
+        started, setup_before = time.perf_counter(), step.setup_seconds
+        lr = float(optimizer.param_groups[0]["lr"])
+        train_loss, train_acc = train_epoch(step, train_loader, Progress(f"epoch {epoch}/{config.epochs}"))
         if schedule_every == "epoch":
             scheduler.step()
         test_loss, test_acc, predictions = evaluate(model, test_loader)
-        seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started - (step.setup_seconds - setup_before)  # one-time costs apart
         history.append(dict(epoch=epoch, train_loss=round(train_loss, 5), train_acc=round(train_acc, 2),
                             test_loss=round(test_loss, 5), test_acc=round(test_acc, 2), lr=lr,
-                            seconds=round(seconds, 2)))
+                            seconds=round(seconds, 3)))
         log(f"epoch {epoch:2d}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:6.2f}%  "
             f"test loss {test_loss:.4f} acc {test_acc:6.2f}%  lr {lr:.4g}  {seconds:5.1f}s")
-    return model, history, predictions, test_loader.labels.cpu()
+    return model, history, predictions, test_loader.labels.cpu(), step.setup_seconds
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -792,7 +915,8 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
     log(f"{name}: {params:,} parameters, receptive field {feature_rf(rf_rows)} before the head, on {device_text}")
     log(rf_markdown(rf_rows, f"{name}: receptive field").rstrip())
     smoke = config.subset is not None
-    model, history, predictions, labels = fit(lambda: net_class(**config.net_kwargs), config, data, log)
+    model, history, predictions, labels, setup_seconds = fit(lambda: net_class(**config.net_kwargs), config, data,
+                                                             log)
     passed, verdict = judge(name, targets, params, history, smoke)
     confusion = confusion_matrix(labels, predictions)
     per_class = [round(100.0 * confusion[c][c] / max(1, sum(confusion[c])), 2) for c in range(10)]
@@ -805,7 +929,7 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
         history=history, final_test_acc=history[-1]["test_acc"],
         last_test_accs=[h["test_acc"] for h in history[-targets.last_epochs:]],
         best_train_acc=max(h["train_acc"] for h in history),
-        train_seconds=round(sum(h["seconds"] for h in history), 2),
+        train_seconds=round(sum(h["seconds"] for h in history), 2), setup_seconds=round(setup_seconds, 3),
         seconds_per_epoch=round(sum(h["seconds"] for h in history) / len(history), 2),
         per_class_test_acc=per_class, confusion=confusion,
         targets=dict(min_test_acc=targets.min_test_acc, last_epochs=targets.last_epochs,

@@ -1,12 +1,16 @@
 """Data: MD5/size/magic verification, the pickle fallback, the restricted unpickler, and the failure message."""
 import gzip
 import io
+import math
 import os
 import pickle
+import platform
 import shutil
 
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 import common
 
@@ -139,3 +143,24 @@ def test_loader_rotates_on_the_device_and_normalises(mnist):
     assert not np.allclose(x.numpy(), xr.numpy())          # rotated...
     assert abs(xr.min().item() - background) < 1e-4         # ...with true background in the uncovered corners
     assert abs(xr.mean().item() - x.mean().item()) < 0.05   # and the same digits, not noise
+
+
+def test_augment_grid_is_affine_grid_written_out():
+    """The hand-built sampling grid must be exactly F.affine_grid's for the same angles and shifts."""
+    images = torch.rand(32, 1, 28, 28)
+    loader = common.DeviceLoader(torch.zeros(1, 28, 28, dtype=torch.uint8), torch.zeros(1), 32, "cpu", 0.0, 1.0,
+                                 rotate_degrees=7, shift_pixels=2, seed=5)
+    augmented = loader.augment(images)
+    draws = torch.Generator().manual_seed(5)
+    uniform = lambda: (torch.rand(32, generator=draws) * 2 - 1)  # noqa: E731  (the loader's draws, in its order)
+    angles = uniform() * math.radians(7)
+    shift_x, shift_y = uniform() * 4 / 28, uniform() * 4 / 28
+    theta = torch.stack([torch.stack([angles.cos(), -angles.sin(), shift_x], 1),
+                         torch.stack([angles.sin(), angles.cos(), shift_y], 1)], 1)
+    expected = F.grid_sample(images, F.affine_grid(theta, [32, 1, 28, 28], align_corners=False), align_corners=False)
+    assert (augmented - expected).abs().max().item() < 1e-5
+    assert (augmented - images).abs().max().item() > 0.1  # and it did move the pixels
+
+
+def test_freed_memory_setting_is_accepted_here():
+    assert common.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")

@@ -49,6 +49,8 @@ def test_rf_of_stacked_3x3_convs_and_a_pool_worked_by_hand():
     assert [r["rf"] for r in rows] == [3, 5, 6, 10]
     assert [r["size"] for r in rows] == [26, 24, 12, 10]
     assert [r["jump"] for r in rows] == [1, 1, 2, 2]
+    # multiply-adds per image: output pixels × (in × k × k) per output channel × out channels; a pool has none
+    assert [r["macs"] for r in rows] == [26 * 26 * 2 * 9, 24 * 24 * 2 * 2 * 9, 0, 10 * 10 * 2 * 2 * 9]
 
 
 def test_rf_with_stride_padding_and_dilation_worked_by_hand():
@@ -64,4 +66,4 @@ def test_rf_table_counts_batchnorm_with_its_convolution_and_renders():
     rows = common.receptive_field(model3.Net())
     assert sum(r["params"] for r in rows) == common.count_params(model3.Net())
     text = common.rf_markdown(rows, "model3")
-    assert "| features.0.0 | conv | 3 |" in text and "transition (first max-pool) at RF 5" in text
+    assert "| features.0.0 | conv | 3 |" in text and "transition (first shrinking of the map) at RF 5" in text

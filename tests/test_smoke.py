@@ -117,3 +117,31 @@ def test_judge_uses_the_last_epochs_not_the_best():
     assert common.judge("model3", targets, 8000, history[:4], smoke=False)[0] is False
     assert common.judge("model3", targets, 7900, history[:4] * 4, smoke=False)[0] is False  # 16 epochs > 15
     assert common.judge("model3", targets, 9000, history, smoke=True)[0] is False  # too big even for a smoke run
+
+
+def test_train_step_is_the_plain_training_loop():
+    """TrainStep (the eager path every device but CUDA takes) does what the textbook loop does, to the bit."""
+    torch.manual_seed(0)
+    x, y = torch.randn(3, 32, 1, 28, 28), torch.randint(0, 10, (3, 32))
+    nets = [model3.Net(dropout=0.0) for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    optimizers = [torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True) for net in nets]
+    step = common.TrainStep(nets[0], optimizers[0])
+    for i in range(3):
+        step(x[i], y[i])
+        optimizers[1].zero_grad()
+        torch.nn.functional.cross_entropy(nets[1](x[i]), y[i]).backward()
+        optimizers[1].step()
+    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        assert torch.equal(a, b)
+    assert step.correct.item() <= 96 and step.loss_sum.item() > 0
+
+
+def test_onecycle_keeps_the_momentum_flag(mnist):
+    config = common.Config(epochs=1, batch_size=64, test_batch_size=500, lr=0.05, momentum=0.8, nesterov=True,
+                           weight_decay=0.0, scheduler="onecycle", step_size=5, gamma=0.1, rotate=0.0, shift=0.0, seed=1)
+    optimizer, scheduler, every = common.make_optimizer_and_scheduler(model3.Net(), config, 10)
+    for _ in range(5):
+        optimizer.step()  # no gradients yet: changes nothing, but keeps the scheduler's order check quiet
+        scheduler.step()
+    assert every == "batch" and optimizer.param_groups[0]["momentum"] == 0.8
