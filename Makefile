@@ -43,8 +43,8 @@ test: $(ENV) data  ## the test suite: smoke runs on small subsets, a few minutes
 seeds: $(ENV)  ## STEP over N seeds: make seeds STEP=model3 N=5
 	$(PYTHON) $(STEP).py --seeds $(N) $(ARGS)
 
-ABLATIONS := full:  no-augment:--no-augment  no-dropout:--dropout=0  step-lr:--scheduler=step  no-schedule:--scheduler=none
-ablation: $(ENV)  ## model3 with each ingredient removed in turn, then the table
+ABLATIONS := full:  no-augment:--no-augment  dropout:--dropout=0.05  step-lr:--scheduler=step  no-schedule:--scheduler=none
+ablation: $(ENV)  ## model3 with one thing changed at a time (ABLATIONS), then the table
 	@set -e; for item in $(ABLATIONS); do name=$${item%%:*}; flags=$${item#*:}; \
 	  echo "=== ablation: $$name ($${flags:-defaults}) ==="; \
 	  $(PYTHON) model3.py $$flags --out results/ablation/$$name $(ARGS) || true; done

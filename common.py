@@ -548,9 +548,10 @@ class Progress:
 def keep_freed_memory():
     """Ask glibc's malloc to keep freed blocks for reuse instead of returning them to the system.
 
-    Each training step allocates and frees the same few-megabyte activations; by default glibc hands blocks that
-    big straight back (mmap/munmap), so every step page-faults them in again. On 2 CPU cores that was about a
-    quarter of model3's step time (`make bench` prints the step with and without it). No-op off glibc."""
+    Each training step allocates and frees the same few-megabyte activations; glibc hands blocks that big back to
+    the system (munmap, or trimming the heap), so the next step page-faults them in again. It mattered for the
+    max-pool layout step 3 used until commit 3ebf458, whose widest activations were larger; `make bench`'s middle
+    row measures it for model3's current net on the CPU. No-op off glibc."""
     try:
         libc = ctypes.CDLL("libc.so.6")
         mallopt = libc.mallopt
