@@ -1,17 +1,22 @@
-"""Benchmark: the usual MNIST pipeline against this project's, on the same device and net, in one process.
+"""Benchmark: the usual MNIST pipeline against this project's, on the same device and net, in one run.
 
     python bench.py                    # best device; 200 timed steps each, then model3's full 15-epoch run
+    python bench.py --device cuda --out results/bench-cuda.json          # the GPU's table beside the CPU's
     python bench.py --steps 5 --skip-full --device cpu   # a smoke of the harness (used by the tests)
 
 The reference is what most solutions of this exercise run: torchvision's MNIST dataset with per-sample PIL
-transforms (RandomRotation(7), ToTensor, Normalize) in a DataLoader with 2 workers, batch 128. The project's
-pipeline keeps the uint8 split on the device and augments whole batches there (common.DeviceLoader). Both train
-model3's Net with SGD for the same number of steps after a warm-up; samples/s gives s/epoch and the ratio.
-Writes results/bench.json; `python report.py` puts its table into RESULTS.md.
+transforms (RandomRotation(7), ToTensor, Normalize) in a DataLoader with 2 workers, batch 128, and an eager
+training step. The project's pipeline keeps the uint8 split on the device, augments whole batches there
+(common.DeviceLoader) and trains with common.TrainStep (a recorded CUDA graph on a GPU). A middle row runs the
+project without its device-specific setting. Each row trains model3's Net with SGD for the same number of steps
+after a warm-up, in a fresh process of its own; samples/s gives s/epoch and the ratio. Measured on an H200 and on
+2 CPU cores: README.md, Performance. Writes results/bench.json; `python report.py` puts its table into RESULTS.md.
 """
 import argparse
 import itertools
+import json
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -36,16 +41,23 @@ def parse_args(argv):
     parser.add_argument("--skip-full", action="store_true", help="skip model3's full 15-epoch run")
     parser.add_argument("--data-dir", default=common.default_data_dir())
     parser.add_argument("--out", default="results/bench.json", help="where to write the JSON")
+    parser.add_argument("--pipeline", type=int, choices=range(3), help=argparse.SUPPRESS)  # internal: one row
     return parser.parse_args(argv)
 
 
 def peak_memory_mb(device):
-    """Peak allocated GPU memory, or the peak resident memory of this process and its (worker) children on CPU."""
+    """Peak allocated GPU memory; on the CPU, the peak resident memory of this process's own address space
+    (VmHWM: unlike getrusage's figure it does not inherit the parent's peak across fork and exec; DataLoader
+    workers are not included)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return (own + children) / 1024  # ru_maxrss is in KiB on Linux
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux; a fallback elsewhere
 
 
 def synchronize(device):
@@ -120,6 +132,30 @@ def project_batches(data, device):
     return endless(lambda: loader)
 
 
+# The middle row is the project without its device-specific setting, to show what that setting is worth: the
+# CUDA graph on a GPU, glibc keeping freed memory on the CPU. Each row runs in a fresh process, so that its peak
+# memory is its own and no setting carries over.
+PIPELINES = ("reference", "project-without", "project")
+
+
+def run_pipeline(args, device, data):
+    name = PIPELINES[args.pipeline]
+    if name == "reference":
+        label = f"reference (DataLoader + PIL transforms, {args.workers} workers)"
+        batches = reference_batches(args.data_dir, device, data["mean"], data["std"], args.workers)
+        make_step = reference_step
+    else:
+        without = "eager steps, no CUDA graph" if device.type == "cuda" else "glibc's default allocator"
+        label = f"project, {without}" if name == "project-without" else "project (in-memory batches, common.TrainStep)"
+        batches, make_step = project_batches(data, device), project_step
+        common.CUDA_GRAPHS = name == "project"
+        if name == "project" and device.type == "cpu":
+            common.keep_freed_memory()
+    rate = time_steps(batches, device, args.steps, args.warmup, make_step)
+    return dict(pipeline=label, samples_per_s=round(rate, 1), epoch_s=round(60000 / rate, 2),
+                peak_memory_mb=round(peak_memory_mb(device), 1))
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Main
 
@@ -137,26 +173,24 @@ def main(argv=None):
         print(f"bench.py: error: {e}", file=sys.stderr)
         return 1
     device_text = common.describe_device(device)
-    print(f"bench: {device_text}; {args.warmup} warm-up + {args.steps} timed steps of batch 128 per pipeline")
-    # The middle row is the project without its device-specific setting, to show what that setting is worth:
-    # the CUDA graph on a GPU, glibc keeping freed memory on the CPU (it stays on once set, hence this order).
-    without = "eager steps, no CUDA graph" if device.type == "cuda" else "glibc's default allocator"
-    pipelines = [
-        (f"reference (DataLoader + PIL transforms, {args.workers} workers)",
-         lambda: reference_batches(args.data_dir, device, data["mean"], data["std"], args.workers), reference_step),
-        (f"project, {without}", lambda: project_batches(data, device), project_step),
-        ("project (in-memory batches, common.TrainStep)", lambda: project_batches(data, device), project_step)]
+    if args.pipeline is not None:  # a child process: one pipeline, its row as JSON on the last line
+        print(json.dumps(run_pipeline(args, device, data)))
+        return 0
+    print(f"bench: {device_text}; {args.warmup} warm-up + {args.steps} timed steps of batch 128 per pipeline, "
+          "each pipeline in its own process")
     rows = []
-    for index, (name, make_batches, make_step) in enumerate(pipelines):
-        common.CUDA_GRAPHS = index != 1
-        if index == 2 and device.type == "cpu":
-            common.keep_freed_memory()
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        rate = time_steps(make_batches(), device, args.steps, args.warmup, make_step)
-        rows.append(dict(pipeline=name, samples_per_s=round(rate, 1), epoch_s=round(60000 / rate, 2),
-                         peak_memory_mb=round(peak_memory_mb(device), 1)))
-        print(f"  {name}: {rate:,.0f} samples/s, {60000 / rate:.2f} s/epoch")
+    for index in range(len(PIPELINES)):
+        child = subprocess.run([sys.executable, __file__, "--pipeline", str(index), "--device", device.type,
+                                "--steps", str(args.steps), "--warmup", str(args.warmup),
+                                "--workers", str(args.workers), "--data-dir", args.data_dir],
+                               capture_output=True, text=True)
+        if child.returncode != 0:
+            print(f"bench.py: error: the pipeline {PIPELINES[index]!r} failed:\n{child.stderr.strip()}",
+                  file=sys.stderr)
+            return 1
+        rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
+        print(f"  {rows[-1]['pipeline']}: {rows[-1]['samples_per_s']:,.0f} samples/s, "
+              f"{rows[-1]['epoch_s']:.2f} s/epoch")
     speedup = rows[0]["epoch_s"] / rows[-1]["epoch_s"]
     command = " ".join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)])
     result = dict(device=device_text, command=command,
@@ -177,7 +211,7 @@ def main(argv=None):
         print(f"  {metrics['verdict']}\n  model3: {metrics['epochs']} epochs in {metrics['train_seconds']:.1f} s "
               f"(+ {metrics['setup_seconds']:.1f} s one-time setup)")
     result["peak_memory_mb"] = round(peak_memory_mb(device), 1)
-    table = ["| pipeline | device | samples/s | s/epoch | peak memory so far (MB) |", "|---|---|---|---|---|"]
+    table = ["| pipeline | device | samples/s | s/epoch | peak memory (MB) |", "|---|---|---|---|---|"]
     table += [f"| {r['pipeline']} | {device_text} | {r['samples_per_s']:,.0f} | {r['epoch_s']:.2f} "
               f"| {r['peak_memory_mb']:,.0f} |" for r in rows]
     result["table_markdown"] = "\n".join(table)

@@ -12,11 +12,12 @@ Results
 
 Analysis
     Step 2's skeleton thinned to 8–16 channels, with two changes. The transition, still at RF 5, halves the map
-    with a stride-2 convolution instead of a max-pool: the second 3×3 convolution is computed only at the
-    positions a pool would keep, so the network never builds step 2's 24×24×16 map and needs half the
-    multiply-adds of the max-pool layout this step used until commit 3ebf458 (`rf.md` lists them per layer; on
-    2 CPU cores they, not the parameters, decide a light network's time). And the last 3×3 convolution is
-    dilated — its taps spread over 5×5 — which takes the receptive field to 25 at no cost in parameters.
+    with a stride-2 convolution instead of a max-pool: the second 3×3 convolution is computed at every second row
+    and column only, instead of everywhere and then pooled, so the network never builds a 24×24×16 map and needs
+    half the multiply-adds of the max-pool layout this step used until commit 3ebf458, with the same parameter
+    count (`rf.md` lists both per layer: on 2 CPU cores the work on the wide maps, not the parameter count,
+    decides a light network's time). And the last 3×3 convolution is dilated — its taps spread over 5×5 — which
+    takes the receptive field to 25 at no cost in parameters.
     Two cheap ingredients go with it: random rotation (±7°) and shift (±2 px) of the training digits, and a
     OneCycle learning rate that warms up, peaks and ends near zero, so the last epochs settle instead of
     wandering. Dropout is off by default (`--dropout P` puts it after the three blocks past the 1×1). `make

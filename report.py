@@ -108,7 +108,7 @@ def seeds_section(results):
 
 
 def bench_table(b):
-    lines = ["| pipeline | device | samples/s | s/epoch | peak memory so far (MB) |", "|---|---|---|---|---|"]
+    lines = ["| pipeline | device | samples/s | s/epoch | peak memory (MB) |", "|---|---|---|---|---|"]
     lines += [f"| {r['pipeline']} | {b['device']} | {r['samples_per_s']:,.0f} | {r['epoch_s']:.2f} "
               f"| {r['peak_memory_mb']:,.0f} |" for r in b["pipelines"]]
     return "\n".join(lines)
@@ -121,11 +121,12 @@ def bench_section(results):
         if not b:
             continue
         memory = ("peak allocated GPU memory" if b["device"].startswith("cuda") else
-                  "the peak resident memory of the process and its DataLoader workers, a high-water mark that "
-                  "only grows, so a row cannot show less than the rows above it")
+                  "the peak resident memory of the row's own process (bench.py runs each pipeline in a fresh one; "
+                  "the reference's DataLoader workers are not counted), data loading and torch's own ~0.5 GB "
+                  "included")
         text = (bench_table(b) + f"\n\n`{b.get('command', 'python bench.py').strip()}` on {b['device']}, "
                 f"{b['steps']} timed steps per pipeline after {b['warmup']} warm-up steps: speedup vs reference "
-                f"**{b['speedup']:.1f}×**. Memory is {memory}.")
+                f"**{b['speedup']:.1f}×**. Memory is {memory}." + (f" {b['note']}" if b.get("note") else ""))
         if b.get("model3_train_seconds") is not None:
             setup = b.get("model3_setup_seconds")
             text += (f" model3's full 15-epoch run (training and per-epoch evaluation, data already loaded) took "

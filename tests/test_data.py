@@ -164,3 +164,11 @@ def test_augment_grid_is_affine_grid_written_out():
 
 def test_freed_memory_setting_is_accepted_here():
     assert common.keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+
+
+def test_statistics_from_the_histogram_match_float_arithmetic():
+    images = torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8)
+    stats = common.data_statistics(images, torch.randint(0, 10, (50,)))
+    pixels = images.double() / 255
+    assert stats["mean"] == round(pixels.mean().item(), 4) and stats["std"] == round(pixels.std().item(), 4)
+    assert stats["min"] == round(pixels.min().item(), 4) and stats["max"] == round(pixels.max().item(), 4)
