@@ -122,7 +122,7 @@ def bench_section(results):
             continue
         memory = ("peak allocated GPU memory" if b["device"].startswith("cuda") else
                   "the peak resident memory of the row's own process (bench.py runs each pipeline in a fresh one; "
-                  "the reference's DataLoader workers are not counted), data loading and torch's own ~0.5 GB "
+                  "the reference's DataLoader workers are not counted), data loading and torch's own libraries "
                   "included")
         text = (bench_table(b) + f"\n\n`{b.get('command', 'python bench.py').strip()}` on {b['device']}, "
                 f"{b['steps']} timed steps per pipeline after {b['warmup']} warm-up steps: speedup vs reference "
