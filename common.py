@@ -275,8 +275,8 @@ class DeviceLoader:
         n = len(self.labels)
         order = (torch.randperm(n, device=self.device, generator=self.generator) if self.shuffle
                  else torch.arange(n, device=self.device))
-        # A GPU converts and augments the whole epoch in a few kernels; batch by batch it would pay ~10 launches
-        # a step. On the CPU one batch at a time stays in cache.
+        # A GPU converts and augments the whole epoch in a few kernels; batch by batch it would pay a launch per
+        # operation at every step. On the CPU one batch at a time stays in cache.
         chunk = n if self.device.type == "cuda" else self.batch_size
         for chunk_start in range(0, n, chunk):
             index = order[chunk_start:chunk_start + chunk]
