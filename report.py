@@ -219,8 +219,8 @@ def main(argv=None):
             block = steps_table(rows)
             seeds = load_json(Path(args.results) / "model3" / "seeds.json")
             if seeds:
-                block += (f"\n\nmodel3 over {seeds['count']} seeds (`{seeds['command']}`, {seeds['device']}): {seeds['met_target']}/"
-                          f"{seeds['count']} met the target; final test accuracy {seeds['mean_final_test_acc']:.2f} ± "
+                block += (f"\n\nmodel3 over {seeds['count']} seeds (`{seeds['command']}`, {seeds['device']}): "
+                          f"{seeds['met_target']}/{seeds['count']} met the target; final test accuracy {seeds['mean_final_test_acc']:.2f} ± "
                           f"{seeds['std_final_test_acc']:.2f} %.")
             text = replace_between(text, README_BEGIN, README_END, block)
         if bench_section(args.results):
