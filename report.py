@@ -220,8 +220,8 @@ def main(argv=None):
             seeds = load_json(Path(args.results) / "model3" / "seeds.json")
             if seeds:
                 block += (f"\n\nmodel3 over {seeds['count']} seeds (`{seeds['command']}`, {seeds['device']}): "
-                          f"{seeds['met_target']}/{seeds['count']} met the target; final test accuracy {seeds['mean_final_test_acc']:.2f} ± "
-                          f"{seeds['std_final_test_acc']:.2f} %.")
+                          f"{seeds['met_target']}/{seeds['count']} met the target; final test accuracy "
+                          f"{seeds['mean_final_test_acc']:.2f} ± {seeds['std_final_test_acc']:.2f} %.")
             text = replace_between(text, README_BEGIN, README_END, block)
         if bench_section(args.results):
             text = replace_between(text, BENCH_BEGIN, BENCH_END, bench_section(args.results).strip())
