@@ -65,9 +65,10 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-def reference_step(net, optimizer):
-    """The usual loop body: batches arrive on the host and are copied over; one eager step."""
+def reference_step(net):
+    """The usual loop body: batches arrive on the host and are copied over; one eager step of plain SGD."""
     device = next(net.parameters()).device
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
 
     def step(x, y):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -82,7 +83,7 @@ def model3_config(device, *flags):
         ["--device", device.type, *flags]))
 
 
-def project_step(net, _optimizer):
+def project_step(net):
     """The project's step (common.TrainStep) with the project's SGD (fused, and recorded as a graph, on CUDA);
     the same learning rate as the reference, held constant."""
     config = model3_config(next(net.parameters()).device, "--lr", "0.01", "--scheduler", "none")
@@ -93,7 +94,7 @@ def time_steps(batches, device, steps, warmup, make_step, seed=0):
     """Train model3's Net on `batches` for warmup + steps SGD steps; return samples per second over the timed ones."""
     torch.manual_seed(seed)
     net = model3.Net().to(device)
-    step = make_step(net, torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True))
+    step = make_step(net)
     net.train()
     seen, started = 0, None
     for index, (x, y) in enumerate(itertools.islice(batches, warmup + steps)):
