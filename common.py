@@ -425,37 +425,58 @@ def make_optimizer_and_scheduler(model, config, steps_per_epoch):
     return optimizer, None, None
 
 
-CUDA_GRAPHS = True  # False runs CUDA steps eagerly too (bench.py's comparison row)
+FAST_CUDA_STEPS = True  # False: CUDA steps run eagerly and uncompiled too (bench.py's comparison row)
 
 
 class TrainStep:
     """One SGD step on a batch — forward, loss, backward, update — with the loss and correct counts summed on the
     device, so nothing waits for the device between steps.
 
-    On CUDA the step is recorded once as a CUDA graph and then replayed: a net this small is bound by kernel
-    launches there, not by arithmetic, and one replay launches all of a step's kernels at once. The first step
-    runs eagerly (it creates the momentum buffers), the second is recorded; a smaller last batch runs eagerly.
-    Elsewhere every step is eager. `setup_seconds` is the one-time cost (warm-up and recording)."""
+    On CUDA a net this small is bound by kernel launches, not by arithmetic, so two things cut them: the forward
+    pass with its loss is compiled (torch.compile fuses each batch norm with its ReLU, forward and backward), and
+    the whole step is recorded once as a CUDA graph and then replayed, which launches all of a step's kernels at
+    once. The first step runs without the graph (it creates the momentum buffers), the second is recorded; a
+    smaller last batch runs eagerly. Elsewhere every step is eager. `setup_seconds` is the one-time cost
+    (warm-up, compilation and recording)."""
 
     def __init__(self, model, optimizer, scheduler=None):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.device = next(model.parameters()).device
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), dtype=torch.long, device=self.device)
-        self.use_graph = self.device.type == "cuda" and CUDA_GRAPHS
-        self.graph, self.static_x, self.static_y, self.steps, self.setup_seconds = None, None, None, 0, 0.0
+        self.fast = self.device.type == "cuda" and FAST_CUDA_STEPS
+        self.compiled = torch.compile(self.loss_and_correct, dynamic=False) if self.fast else None
+        self.full_batch, self.graph, self.static_x, self.static_y = None, None, None, None
+        self.steps, self.setup_seconds, self.compiled_once = 0, 0.0, False
 
     def reset_sums(self):
         self.loss_sum.zero_()
         self.correct.zero_()
 
-    def _body(self, x, y):
+    def loss_and_correct(self, x, y):
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
+        return F.cross_entropy(logits, y), (logits.argmax(1) == y).sum()
+
+    def _forward(self, x, y):
+        if self.compiled is not None and len(x) == self.full_batch:  # one compiled shape; a smaller batch eager
+            try:
+                result = self.compiled(x, y)
+                self.compiled_once = True
+                return result
+            except Exception as error:  # e.g. no Triton for this GPU: the step still works, uncompiled
+                if self.compiled_once:
+                    raise
+                print(f"note: torch.compile failed here ({type(error).__name__}); training uncompiled",
+                      file=sys.stderr)
+                self.compiled = None
+        return self.loss_and_correct(x, y)
+
+    def _body(self, x, y):
+        loss, correct = self._forward(x, y)
         loss.backward()
         self.optimizer.step()
         self.loss_sum += loss.detach() * len(y)
-        self.correct += (logits.argmax(1) == y).sum()
+        self.correct += correct
 
     def _record(self, x, y):
         started = time.perf_counter()
@@ -468,7 +489,9 @@ class TrainStep:
         self.setup_seconds += time.perf_counter() - started
 
     def __call__(self, x, y):
-        if self.use_graph and self.steps > 0 and (self.static_x is None or x.shape == self.static_x.shape):
+        if self.full_batch is None:
+            self.full_batch = len(x)
+        if self.fast and self.steps > 0 and len(x) == self.full_batch:
             if self.graph is None:
                 self._record(x, y)  # recording runs nothing; the replay below does this step's work
             self.static_x.copy_(x)
@@ -481,26 +504,35 @@ class TrainStep:
         if self.scheduler is not None:
             self.scheduler.step()
 
-
-def warm_up_cuda(model, config, batch_sizes, image_shape=(1, 28, 28)):
-    """Train a throwaway copy for a few steps on random batches of each size the run will use, so that cuDNN's
-    algorithm search, lazy module loading and the allocator's first requests happen before the timed run (and
-    leave the real model and the data's random stream alone). Returns the seconds it took."""
-    started = time.perf_counter()
-    twin = copy.deepcopy(model)
-    step = TrainStep(twin, make_optimizer_and_scheduler(twin, config, 1)[0])
-    step.use_graph = False
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream):
-        for size in dict.fromkeys(batch_sizes):
-            x = torch.randn(size, *image_shape, device="cuda")
-            y = torch.randint(0, 10, (size,), device="cuda")
-            for _ in range(3):
-                step(x, y)
-    torch.cuda.current_stream().wait_stream(stream)
-    torch.cuda.synchronize()
-    return time.perf_counter() - started
+    def warm_up(self, config, batch_sizes, image_shape=(1, 28, 28)):
+        """Before the timed run, train for a few steps on random batches of each size the run will use, so that
+        compilation, cuDNN's algorithm search, lazy module loading and the allocator's first requests happen
+        now. A throwaway optimizer does the updates, and the model's weights and batch-norm statistics and the
+        random streams are restored afterwards, so the run itself starts exactly as it would have."""
+        started = time.perf_counter()
+        self.full_batch = batch_sizes[0]
+        saved_state, real_optimizer = copy.deepcopy(self.model.state_dict()), self.optimizer
+        self.optimizer = make_optimizer_and_scheduler(self.model, config, 1)[0]
+        cuda = self.device.type == "cuda"
+        stream = torch.cuda.Stream(self.device) if cuda else None  # off the main stream, as graph capture wants
+        if cuda:
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.random.fork_rng(devices=[self.device] if cuda else []), torch.cuda.stream(stream):
+            for size in dict.fromkeys(batch_sizes):
+                x = torch.randn(size, *image_shape, device=self.device)
+                y = torch.randint(0, 10, (size,), device=self.device)
+                for _ in range(3):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    self._body(x, y)
+        if cuda:
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+        self.optimizer = real_optimizer
+        self.optimizer.zero_grad(set_to_none=True)
+        self.model.load_state_dict(saved_state)
+        self.reset_sums()
+        if cuda:
+            torch.cuda.synchronize(self.device)
+        self.setup_seconds += time.perf_counter() - started
 
 
 def train_epoch(step, loader, progress, check_every=20):
@@ -570,6 +602,20 @@ def keep_freed_memory():
                 and mallopt(M_TOP_PAD, 64 << 20))
 
 
+def warm_up_epoch(model, train_loader, test_loader):
+    """The rest of a first epoch's one-time costs, paid before the timed run: loading the loader's kernels and
+    cuDNN's search for the test batches' shapes. The training loader's random stream is rewound and evaluation
+    changes nothing, so the run is unaffected. Returns the seconds it took."""
+    started = time.perf_counter()
+    state = train_loader.generator.get_state()
+    next(iter(train_loader))
+    train_loader.generator.set_state(state)
+    evaluate(model, test_loader)
+    if train_loader.device.type == "cuda":
+        torch.cuda.synchronize(train_loader.device)
+    return time.perf_counter() - started
+
+
 def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed)
@@ -597,7 +643,8 @@ def fit(net_factory, config, data, log=print):
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
         train_size = len(train_loader.labels)
         last_batch = train_size - (len(train_loader) - 1) * config.batch_size
-        step.setup_seconds += warm_up_cuda(model, config, [min(config.batch_size, train_size), last_batch])
+        step.warm_up(config, [min(config.batch_size, train_size), last_batch])
+        step.setup_seconds += warm_up_epoch(model, train_loader, test_loader)
     history = []
     for epoch in range(1, config.epochs + 1):
         started, setup_before = time.perf_counter(), step.setup_seconds

@@ -20,7 +20,8 @@ ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57
 ABLATIONS = {"full": "nothing (the recipe as is)", "no-augment": "no augmentation (rotation and shift)",
              "dropout": "5 % dropout added", "step-lr": "StepLR instead of OneCycle",
              "no-schedule": "no schedule (constant lr)"}
-BENCH_FILES = ("bench.json", "bench-cuda.json")  # `make bench` on the CPU; `python bench.py --out ...` on a GPU
+# `make bench` writes bench.json; runs on other devices, or repeated ones, go to bench-<name>.json (`--out`).
+BENCH_GLOB = "bench*.json"
 README_BEGIN, README_END = "<!-- results:begin (written by report.py) -->", "<!-- results:end -->"
 BENCH_BEGIN, BENCH_END = "<!-- bench:begin (written by report.py) -->", "<!-- bench:end -->"
 
@@ -114,27 +115,39 @@ def bench_table(b):
     return "\n".join(lines)
 
 
+def bench_runs(results):
+    """Every bench JSON in results/: `make bench`'s own first, then the others in the order they ran."""
+    runs = [(path.name, load_json(path)) for path in Path(results).glob(BENCH_GLOB)]
+    runs = sorted((r for r in runs if r[1]), key=lambda r: (r[0] != "bench.json", r[1].get("date", ""), r[0]))
+    return [b for _, b in runs]
+
+
 def bench_section(results):
-    sections = []
-    for name in BENCH_FILES:
-        b = load_json(Path(results) / name)
-        if not b:
-            continue
+    sections, by_device = [], {}
+    for b in bench_runs(results):
+        by_device.setdefault(b["device"], []).append(b)
         memory = ("peak allocated GPU memory" if b["device"].startswith("cuda") else
                   "the peak resident memory of the row's own process (bench.py runs each pipeline in a fresh one; "
                   "the reference's DataLoader workers are not counted), data loading and torch's own libraries "
                   "included")
         text = (bench_table(b) + f"\n\n`{b.get('command', 'python bench.py').strip()}` on {b['device']}, "
-                f"{b['steps']} timed steps per pipeline after {b['warmup']} warm-up steps: speedup vs reference "
-                f"**{b['speedup']:.1f}×**. Memory is {memory}." + (f" {b['note']}" if b.get("note") else ""))
+                f"{b.get('date', 'undated')}, {b['steps']} timed steps per pipeline after {b['warmup']} warm-up "
+                f"steps: speedup vs reference **{b['speedup']:.1f}×**. Memory is {memory}."
+                + (f" {b['note']}" if b.get("note") else ""))
         if b.get("model3_train_seconds") is not None:
             setup = b.get("model3_setup_seconds")
             text += (f" model3's full 15-epoch run (training and per-epoch evaluation, data already loaded) took "
                      f"**{b['model3_train_seconds']:.1f} s**"
-                     + (f" (+ {setup:.1f} s of one-time warm-up and graph recording)" if setup else "")
+                     + (f" (+ {setup:.1f} s of one-time warm-up, compilation and graph recording)" if setup else "")
                      + f", final test accuracy {b['model3_final_test_acc']:.2f} % "
                      f"({b['model3_verdict'].split(' ')[1]}), peak memory {b.get('model3_peak_memory_mb', 0):,.0f} MB.")
         sections.append(text)
+    for device, runs in by_device.items():
+        if len(runs) > 1:  # the spread between runs says how far one run's ratio can be trusted
+            figures = lambda key, unit: ", ".join(f"{run[key]:.2f}" for run in runs) + unit  # noqa: E731
+            sections.append(f"The {len(runs)} runs on {device} above: reference "
+                            f"{figures('reference_epoch_s', ' s/epoch')}, project {figures('project_epoch_s', ' s/epoch')}"
+                            "; speedup " + ", ".join(f"{run['speedup']:.1f}×" for run in runs) + ".")
     return "\n\n".join(sections) + "\n" if sections else None
 
 

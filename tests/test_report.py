@@ -57,14 +57,22 @@ def test_ablation_table_reads_flags_and_gaps(results):
 
 
 def test_bench_section_shows_each_device_and_the_one_time_costs(tmp_path):
-    run = dict(steps=200, warmup=10, speedup=15.8, model3_train_seconds=4.2, model3_final_test_acc=99.5,
-               model3_verdict="model3: PASS params", model3_peak_memory_mb=900.0,
+    run = dict(steps=200, warmup=10, speedup=15.8, reference_epoch_s=4.0, project_epoch_s=0.25,
+               model3_train_seconds=4.2, model3_final_test_acc=99.5, model3_verdict="model3: PASS params",
+               model3_peak_memory_mb=900.0,
                pipelines=[dict(pipeline="reference", samples_per_s=1000.0, epoch_s=60.0, peak_memory_mb=10.0)])
-    _write(tmp_path / "bench.json", {**run, "device": "cpu (test)", "model3_setup_seconds": 0.0})
-    _write(tmp_path / "bench-cuda.json", {**run, "device": "cuda (test)", "model3_setup_seconds": 6.3})
+    _write(tmp_path / "bench.json", {**run, "device": "cpu (test)", "model3_setup_seconds": 0.0,
+                                     "date": "2026-11-26 09:00:00 UTC"})
+    _write(tmp_path / "bench-cuda.json", {**run, "device": "cuda (test)", "model3_setup_seconds": 6.3,
+                                          "date": "2026-11-26 06:21:48 UTC"})
+    _write(tmp_path / "bench-cuda-rerun.json", {**run, "device": "cuda (test)", "speedup": 20.0,
+                                                "reference_epoch_s": 3.0, "project_epoch_s": 0.15,
+                                                "date": "2026-11-26 06:23:20 UTC"})
     text = report.bench_section(tmp_path)
     assert text.index("| cpu (test) |") < text.index("| cuda (test) |")
-    assert text.count("(+ 6.3 s of one-time warm-up and graph recording)") == 1 and "**4.2 s**" in text
+    assert text.count("(+ 6.3 s of one-time warm-up, compilation and graph recording)") == 1 and "**4.2 s**" in text
+    assert text.count("The 2 runs on cuda (test) above: reference 4.00, 3.00 s/epoch, project 0.25, 0.15 s/epoch; "
+                      "speedup 15.8×, 20.0×.") == 1 and "The 2 runs on cpu" not in text
 
 
 def test_results_markdown_has_every_section(results):

@@ -137,6 +137,42 @@ def test_train_step_is_the_plain_training_loop():
     assert step.correct.item() <= 96 and step.loss_sum.item() > 0
 
 
+def test_warm_up_leaves_the_run_as_it_was():
+    """The warm-up trains for real (it compiles and tunes on CUDA), then restores weights, batch-norm statistics
+    and random streams, so a warmed-up run takes the same steps as a cold one."""
+    config = common.Config(epochs=1, batch_size=32, test_batch_size=500, lr=0.05, momentum=0.9, nesterov=True,
+                           weight_decay=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0, shift=0.0,
+                           seed=1)
+    torch.manual_seed(0)
+    x, y = torch.randn(2, 32, 1, 28, 28), torch.randint(0, 10, (2, 32))
+    nets = [model3.Net() for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    steps = [common.TrainStep(net, common.make_optimizer_and_scheduler(net, config, 1)[0]) for net in nets]
+    torch.manual_seed(5)
+    steps[0].warm_up(config, [32, 17])
+    after_warm_up = torch.rand(1)
+    torch.manual_seed(5)
+    assert torch.equal(after_warm_up, torch.rand(1)) and steps[0].setup_seconds > 0
+    for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
+        assert torch.equal(a, b)
+    for i in range(2):
+        for step in steps:
+            step(x[i], y[i])
+    for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
+        assert torch.equal(a, b)
+    assert steps[0].loss_sum.item() == steps[1].loss_sum.item()
+
+
+def test_warm_up_epoch_leaves_the_batches_as_they_were(mnist):
+    images, labels = mnist["train"]
+    loaders = [common.DeviceLoader(images, labels, 50, "cpu", 0.13, 0.31, shuffle=True, rotate_degrees=7,
+                                   shift_pixels=2, seed=3, limit=200) for _ in range(2)]
+    test_loader = common.DeviceLoader(*mnist["test"], 100, "cpu", 0.13, 0.31, limit=200)
+    assert common.warm_up_epoch(model3.Net(), loaders[0], test_loader) > 0
+    for (xa, ya), (xb, yb) in zip(loaders[0], loaders[1]):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
 def test_onecycle_keeps_the_momentum_flag(mnist):
     config = common.Config(epochs=1, batch_size=64, test_batch_size=500, lr=0.05, momentum=0.8, nesterov=True,
                            weight_decay=0.0, scheduler="onecycle", step_size=5, gamma=0.1, rotate=0.0, shift=0.0, seed=1)
