@@ -1,16 +1,17 @@
 """Benchmark: the usual MNIST pipeline against this project's, on the same device and net, in one run.
 
-    python bench.py                    # best device; 200 timed steps each, then model3's full 15-epoch run
+    python bench.py                    # best device; 3 rounds of 200 timed steps each, then model3's full run
     python bench.py --device cuda --out results/bench-cuda.json          # the GPU's table beside the CPU's
-    python bench.py --steps 5 --skip-full --device cpu   # a smoke of the harness (used by the tests)
+    python bench.py --steps 5 --repeats 1 --skip-full --device cpu   # a smoke of the harness (the tests')
 
 The reference is what most solutions of this exercise run: torchvision's MNIST dataset with per-sample PIL
 transforms (RandomRotation(7), ToTensor, Normalize) in a DataLoader with 2 workers, batch 128, and an eager
 training step. The project's pipeline keeps the uint8 split on the device, augments whole batches there
 (common.DeviceLoader) and trains with common.TrainStep (compiled and recorded as a CUDA graph on a GPU). A middle
 row runs the project without its device-specific setting. Each row trains model3's Net with SGD for the same number
-of steps after a warm-up, in a fresh process of its own; samples/s gives s/epoch and the ratio. Measured on an H100
-and on 2 CPU cores: README.md, Performance. Writes results/bench.json; `python report.py` puts its table into RESULTS.md.
+of steps after a warm-up, in a fresh process of its own, and the rows take turns for --repeats rounds; each row's
+median samples/s gives its s/epoch and the ratio. Measured on an H100 and on 2 CPU cores: README.md, Performance.
+Writes results/bench.json; `python report.py` puts its table into RESULTS.md.
 """
 import argparse
 import itertools
@@ -37,6 +38,8 @@ def parse_args(argv):
     parser.add_argument("--device", choices=common.DEVICES, default="auto", help="default: the best available")
     parser.add_argument("--steps", type=common.positive_int, default=200, help="timed training steps per pipeline")
     parser.add_argument("--warmup", type=common.positive_int, default=10, help="untimed steps first")
+    parser.add_argument("--repeats", type=common.positive_int, default=3,
+                        help="rounds of all pipelines, interleaved; each row reports its median (default: 3)")
     parser.add_argument("--workers", type=common.non_negative_int, default=2, help="reference DataLoader workers")
     parser.add_argument("--skip-full", action="store_true", help="skip model3's full 15-epoch run")
     parser.add_argument("--data-dir", default=common.default_data_dir())
@@ -106,6 +109,16 @@ def time_steps(batches, device, steps, warmup, make_step, seed=0):
             seen += len(y)
     synchronize(device)
     return seen / (time.perf_counter() - started)
+
+
+def median_row(row_runs):
+    """One pipeline's row from its rounds: the median rate (the upper middle one for an even count), the highest
+    peak memory, and every round's rate."""
+    rates = sorted(run["samples_per_s"] for run in row_runs)
+    rate = rates[len(rates) // 2]
+    return dict(pipeline=row_runs[0]["pipeline"], samples_per_s=rate, epoch_s=round(60000 / rate, 2),
+                peak_memory_mb=max(run["peak_memory_mb"] for run in row_runs),
+                rounds_samples_per_s=[run["samples_per_s"] for run in row_runs])
 
 
 def endless(make_iterable):
@@ -178,25 +191,29 @@ def main(argv=None):
         print(json.dumps(run_pipeline(args, device, data)))
         return 0
     print(f"bench: {device_text}; {args.warmup} warm-up + {args.steps} timed steps of batch 128 per pipeline, "
-          "each pipeline in its own process")
-    rows = []
-    for index in range(len(PIPELINES)):
-        child = subprocess.run([sys.executable, __file__, "--pipeline", str(index), "--device", device.type,
-                                "--steps", str(args.steps), "--warmup", str(args.warmup),
-                                "--workers", str(args.workers), "--data-dir", args.data_dir],
-                               capture_output=True, text=True)
-        if child.returncode != 0:
-            print(f"bench.py: error: the pipeline {PIPELINES[index]!r} failed:\n{child.stderr.strip()}",
-                  file=sys.stderr)
-            return 1
-        rows.append(json.loads(child.stdout.strip().splitlines()[-1]))
-        print(f"  {rows[-1]['pipeline']}: {rows[-1]['samples_per_s']:,.0f} samples/s, "
-              f"{rows[-1]['epoch_s']:.2f} s/epoch")
+          f"each pipeline in its own process, {args.repeats} interleaved round(s)")
+    runs = [[] for _ in PIPELINES]
+    # Rounds interleave the pipelines (A B C A B C ...), so a slow spell of a shared machine hits every row alike;
+    # each row reports its median round.
+    for round_index in range(args.repeats):
+        for index in range(len(PIPELINES)):
+            child = subprocess.run([sys.executable, __file__, "--pipeline", str(index), "--device", device.type,
+                                    "--steps", str(args.steps), "--warmup", str(args.warmup),
+                                    "--workers", str(args.workers), "--data-dir", args.data_dir],
+                                   capture_output=True, text=True)
+            if child.returncode != 0:
+                print(f"bench.py: error: the pipeline {PIPELINES[index]!r} failed:\n{child.stderr.strip()}",
+                      file=sys.stderr)
+                return 1
+            runs[index].append(json.loads(child.stdout.strip().splitlines()[-1]))
+            print(f"  round {round_index + 1}/{args.repeats}: {runs[index][-1]['pipeline']}: "
+                  f"{runs[index][-1]['samples_per_s']:,.0f} samples/s, {runs[index][-1]['epoch_s']:.2f} s/epoch")
+    rows = [median_row(row_runs) for row_runs in runs]
     speedup = rows[0]["epoch_s"] / rows[-1]["epoch_s"]
     command = " ".join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)])
     result = dict(device=device_text, command=command,
                   date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), torch=torch.__version__, steps=args.steps,
-                  warmup=args.warmup, pipelines=rows, reference_epoch_s=rows[0]["epoch_s"],
+                  warmup=args.warmup, repeats=args.repeats, pipelines=rows, reference_epoch_s=rows[0]["epoch_s"],
                   project_epoch_s=rows[-1]["epoch_s"], speedup=round(speedup, 2),
                   model3_train_seconds=None, model3_final_test_acc=None, model3_verdict=None)
     if not args.skip_full:

@@ -115,6 +115,16 @@ def bench_table(b):
     return "\n".join(lines)
 
 
+def rounds_text(b):
+    """How a row's rate was chosen, and the rounds' spread, which says how far the ratio can be trusted."""
+    rows = b["pipelines"]
+    if b.get("repeats", 1) < 2 or "rounds_samples_per_s" not in rows[0]:
+        return ", one round"
+    spreads = "; ".join(f"{row['pipeline'].split(' (')[0]} {min(row['rounds_samples_per_s']):,.0f}–"
+                        f"{max(row['rounds_samples_per_s']):,.0f}" for row in rows)
+    return f", the median of {b['repeats']} interleaved rounds (samples/s over the rounds: {spreads})"
+
+
 def bench_runs(results):
     """Every bench JSON in results/: `make bench`'s own first, then the others in the order they ran."""
     runs = [(path.name, load_json(path)) for path in Path(results).glob(BENCH_GLOB)]
@@ -132,7 +142,7 @@ def bench_section(results):
                   "included")
         text = (bench_table(b) + f"\n\n`{b.get('command', 'python bench.py').strip()}` on {b['device']}, "
                 f"{b.get('date', 'undated')}, {b['steps']} timed steps per pipeline after {b['warmup']} warm-up "
-                f"steps: speedup vs reference **{b['speedup']:.1f}×**. Memory is {memory}."
+                f"steps" + rounds_text(b) + f": speedup vs reference **{b['speedup']:.1f}×**. Memory is {memory}."
                 + (f" {b['note']}" if b.get("note") else ""))
         if b.get("model3_train_seconds") is not None:
             setup = b.get("model3_setup_seconds")

@@ -73,6 +73,12 @@ def test_bench_section_shows_each_device_and_the_one_time_costs(tmp_path):
     assert text.count("(+ 6.3 s of one-time warm-up, compilation and graph recording)") == 1 and "**4.2 s**" in text
     assert text.count("The 2 runs on cuda (test) above: reference 4.00, 3.00 s/epoch, project 0.25, 0.15 s/epoch; "
                       "speedup 15.8×, 20.0×.") == 1 and "The 2 runs on cpu" not in text
+    assert text.count("warm-up steps, one round: speedup") == 3
+    first_row = {**run["pipelines"][0], "rounds_samples_per_s": [900.0, 1000.0, 1200.0]}
+    rounds = {**run, "repeats": 3, "pipelines": [first_row]}
+    _write(tmp_path / "bench.json", {**rounds, "device": "cpu (test)"})
+    assert ("the median of 3 interleaved rounds (samples/s over the rounds: reference 900–1,200): speedup"
+            in report.bench_section(tmp_path))
 
 
 def test_results_markdown_has_every_section(results):
