@@ -626,7 +626,7 @@ def fit(net_factory, config, data, log=print):
     """Train a fresh model with `config` on `data` (from `prepare_data`).
 
     Returns the final model, the per-epoch history, the final test predictions with their labels, and the seconds
-    of one-time setup (CUDA warm-up and graph recording) that the epochs' times leave out."""
+    of one-time setup (CUDA warm-up, compilation and graph recording) that the epochs' times leave out."""
     set_seed(config.seed)
     device = torch.device(config.device)
     if device.type == "cpu":
