@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 import common
 import model3
+import report
 
 # ----------------------------------------------------------------------------------------------------------------
 # Settings
@@ -205,9 +206,10 @@ def main(argv=None):
                 print(f"bench.py: error: the pipeline {PIPELINES[index]!r} failed:\n{child.stderr.strip()}",
                       file=sys.stderr)
                 return 1
-            runs[index].append(json.loads(child.stdout.strip().splitlines()[-1]))
-            print(f"  round {round_index + 1}/{args.repeats}: {runs[index][-1]['pipeline']}: "
-                  f"{runs[index][-1]['samples_per_s']:,.0f} samples/s, {runs[index][-1]['epoch_s']:.2f} s/epoch")
+            row = json.loads(child.stdout.strip().splitlines()[-1])
+            runs[index].append(row)
+            print(f"  round {round_index + 1}/{args.repeats}: {row['pipeline']}: {row['samples_per_s']:,.0f} "
+                  f"samples/s, {row['epoch_s']:.2f} s/epoch")
     rows = [median_row(row_runs) for row_runs in runs]
     speedup = rows[0]["epoch_s"] / rows[-1]["epoch_s"]
     command = " ".join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)])
@@ -229,10 +231,7 @@ def main(argv=None):
         print(f"  {metrics['verdict']}\n  model3: {metrics['epochs']} epochs in {metrics['train_seconds']:.1f} s "
               f"(+ {metrics['setup_seconds']:.1f} s one-time setup)")
     result["peak_memory_mb"] = round(peak_memory_mb(device), 1)
-    table = ["| pipeline | device | samples/s | s/epoch | peak memory (MB) |", "|---|---|---|---|---|"]
-    table += [f"| {r['pipeline']} | {device_text} | {r['samples_per_s']:,.0f} | {r['epoch_s']:.2f} "
-              f"| {r['peak_memory_mb']:,.0f} |" for r in rows]
-    result["table_markdown"] = "\n".join(table)
+    result["table_markdown"] = report.bench_table(result)
     print("\n" + result["table_markdown"])
     print(f"speedup vs reference ({device_text}): {speedup:.1f}x")
     common.atomic_write_json(args.out, result)
