@@ -211,6 +211,9 @@ def ensure_mnist(root, log=print):
                     "holding MNIST/raw/), then run again.")
 
 
+TRAIN_IMAGES = (MNIST_FILES["train-labels-idx1-ubyte"][0] - 8)  # one byte a label after an 8-byte header
+
+
 def load_split(root, train):
     """One MNIST split as (uint8 images N×28×28, int64 labels), read by torchvision from the raw IDX files."""
     from torchvision import datasets
@@ -439,8 +442,9 @@ class TrainStep:
     smaller last batch runs eagerly. Elsewhere every step is eager. `setup_seconds` is the one-time cost
     (warm-up, compilation and recording)."""
 
-    def __init__(self, model, optimizer, scheduler=None):
+    def __init__(self, model, optimizer, scheduler=None, label_smoothing=0.0):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.label_smoothing = label_smoothing
         self.device = next(model.parameters()).device
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -455,7 +459,7 @@ class TrainStep:
 
     def loss_and_correct(self, x, y):
         logits = self.model(x)
-        return F.cross_entropy(logits, y), (logits.argmax(1) == y).sum()
+        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), (logits.argmax(1) == y).sum()
 
     def _forward(self, x, y):
         if self.compiled is not None and len(x) == self.full_batch:  # one compiled shape; a smaller batch eager
@@ -622,6 +626,24 @@ def set_seed(seed):
     torch.manual_seed(seed)
 
 
+def split_training(train, config):
+    """The images a run trains on and the ones it holds out for validation: the last `config.val` images of the
+    training split (after --subset), in MNIST's order, never augmented."""
+    images, labels = train
+    if config.subset:
+        images, labels = images[:config.subset], labels[:config.subset]
+    cut = len(labels) - config.val
+    return (images[:cut], labels[:cut]), (images[cut:], labels[cut:])
+
+
+def epoch_line(row, epochs):
+    """One epoch as a row of a table: every column keeps its width and precision from epoch to epoch."""
+    splits = [name for name in ("train", "val", "test") if f"{name}_acc" in row]
+    columns = [f"{name} loss {row[name + '_loss']:.4f} acc {row[name + '_acc']:6.2f}%" for name in splits]
+    return (f"epoch {row['epoch']:{len(str(epochs))}d}/{epochs}  " + "  ".join(columns)
+            + f"  lr {row['lr']:.2e}  {row['seconds']:6.1f}s")
+
+
 def fit(net_factory, config, data, log=print):
     """Train a fresh model with `config` on `data` (from `prepare_data`).
 
@@ -632,13 +654,14 @@ def fit(net_factory, config, data, log=print):
     if device.type == "cpu":
         keep_freed_memory()
     model = net_factory().to(device)
-    train_loader = DeviceLoader(*data["train"], config.batch_size, device, data["mean"], data["std"], shuffle=True,
-                                rotate_degrees=config.rotate, shift_pixels=config.shift, seed=config.seed,
-                                limit=config.subset)
+    train, val = split_training(data["train"], config)
+    train_loader = DeviceLoader(*train, config.batch_size, device, data["mean"], data["std"], shuffle=True,
+                                rotate_degrees=config.rotate, shift_pixels=config.shift, seed=config.seed)
+    val_loader = DeviceLoader(*val, config.test_batch_size, device, data["mean"], data["std"]) if config.val else None
     test_loader = DeviceLoader(*data["test"], config.test_batch_size, device, data["mean"], data["std"],
                                limit=config.subset)
     optimizer, scheduler, schedule_every = make_optimizer_and_scheduler(model, config, len(train_loader))
-    step = TrainStep(model, optimizer, scheduler if schedule_every == "batch" else None)
+    step = TrainStep(model, optimizer, scheduler if schedule_every == "batch" else None, config.label_smoothing)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
         train_size = len(train_loader.labels)
@@ -652,13 +675,15 @@ def fit(net_factory, config, data, log=print):
         train_loss, train_acc = train_epoch(step, train_loader, Progress(f"epoch {epoch}/{config.epochs}"))
         if schedule_every == "epoch":
             scheduler.step()
+        row = dict(epoch=epoch, train_loss=round(train_loss, 5), train_acc=round(train_acc, 2))
+        if val_loader is not None:
+            val_loss, val_acc, _ = evaluate(model, val_loader)
+            row.update(val_loss=round(val_loss, 5), val_acc=round(val_acc, 2))
         test_loss, test_acc, predictions = evaluate(model, test_loader)
         seconds = time.perf_counter() - started - (step.setup_seconds - setup_before)  # one-time costs apart
-        history.append(dict(epoch=epoch, train_loss=round(train_loss, 5), train_acc=round(train_acc, 2),
-                            test_loss=round(test_loss, 5), test_acc=round(test_acc, 2), lr=lr,
-                            seconds=round(seconds, 3)))
-        log(f"epoch {epoch:2d}/{config.epochs}  train loss {train_loss:.4f} acc {train_acc:6.2f}%  "
-            f"test loss {test_loss:.4f} acc {test_acc:6.2f}%  lr {lr:.4g}  {seconds:5.1f}s")
+        row.update(test_loss=round(test_loss, 5), test_acc=round(test_acc, 2), lr=lr, seconds=round(seconds, 3))
+        history.append(row)
+        log(epoch_line(row, config.epochs))
     return model, history, predictions, test_loader.labels.cpu(), step.setup_seconds
 
 
@@ -827,7 +852,8 @@ def describe_device(device):
 
 # Hyper-parameters every step shares; a step's DEFAULTS override any of them.
 BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, momentum=0.9, nesterov=False,
-                     weight_decay=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0, shift=0.0, seed=1)
+                     weight_decay=0.0, label_smoothing=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0,
+                     shift=0.0, seed=1)
 SCHEDULERS = ("onecycle", "step", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
@@ -849,6 +875,8 @@ class Config:
     seed: int
     device: str = "cpu"
     subset: int = None
+    val: int = 0
+    label_smoothing: float = 0.0
     net_kwargs: dict = field(default_factory=dict)
 
 
@@ -869,6 +897,20 @@ non_negative_int = _number(int, "an integer ≥ 0", lambda v: v >= 0)
 positive_float = _number(float, "a positive finite number", lambda v: math.isfinite(v) and v > 0)
 non_negative_float = _number(float, "a finite number ≥ 0", lambda v: math.isfinite(v) and v >= 0)
 probability = _number(float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
+
+
+def widths_list(count):
+    """--widths: `count` positive integers separated by commas, e.g. 8,16,8,12,16,16."""
+    def parse(text):
+        try:
+            values = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count or min(values) <= 0 or max(values) > 4096:
+            raise argparse.ArgumentTypeError(f"expected {count} channel counts in 1..4096 separated by commas, "
+                                             f"got {text!r}")
+        return values
+    return parse
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -892,6 +934,8 @@ def build_parser(name, defaults, description):
     add("--momentum", type=non_negative_float, default=d["momentum"], help="SGD momentum (default: %(default)s)")
     add("--nesterov", action=argparse.BooleanOptionalAction, default=d["nesterov"], help="Nesterov momentum")
     add("--weight-decay", type=non_negative_float, default=d["weight_decay"], help="L2 penalty (default: %(default)s)")
+    add("--label-smoothing", type=probability, default=d["label_smoothing"],
+        help="weight of the uniform target mixed into each training label (default: %(default)s)")
     add("--scheduler", choices=SCHEDULERS, default=d["scheduler"], help="learning-rate schedule (default: %(default)s)")
     add("--step-size", type=positive_int, default=d["step_size"],
         help="epochs between steps of 'step' (default: %(default)s)")
@@ -904,12 +948,18 @@ def build_parser(name, defaults, description):
     if "dropout" in defaults:
         add("--dropout", type=probability, default=defaults["dropout"],
             help="dropout probability in the step's Net (default: %(default)s)")
+    if "widths" in defaults:
+        add("--widths", type=widths_list(len(defaults["widths"])), default=defaults["widths"],
+            help="channels of the Net's convolutions, comma-separated (default: %(default)s)")
     add("--seed", type=non_negative_int, default=d["seed"], help="random seed (default: %(default)s)")
     add("--seeds", type=positive_int, default=None, metavar="N",
         help="train N times with seeds seed..seed+N-1 and write seeds.json and seeds.md")
     add("--device", choices=DEVICES, default="auto", help="where to train (default: auto = cuda, else mps, else cpu)")
     add("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else data)")
     add("--out", default=None, help=f"output folder (default: results/{name}; results/{name}-subset with --subset)")
+    add("--val", type=non_negative_int, default=0, metavar="N",
+        help="hold out the last N training images (never augmented) as a validation split, evaluated every "
+             "epoch; choose designs on it, not on the test set (default: 0, none)")
     add("--subset", type=positive_int, default=None, metavar="N",
         help="use at most N images of each split: a smoke run whose accuracy is not judged")
     add("--dry-run", action="store_true", help="one epoch on 256 images, nothing written: checks that it all runs")
@@ -946,13 +996,18 @@ def check_writable(folder):
 
 
 def config_from_args(args):
-    net_kwargs = {"dropout": args.dropout} if hasattr(args, "dropout") else {}
+    net_kwargs = {key: getattr(args, key) for key in ("widths", "dropout") if hasattr(args, key)}
+    train_size = min(args.subset or TRAIN_IMAGES, TRAIN_IMAGES)
+    if args.val >= train_size:
+        raise UsageError(f"argument --val: {args.val} validation images would leave nothing to train on "
+                         f"({train_size:,} training images{' with --subset or --dry-run' if args.subset else ''}; "
+                         "use fewer)")
     return Config(epochs=args.epochs, batch_size=args.batch_size, test_batch_size=args.test_batch_size, lr=args.lr,
                   momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
-                  scheduler=args.scheduler, step_size=args.step_size, gamma=args.gamma,
-                  rotate=0.0 if args.no_augment else args.rotate, shift=0.0 if args.no_augment else args.shift,
-                  seed=args.seed,
-                  device=resolve_device(args.device), subset=args.subset, net_kwargs=net_kwargs)
+                  label_smoothing=args.label_smoothing, scheduler=args.scheduler, step_size=args.step_size,
+                  gamma=args.gamma, rotate=0.0 if args.no_augment else args.rotate,
+                  shift=0.0 if args.no_augment else args.shift, seed=args.seed,
+                  device=resolve_device(args.device), subset=args.subset, val=args.val, net_kwargs=net_kwargs)
 
 
 def prepare_data(data_dir, log=print):
@@ -982,7 +1037,9 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
         subset=config.subset, data_source=data["source"], normalisation=dict(mean=data["mean"], std=data["std"]),
         config={k: v for k, v in vars(config).items() if k not in ("device", "subset")},
         receptive_field=feature_rf(rf_rows), output_rf=rf_rows[-1]["rf"], transition_rf=transition_rf(rf_rows),
-        history=history, final_test_acc=history[-1]["test_acc"],
+        history=history, final_test_acc=history[-1]["test_acc"], val_images=config.val,
+        **({"final_val_acc": history[-1]["val_acc"],
+            "last_val_accs": [h["val_acc"] for h in history[-targets.last_epochs:]]} if config.val else {}),
         last_test_accs=[h["test_acc"] for h in history[-targets.last_epochs:]],
         best_train_acc=max(h["train_acc"] for h in history),
         train_seconds=round(sum(h["seconds"] for h in history), 2), setup_seconds=round(setup_seconds, 3),
@@ -1068,10 +1125,10 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
     out = Path(args.out or (f"results/{name}-subset" if args.subset else f"results/{name}"))
     command = " ".join(["python", f"{name}.py", *(sys.argv[1:] if argv is None else argv)])
     try:
-        config = config_from_args(args)
         if args.dry_run:
-            config.epochs, config.subset = 1, min(config.subset or 256, 256)
-        else:
+            args.epochs, args.subset = 1, min(args.subset or 256, 256)
+        config = config_from_args(args)
+        if not args.dry_run:
             check_writable(out)
         data = prepare_data(args.data_dir)
         print(f"{name}: data from {data['source']}; training mean {data['mean']}, std {data['std']}")

@@ -1,0 +1,186 @@
+"""Screen recipes for a step on a validation split: each recipe (a set of the step's flags) over a few seeds.
+
+    python search.py model3 results/model3/search-recipes.txt --seeds 3 --val 10000 --jobs 2
+
+The recipes file has one recipe a line, `name: flags` (`#` starts a comment), e.g. `lr-0.15: --lr 0.15`.
+Every run holds out the last --val training images and is judged on them alone: the table ranks recipes by
+validation accuracy on the last 3 epochs, and the test set, though each run still measures it, is not shown,
+so a choice made from this table is never a choice made on the test set.
+
+Each run is the step's own command line in a subprocess (`--jobs` of them at once, the cores shared out between
+them), writing into OUT/runs/NAME/seed-S; a run whose metrics.json is already there from the same command is
+reused, so an interrupted search goes on where it stopped. The table goes to OUT/search.json and OUT/search.md.
+"""
+import argparse
+import json
+import os
+import re
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from common import OneLineParser, atomic_write_json, atomic_write_text, non_negative_int, positive_int
+
+ROOT = Path(__file__).resolve().parent
+STEPS = ("model1", "model2", "model3", "model4")
+RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+
+def read_recipes(path):
+    """[(name, [flags])] from a recipes file; a malformed line is a usage error naming the line."""
+    recipes, seen = [], set()
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as e:
+        raise SystemExit(f"search.py: error: cannot read the recipes file {str(path)!r}: {e.strerror or e}")
+    for number, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, colon, flags = line.partition(":")
+        name = name.strip()
+        if not colon or not RECIPE_NAME.match(name) or name in seen:
+            raise SystemExit(f"search.py: error: {path}:{number}: expected 'name: flags' with a new name made of "
+                             f"letters, digits and . _ + -, got {line!r}")
+        seen.add(name)
+        recipes.append((name, shlex.split(flags)))
+    if not recipes:
+        raise SystemExit(f"search.py: error: {path} holds no recipe")
+    return recipes
+
+
+def run_command(step, flags, seed, val, out):
+    return [sys.executable, f"{step}.py", *flags, "--val", str(val), "--seed", str(seed), "--out", str(out)]
+
+
+RUNNING = set()  # the step processes under way, ended if the search is interrupted
+
+
+def run_one(command, out, threads):
+    """One run, unless the same command already completed into `out`. Returns its metrics, or None if it failed."""
+    metrics_path = out / "metrics.json"
+    text = " ".join(["python", *command[1:]])
+    if metrics_path.is_file():
+        metrics = json.loads(metrics_path.read_text())
+        if metrics.get("command") == text:
+            return metrics
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    with open(out / "log.txt", "w") as log:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # Ctrl-C reaches this script alone; it ends the runs
+        RUNNING.add(process)
+        code = process.wait()
+        RUNNING.discard(process)
+    if code not in (0, 1) or not metrics_path.is_file():  # 1 = trained but missed the step's target
+        return None
+    return json.loads(metrics_path.read_text())
+
+
+def summarise(name, flags, seeds, runs, min_acc):
+    """One row of the table: validation accuracy of the last 3 epochs, over the seeds that completed."""
+    done = [m for m in runs if m is not None]
+    row = dict(recipe=name, flags=" ".join(flags), seeds=seeds, completed=len(done))
+    if done:
+        last = [m["last_val_accs"] for m in done]
+        row.update(params=done[0]["params"],
+                   last3_val_mean=round(statistics.mean(a for accs in last for a in accs), 3),
+                   last3_val_min=min(min(accs) for accs in last),
+                   final_val=[m["final_val_acc"] for m in done],
+                   final_train=[m["history"][-1]["train_acc"] for m in done],
+                   met=sum(min(accs) >= min_acc for accs in last),
+                   seconds_per_epoch=round(statistics.median(m["seconds_per_epoch"] for m in done), 2))
+    return row
+
+
+def search_markdown(summary):
+    lines = [f"Recipes for {summary['step']} screened on a validation split: the last {summary['val']:,} training "
+             f"images held out, {summary['seeds']} seeds each ({summary['seed_list']}), on {summary['device']}. "
+             f"Sorted by the mean validation accuracy of the last 3 epochs over the seeds; 'met' counts seeds "
+             f"whose last 3 validation accuracies were all ≥ {summary['min_acc']:.2f}. Command: "
+             f"`{summary['command']}`.", "",
+             "| recipe | flags | params | val acc, last 3 epochs: mean (%) | min (%) | final val acc per seed (%) "
+             "| final train acc (%) | met | s/epoch |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(summary["recipes"], key=lambda r: -r.get("last3_val_mean", 0)):
+        if not r["completed"]:
+            lines.append(f"| {r['recipe']} | `{r['flags']}` | | no run completed | | | | | |")
+            continue
+        lines.append(f"| {r['recipe']} | `{r['flags'] or '(defaults)'}` | {r['params']:,} | "
+                     f"{r['last3_val_mean']:.3f} | {r['last3_val_min']:.2f} | "
+                     f"{' '.join(f'{a:.2f}' for a in r['final_val'])} | "
+                     f"{' '.join(f'{a:.2f}' for a in r['final_train'])} | {r['met']}/{r['completed']} | "
+                     f"{r['seconds_per_epoch']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = OneLineParser(prog="search.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=STEPS, help="the step whose flags the recipes set")
+    parser.add_argument("recipes", help="the recipes file: one 'name: flags' a line")
+    parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per recipe (default: %(default)s)")
+    parser.add_argument("--seed", type=non_negative_int, default=1, help="the first seed (default: %(default)s)")
+    parser.add_argument("--val", type=positive_int, default=10000,
+                        help="validation images held out from the end of the training split (default: %(default)s)")
+    parser.add_argument("--jobs", type=positive_int, default=1, help="runs at once (default: %(default)s)")
+    parser.add_argument("--min-acc", type=float, default=99.40, help="the line 'met' counts (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="output folder (default: results/STEP/search)")
+    parser.add_argument("--only", default=None, help="run only these recipes (comma-separated names)")
+    args = parser.parse_args(argv)
+    if not (ROOT / f"{args.step}.py").is_file():
+        parser.error(f"argument step: {args.step}.py does not exist here")
+    recipes = read_recipes(args.recipes)
+    if args.only:
+        wanted = set(args.only.split(","))
+        unknown = wanted - {name for name, _ in recipes}
+        if unknown:
+            parser.error(f"argument --only: no recipe named {', '.join(sorted(unknown))} in {args.recipes}")
+        recipes = [r for r in recipes if r[0] in wanted]
+    out = Path(args.out or f"results/{args.step}/search")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    jobs = [(name, tuple(flags), seed) for name, flags in recipes for seed in seeds]
+    print(f"search: {len(recipes)} recipes × {len(seeds)} seeds = {len(jobs)} runs, {args.jobs} at a time with "
+          f"{threads} thread(s) each, into {out}/runs")
+    started = time.perf_counter()
+
+    def work(job):
+        name, flags, seed = job
+        run_out = out / "runs" / name / f"seed-{seed}"
+        metrics = run_one(run_command(args.step, flags, seed, args.val, run_out), run_out, threads)
+        status = ("failed: see " + str(run_out / "log.txt") if metrics is None else
+                  "val " + "/".join(f"{a:.2f}" for a in metrics["last_val_accs"]))
+        print(f"  {name} seed {seed}: {status}  ({time.perf_counter() - started:.0f} s)", flush=True)
+        return metrics
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    pool = ThreadPoolExecutor(args.jobs)
+    try:
+        results = list(pool.map(work, jobs))
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in list(RUNNING):
+            process.terminate()
+        print(f"\nsearch.py: interrupted; completed runs are kept in {out}/runs and are reused by the next search; "
+              "search.json was not updated", file=sys.stderr)
+        return 130
+    by_run = dict(zip(jobs, results))
+    first = next((m for m in results if m is not None), None)
+    summary = dict(step=args.step, val=args.val, seeds=len(seeds), seed_list=", ".join(map(str, seeds)),
+                   min_acc=args.min_acc, device=first["device"] if first else "n/a",
+                   command=" ".join(["python", "search.py", *(sys.argv[1:] if argv is None else argv)]),
+                   recipes=[summarise(name, flags, len(seeds), [by_run[(name, tuple(flags), s)] for s in seeds],
+                                      args.min_acc) for name, flags in recipes])
+    atomic_write_json(out / "search.json", summary)
+    atomic_write_text(out / "search.md", search_markdown(summary))
+    print(search_markdown(summary))
+    return 0 if all(r["completed"] == len(seeds) for r in summary["recipes"]) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""The validation split (--val): carved from the end of the training split, never augmented, recorded beside test."""
+import json
+
+import pytest
+
+import common
+import model3
+from conftest import assert_clean_failure, run_script
+
+
+def _config(**changes):
+    base = dict(epochs=1, batch_size=64, test_batch_size=500, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.0,
+                scheduler="onecycle", step_size=5, gamma=0.1, rotate=7.0, shift=2.0, seed=1)
+    return common.Config(**{**base, **changes})
+
+
+@pytest.mark.parametrize("subset, val, sizes", [(None, 5000, (55000, 5000)), (None, 0, (60000, 0)),
+                                                 (600, 200, (400, 200))])
+def test_the_split_holds_out_the_last_training_images(mnist, subset, val, sizes):
+    (train_x, train_y), (val_x, val_y) = common.split_training(mnist["train"], _config(subset=subset, val=val))
+    assert (len(train_y), len(val_y)) == sizes and len(train_x) == sizes[0] and len(val_x) == sizes[1]
+    images, labels = mnist["train"]
+    end = subset or len(labels)
+    assert (val_x == images[end - val:end]).all() and (val_y == labels[end - val:end]).all()
+    assert (train_x == images[:sizes[0]]).all()
+
+
+def test_validation_is_scored_on_the_plain_images_every_epoch(mnist):
+    """Each epoch's val loss is the model's loss on the held-out images as they are: an augmented (randomly rotated
+    and shifted) validation split would give another loss."""
+    config = _config(epochs=2, subset=600, val=200)
+    model, history, *_ = common.fit(model3.Net, config, mnist, log=lambda *_: None)
+    assert [set(h) >= {"val_loss", "val_acc"} for h in history] == [True, True]
+    _, (val_x, val_y) = common.split_training(mnist["train"], config)
+    plain = common.DeviceLoader(val_x, val_y, 500, "cpu", mnist["mean"], mnist["std"])
+    loss, accuracy, _ = common.evaluate(model, plain)
+    assert history[-1]["val_loss"] == pytest.approx(loss, abs=1e-5)
+    assert history[-1]["val_acc"] == pytest.approx(accuracy, abs=0.005)
+    rotated = common.DeviceLoader(val_x, val_y, 500, "cpu", mnist["mean"], mnist["std"], rotate_degrees=7.0,
+                                  shift_pixels=2.0, seed=1)
+    assert common.evaluate(model, rotated)[0] != pytest.approx(loss, abs=1e-5)
+
+
+def test_a_run_without_val_has_no_val_fields(mnist):
+    history = common.fit(model3.Net, _config(subset=300), mnist, log=lambda *_: None)[1]
+    assert "val_acc" not in history[0] and "test_acc" in history[0]
+
+
+def test_metrics_json_carries_the_validation_results(tmp_path, data_dir):
+    result = run_script("model3.py", "--subset", "600", "--val", "200", "--epochs", "2", "--out", tmp_path,
+                        data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["val_images"] == 200 and metrics["config"]["val"] == 200
+    assert metrics["final_val_acc"] == metrics["history"][-1]["val_acc"]
+    assert metrics["last_val_accs"] == [h["val_acc"] for h in metrics["history"]]  # 2 epochs < last 3
+    assert " val loss " in result.stdout and " test loss " in result.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--val", "60000"], "60000 validation images would leave nothing to train on (60,000 training images"),
+    (["--val", "600", "--subset", "600"], "600 validation images would leave nothing to train on (600 training"),
+    (["--val", "-5"], "argument --val: expected an integer ≥ 0, got '-5'"),
+    (["--val", "many"], "argument --val: expected an integer ≥ 0"),
+])
+def test_a_val_that_leaves_nothing_to_train_on_is_refused(args, words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        common.run_step("model3", model3.Net, model3.DEFAULTS, model3.TARGETS, "", argv=args)
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1 and words in captured.err
+
+
+def test_widths_and_label_smoothing_are_flags(tmp_path, data_dir):
+    result = run_script("model3.py", "--dry-run", "--widths", "4,8,4,6,8,8", "--label-smoothing", "0.1",
+                        data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"{common.count_params(model3.Net(widths=(4, 8, 4, 6, 8, 8))):,} parameters" in result.stdout
+    assert_clean_failure(run_script("model3.py", "--dry-run", "--widths", "4,8,4"), 2,
+                         "argument --widths: expected 6 channel counts")
+    assert_clean_failure(run_script("model3.py", "--dry-run", "--label-smoothing", "1"), 2,
+                         "argument --label-smoothing: expected a probability")
+
+
+def test_epoch_line_keeps_its_columns():
+    rows = [dict(epoch=e, train_loss=l, train_acc=a, val_loss=l, val_acc=a, test_loss=l, test_acc=a, lr=lr, seconds=s)
+            for e, l, a, lr, s in [(1, 0.4541, 87.09, 0.004, 8.7), (9, 0.0213, 99.5, 0.01524, 12.25),
+                                   (15, 0.0105, 100.0, 0.002212, 110.0)]]
+    lines = [common.epoch_line(row, 15) for row in rows]
+    assert len({len(line) for line in lines}) == 1, lines
+    assert "lr 4.00e-03" in lines[0] and "lr 1.52e-02" in lines[1] and "lr 2.21e-03" in lines[2]
+    assert lines[0].startswith("epoch  1/15  train loss 0.4541 acc  87.09%  val loss")
