@@ -7,8 +7,9 @@
 The reference is what most solutions of this exercise run: torchvision's MNIST dataset with per-sample PIL
 transforms (RandomRotation(7), ToTensor, Normalize) in a DataLoader with 2 workers, batch 128, and an eager
 training step. The project's pipeline keeps the uint8 split on the device, augments whole batches there
-(common.DeviceLoader) and trains with common.TrainStep (compiled and recorded as a CUDA graph on a GPU). A middle
-row runs the project without its device-specific setting. Each row trains model3's Net with SGD for the same number
+(common.DeviceLoader) and trains with common.TrainStep (compiled and recorded as a CUDA graph on a GPU). On a GPU
+a row runs the project's steps eagerly, to show what compiling and recording are worth; a last row runs the
+project with --precision bf16 (bfloat16 autocast in the forward pass). Each row trains model3's Net with SGD for the same number
 of steps after a warm-up, in a fresh process of its own, and the rows take turns for --repeats rounds; each row's
 median samples/s gives its s/epoch and the ratio. Measured on an H100 and on 2 CPU cores: README.md, Performance.
 Writes results/bench.json; `python report.py` puts its table into RESULTS.md.
@@ -45,7 +46,7 @@ def parse_args(argv):
     parser.add_argument("--skip-full", action="store_true", help="skip model3's full 15-epoch run")
     parser.add_argument("--data-dir", default=common.default_data_dir())
     parser.add_argument("--out", default="results/bench.json", help="where to write the JSON")
-    parser.add_argument("--pipeline", type=int, choices=range(3), help=argparse.SUPPRESS)  # internal: one row
+    parser.add_argument("--pipeline", type=int, choices=range(len(PIPELINES)), help=argparse.SUPPRESS)  # internal: one row
     return parser.parse_args(argv)
 
 
@@ -87,11 +88,11 @@ def model3_config(device, *flags):
         ["--device", device.type, *flags]))
 
 
-def project_step(net):
+def project_step(net, precision="fp32"):
     """The project's step (common.TrainStep) with the project's SGD (fused, compiled and recorded as a graph, on
     CUDA); the same learning rate as the reference, held constant. Compilation happens in the untimed warm-up."""
     config = model3_config(next(net.parameters()).device, "--lr", "0.01", "--scheduler", "none")
-    return common.TrainStep(net, common.make_optimizer_and_scheduler(net, config, 1)[0])
+    return common.TrainStep(net, common.make_optimizer_and_scheduler(net, config, 1)[0], precision=precision)
 
 
 def time_steps(batches, device, steps, warmup, make_step, seed=0):
@@ -147,10 +148,17 @@ def project_batches(data, device):
     return endless(lambda: loader)
 
 
-# The middle row is the project without its device-specific setting, to show what that setting is worth: the
-# compiled, graph-recorded step on a GPU, glibc keeping freed memory on the CPU. Each row runs in a fresh process,
-# so that its peak memory is its own and no setting carries over.
-PIPELINES = ("reference", "project-without", "project")
+# Each row runs in a fresh process, so that its peak memory is its own and no setting carries over. The speedup is
+# the reference's time over the "project" row's (the defaults a user gets).
+PIPELINES = ("reference", "project-eager", "project", "project-bf16")
+LABELS = {"project-eager": "project, eager steps (no compile, no CUDA graph)",
+          "project": "project (in-memory batches, common.TrainStep)",
+          "project-bf16": "project, --precision bf16"}
+
+
+def pipelines_for(device):
+    """The eager row exists to measure compiling and recording, which only a GPU does."""
+    return [name for name in PIPELINES if name != "project-eager" or device.type == "cuda"]
 
 
 def run_pipeline(args, device, data):
@@ -160,12 +168,9 @@ def run_pipeline(args, device, data):
         batches = reference_batches(args.data_dir, device, data["mean"], data["std"], args.workers)
         make_step = reference_step
     else:
-        without = "eager steps (no compile, no CUDA graph)" if device.type == "cuda" else "glibc's default allocator"
-        label = f"project, {without}" if name == "project-without" else "project (in-memory batches, common.TrainStep)"
-        batches, make_step = project_batches(data, device), project_step
-        common.FAST_CUDA_STEPS = name == "project"
-        if name == "project" and device.type == "cpu":
-            common.keep_freed_memory()
+        label, batches = LABELS[name], project_batches(data, device)
+        make_step = lambda net: project_step(net, "bf16" if name == "project-bf16" else "fp32")  # noqa: E731
+        common.FAST_CUDA_STEPS = name != "project-eager"
     rate = time_steps(batches, device, args.steps, args.warmup, make_step)
     return dict(pipeline=label, samples_per_s=round(rate, 1), epoch_s=round(60000 / rate, 2),
                 peak_memory_mb=round(peak_memory_mb(device), 1))
@@ -176,7 +181,17 @@ def run_pipeline(args, device, data):
 
 
 def main(argv=None):
+    common.stop_on_sigterm()
     args = parse_args(argv)
+    try:
+        return bench(args, argv)
+    except KeyboardInterrupt as stop:
+        print(f"\nbench.py: interrupted; {args.out} was not written, and whatever it held before is kept",
+              file=sys.stderr)
+        return common.interrupt_status(stop)
+
+
+def bench(args, argv):
     try:
         device = torch.device(common.resolve_device(args.device))
         common.check_writable(Path(args.out).parent)
@@ -193,17 +208,19 @@ def main(argv=None):
         return 0
     print(f"bench: {device_text}; {args.warmup} warm-up + {args.steps} timed steps of batch 128 per pipeline, "
           f"each pipeline in its own process, {args.repeats} interleaved round(s)")
-    runs = [[] for _ in PIPELINES]
+    names = pipelines_for(device)
+    runs = [[] for _ in names]
     # Rounds interleave the pipelines (A B C A B C ...), so a slow spell of a shared machine hits every row alike;
     # each row reports its median round.
     for round_index in range(args.repeats):
-        for index in range(len(PIPELINES)):
-            child = subprocess.run([sys.executable, __file__, "--pipeline", str(index), "--device", device.type,
+        for index, name in enumerate(names):
+            child = subprocess.run([sys.executable, __file__, "--pipeline", str(PIPELINES.index(name)),
+                                    "--device", device.type,
                                     "--steps", str(args.steps), "--warmup", str(args.warmup),
                                     "--workers", str(args.workers), "--data-dir", args.data_dir],
                                    capture_output=True, text=True)
             if child.returncode != 0:
-                print(f"bench.py: error: the pipeline {PIPELINES[index]!r} failed:\n{child.stderr.strip()}",
+                print(f"bench.py: error: the pipeline {name!r} failed:\n{child.stderr.strip()}",
                       file=sys.stderr)
                 return 1
             row = json.loads(child.stdout.strip().splitlines()[-1])
@@ -211,12 +228,13 @@ def main(argv=None):
             print(f"  round {round_index + 1}/{args.repeats}: {row['pipeline']}: {row['samples_per_s']:,.0f} "
                   f"samples/s, {row['epoch_s']:.2f} s/epoch")
     rows = [median_row(row_runs) for row_runs in runs]
-    speedup = rows[0]["epoch_s"] / rows[-1]["epoch_s"]
+    project = rows[names.index("project")]
+    speedup = rows[0]["epoch_s"] / project["epoch_s"]
     command = " ".join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)])
     result = dict(device=device_text, command=command,
                   date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), torch=torch.__version__, steps=args.steps,
                   warmup=args.warmup, repeats=args.repeats, pipelines=rows, reference_epoch_s=rows[0]["epoch_s"],
-                  project_epoch_s=rows[-1]["epoch_s"], speedup=round(speedup, 2),
+                  project_epoch_s=project["epoch_s"], speedup=round(speedup, 2),
                   model3_train_seconds=None, model3_final_test_acc=None, model3_verdict=None)
     if not args.skip_full:
         print("bench: model3's full run with its defaults (training + per-epoch evaluation, data already loaded)")

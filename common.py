@@ -8,7 +8,6 @@ Sections:  errors | data: files, fetching, loading | model inspection | train / 
 import argparse
 import contextlib
 import copy
-import ctypes
 import gzip
 import hashlib
 import io
@@ -16,6 +15,7 @@ import json
 import math
 import os
 import pickle
+import signal
 import platform
 import random
 import socket
@@ -47,6 +47,26 @@ class DataError(Exception):
 
 class TrainingError(Exception):
     """Training itself went wrong (a non-finite loss): exit status 1."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (from `timeout`, `kill`, a job scheduler or a container stop), raised where Ctrl-C raises
+    KeyboardInterrupt, so that both stop a run the same way: one line, nothing written, exit 128 + 15."""
+    exit_status = 143
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def stop_on_sigterm():
+    """From now on SIGTERM stops this process as Ctrl-C does (see Terminated)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def interrupt_status(error):
+    """Exit status for a KeyboardInterrupt: 130 for Ctrl-C (SIGINT), 143 for SIGTERM."""
+    return getattr(error, "exit_status", 130)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -442,9 +462,9 @@ class TrainStep:
     smaller last batch runs eagerly. Elsewhere every step is eager. `setup_seconds` is the one-time cost
     (warm-up, compilation and recording)."""
 
-    def __init__(self, model, optimizer, scheduler=None, label_smoothing=0.0):
+    def __init__(self, model, optimizer, scheduler=None, label_smoothing=0.0, precision="fp32"):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.label_smoothing = label_smoothing
+        self.label_smoothing, self.bf16 = label_smoothing, precision == "bf16"
         self.device = next(model.parameters()).device
         self.loss_sum = torch.zeros((), device=self.device)
         self.correct = torch.zeros((), dtype=torch.long, device=self.device)
@@ -458,8 +478,11 @@ class TrainStep:
         self.correct.zero_()
 
     def loss_and_correct(self, x, y):
-        logits = self.model(x)
-        return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing), (logits.argmax(1) == y).sum()
+        # bf16 autocast runs the forward pass's convolutions in bfloat16 (the weights, their gradients and the
+        # update stay float32); evaluation always runs in float32, so the judged accuracy is the float32 model's.
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            logits = self.model(x)
+        return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing), (logits.argmax(1) == y).sum()
 
     def _forward(self, x, y):
         if self.compiled is not None and len(x) == self.full_batch:  # one compiled shape; a smaller batch eager
@@ -589,23 +612,6 @@ class Progress:
             self.bar.set_postfix(values, refresh=False)
 
 
-def keep_freed_memory():
-    """Ask glibc's malloc to keep freed blocks for reuse instead of returning them to the system.
-
-    Each training step allocates and frees the same few-megabyte activations; glibc hands blocks that big back to
-    the system (munmap, or trimming the heap), so the next step page-faults them in again. It mattered for the
-    max-pool layout step 3 used until commit 3ebf458, whose widest activations were larger; `make bench`'s middle
-    row measures it for model3's current net on the CPU. No-op off glibc."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3
-    return bool(mallopt(M_MMAP_THRESHOLD, 32 << 20) and mallopt(M_TRIM_THRESHOLD, 1 << 30)
-                and mallopt(M_TOP_PAD, 64 << 20))
-
-
 def warm_up_epoch(model, train_loader, test_loader):
     """The rest of a first epoch's one-time costs, paid before the timed run: loading the loader's kernels and
     cuDNN's search for the test batches' shapes. The training loader's random stream is rewound and evaluation
@@ -651,8 +657,6 @@ def fit(net_factory, config, data, log=print):
     of one-time setup (CUDA warm-up, compilation and graph recording) that the epochs' times leave out."""
     set_seed(config.seed)
     device = torch.device(config.device)
-    if device.type == "cpu":
-        keep_freed_memory()
     model = net_factory().to(device)
     train, val = split_training(data["train"], config)
     train_loader = DeviceLoader(*train, config.batch_size, device, data["mean"], data["std"], shuffle=True,
@@ -661,7 +665,8 @@ def fit(net_factory, config, data, log=print):
     test_loader = DeviceLoader(*data["test"], config.test_batch_size, device, data["mean"], data["std"],
                                limit=config.subset)
     optimizer, scheduler, schedule_every = make_optimizer_and_scheduler(model, config, len(train_loader))
-    step = TrainStep(model, optimizer, scheduler if schedule_every == "batch" else None, config.label_smoothing)
+    step = TrainStep(model, optimizer, scheduler if schedule_every == "batch" else None, config.label_smoothing,
+                     config.precision)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN time its algorithms once
         train_size = len(train_loader.labels)
@@ -855,6 +860,7 @@ BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, m
                      weight_decay=0.0, label_smoothing=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0,
                      shift=0.0, seed=1)
 SCHEDULERS = ("onecycle", "step", "none")
+PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 
 
@@ -877,6 +883,7 @@ class Config:
     subset: int = None
     val: int = 0
     label_smoothing: float = 0.0
+    precision: str = "fp32"
     net_kwargs: dict = field(default_factory=dict)
 
 
@@ -897,6 +904,11 @@ non_negative_int = _number(int, "an integer ≥ 0", lambda v: v >= 0)
 positive_float = _number(float, "a positive finite number", lambda v: math.isfinite(v) and v > 0)
 non_negative_float = _number(float, "a finite number ≥ 0", lambda v: math.isfinite(v) and v >= 0)
 probability = _number(float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
+momentum_value = _number(float, "a momentum in [0, 1)", lambda v: 0 <= v < 1)
+decay_factor = _number(float, "a factor in (0, 1]", lambda v: 0 < v <= 1)
+small_penalty = _number(float, "a weight decay in [0, 0.1]", lambda v: 0 <= v <= 0.1)
+degrees = _number(float, "degrees in [0, 180]", lambda v: 0 <= v <= 180)
+pixels = _number(float, "pixels in [0, 14)", lambda v: 0 <= v < 14)
 
 
 def widths_list(count):
@@ -931,18 +943,18 @@ def build_parser(name, defaults, description):
         help="evaluation batch size (default: %(default)s)")
     add("--lr", type=positive_float, default=d["lr"],
         help="learning rate; the peak for onecycle (default: %(default)s)")
-    add("--momentum", type=non_negative_float, default=d["momentum"], help="SGD momentum (default: %(default)s)")
+    add("--momentum", type=momentum_value, default=d["momentum"], help="SGD momentum (default: %(default)s)")
     add("--nesterov", action=argparse.BooleanOptionalAction, default=d["nesterov"], help="Nesterov momentum")
-    add("--weight-decay", type=non_negative_float, default=d["weight_decay"], help="L2 penalty (default: %(default)s)")
+    add("--weight-decay", type=small_penalty, default=d["weight_decay"], help="L2 penalty (default: %(default)s)")
     add("--label-smoothing", type=probability, default=d["label_smoothing"],
         help="weight of the uniform target mixed into each training label (default: %(default)s)")
     add("--scheduler", choices=SCHEDULERS, default=d["scheduler"], help="learning-rate schedule (default: %(default)s)")
     add("--step-size", type=positive_int, default=d["step_size"],
         help="epochs between steps of 'step' (default: %(default)s)")
-    add("--gamma", type=positive_float, default=d["gamma"], help="factor of each 'step' (default: %(default)s)")
-    add("--rotate", type=non_negative_float, default=d["rotate"],
+    add("--gamma", type=decay_factor, default=d["gamma"], help="factor of each 'step' (default: %(default)s)")
+    add("--rotate", type=degrees, default=d["rotate"],
         help="random rotation of training images, ± degrees; 0 turns it off (default: %(default)s)")
-    add("--shift", type=non_negative_float, default=d["shift"],
+    add("--shift", type=pixels, default=d["shift"],
         help="random translation of training images, ± pixels in x and y; 0 turns it off (default: %(default)s)")
     add("--no-augment", action="store_true", help="no augmentation at all (same as --rotate 0 --shift 0)")
     if "dropout" in defaults:
@@ -954,6 +966,9 @@ def build_parser(name, defaults, description):
     add("--seed", type=non_negative_int, default=d["seed"], help="random seed (default: %(default)s)")
     add("--seeds", type=positive_int, default=None, metavar="N",
         help="train N times with seeds seed..seed+N-1 and write seeds.json and seeds.md")
+    add("--precision", choices=PRECISIONS, default="fp32",
+        help="bf16: the training forward pass under bfloat16 autocast, faster on CPUs with AVX512-BF16 or AMX; "
+             "evaluation stays fp32 (default: %(default)s)")
     add("--device", choices=DEVICES, default="auto", help="where to train (default: auto = cuda, else mps, else cpu)")
     add("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else data)")
     add("--out", default=None, help=f"output folder (default: results/{name}; results/{name}-subset with --subset)")
@@ -1007,7 +1022,8 @@ def config_from_args(args):
                   label_smoothing=args.label_smoothing, scheduler=args.scheduler, step_size=args.step_size,
                   gamma=args.gamma, rotate=0.0 if args.no_augment else args.rotate,
                   shift=0.0 if args.no_augment else args.shift, seed=args.seed,
-                  device=resolve_device(args.device), subset=args.subset, val=args.val, net_kwargs=net_kwargs)
+                  device=resolve_device(args.device), subset=args.subset, val=args.val, precision=args.precision,
+                  net_kwargs=net_kwargs)
 
 
 def prepare_data(data_dir, log=print):
@@ -1120,6 +1136,7 @@ def seeds_markdown(summary):
 
 def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=False):
     """The whole command line of a step: parse and validate flags, get the data, train, judge, save, exit."""
+    stop_on_sigterm()
     parser = build_parser(name, defaults, doc)
     args = parser.parse_args(argv)
     out = Path(args.out or (f"results/{name}-subset" if args.subset else f"results/{name}"))
@@ -1148,11 +1165,11 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
     except OSError as e:  # a disk that fills up or a folder removed mid-run; earlier files are still whole
         print(f"{name}.py: error: could not write the results: {e}", file=sys.stderr)
         code = 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         kept = (f"the seeds finished so far are in {out / 'seeds'}; seeds.json was not updated" if args.seeds else
                 f"this run wrote nothing, and whatever {out} held before is kept")
         print(f"\n{name}.py: interrupted; {kept}", file=sys.stderr)
-        code = 130
+        code = interrupt_status(stop)
     sys.exit(code)
 
 

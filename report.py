@@ -26,11 +26,29 @@ README_BEGIN, README_END = "<!-- results:begin (written by report.py) -->", "<!-
 BENCH_BEGIN, BENCH_END = "<!-- bench:begin (written by report.py) -->", "<!-- bench:end -->"
 
 
-def load_json(path):
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+class DamagedResults(Exception):
+    """A results file that exists but cannot be read as the run that wrote it meant: the report stops, naming it,
+    rather than leaving that run out of RESULTS.md and the README without a word."""
+
+
+def load_json(path, required=()):
+    """A results file as a dict; None if it does not exist (that run has not been made yet)."""
+    path = Path(path)
+    if not path.exists():
         return None
+    try:
+        data = json.loads(path.read_text())
+    except OSError as e:
+        raise DamagedResults(f"{path}: cannot be read ({e.strerror or e})") from None
+    except ValueError as e:
+        raise DamagedResults(f"{path}: not valid JSON ({e})") from None
+    missing = [key for key in required if not isinstance(data, dict) or key not in data]
+    if missing:
+        raise DamagedResults(f"{path}: lacks {', '.join(missing)}")
+    return data
+
+
+METRICS_KEYS = ("model", "params", "history", "last_test_accs", "final_test_acc", "passed", "command", "device")
 
 
 def fmt_accs(values):
@@ -48,7 +66,7 @@ def step_rows(results):
     """One row per step that has a complete (non-smoke) run."""
     rows = []
     for step in STEPS:
-        m = load_json(Path(results) / step / "metrics.json")
+        m = load_json(Path(results) / step / "metrics.json", METRICS_KEYS)
         if not m or m.get("subset"):
             continue
         rows.append(m)
@@ -73,7 +91,7 @@ def steps_table(rows, links=True):
 def ablation_rows(results):
     rows = []
     for name, change in ABLATIONS.items():
-        m = load_json(Path(results) / "ablation" / name / "metrics.json")
+        m = load_json(Path(results) / "ablation" / name / "metrics.json", METRICS_KEYS)
         if not m or m.get("subset"):
             continue
         flags = m["command"].split("model3.py", 1)[-1].split("--out")[0].strip() or "(defaults)"
@@ -97,8 +115,11 @@ def ablation_table(rows):
     return "\n".join(lines)
 
 
+SEEDS_KEYS = ("seeds", "count", "met_target", "mean_final_test_acc", "std_final_test_acc", "command", "device")
+
+
 def seeds_section(results):
-    s = load_json(Path(results) / "model3" / "seeds.json")
+    s = load_json(Path(results) / "model3" / "seeds.json", SEEDS_KEYS)
     if not s:
         return None
     table = Path(results) / "model3" / "seeds.md"
@@ -127,7 +148,8 @@ def rounds_text(b):
 
 def bench_runs(results):
     """Every bench JSON in results/: `make bench`'s own first, then the others in the order they ran."""
-    runs = [(path.name, load_json(path)) for path in Path(results).glob(BENCH_GLOB)]
+    runs = [(path.name, load_json(path, ("device", "pipelines", "speedup", "steps", "warmup")))
+            for path in sorted(Path(results).glob(BENCH_GLOB))]
     runs = sorted((r for r in runs if r[1]), key=lambda r: (r[0] != "bench.json", r[1].get("date", ""), r[0]))
     return [b for _, b in runs]
 
@@ -221,40 +243,54 @@ def replace_between(source, begin, end, text):
     return head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1]
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", default="results", help="folder of runs (default: results)")
-    parser.add_argument("--ablation-only", action="store_true", help="only the ablation table")
-    args = parser.parse_args(argv)
-    abl = ablation_rows(args.results)
+def planned_files(results, ablation_only=False):
+    """Every file the report writes, {path: text or JSON object}, all computed before any is written, so that a
+    damaged results file stops the report with nothing rewritten."""
+    files = {}
+    abl = ablation_rows(results)
     if abl:
-        atomic_write_json(Path(args.results) / "ablation" / "ablation.json", abl)
-        atomic_write_text(Path(args.results) / "ablation" / "ablation.md", ablation_table(abl) + "\n")
-        print(ablation_table(abl))
-    if args.ablation_only:
-        return 0 if abl else 1
-    atomic_write_text("RESULTS.md", results_markdown(args.results))
-    rows = step_rows(args.results)
+        files[Path(results) / "ablation" / "ablation.json"] = abl
+        files[Path(results) / "ablation" / "ablation.md"] = ablation_table(abl) + "\n"
+    if ablation_only:
+        return files
+    files[Path("RESULTS.md")] = results_markdown(results)
+    rows = step_rows(results)
     readme = Path("README.md")
     if readme.exists():
         text = readme.read_text()
         if rows:
             block = steps_table(rows)
-            seeds = load_json(Path(args.results) / "model3" / "seeds.json")
+            seeds = load_json(Path(results) / "model3" / "seeds.json", SEEDS_KEYS)
             if seeds:
                 block += (f"\n\nmodel3 over {seeds['count']} seeds (`{seeds['command']}`, {seeds['device']}): "
                           f"{seeds['met_target']}/{seeds['count']} met the target; final test accuracy "
                           f"{seeds['mean_final_test_acc']:.2f} ± {seeds['std_final_test_acc']:.2f} %.")
             text = replace_between(text, README_BEGIN, README_END, block)
-        if bench_section(args.results):
-            text = replace_between(text, BENCH_BEGIN, BENCH_END, bench_section(args.results).strip())
-        atomic_write_text(readme, text)
+        bench = bench_section(results)
+        if bench:
+            text = replace_between(text, BENCH_BEGIN, BENCH_END, bench.strip())
+        files[readme] = text
     for m in rows:
         script = Path(f"{m['model']}.py")
-        atomic_write_text(script, replace_docstring_results(script.read_text(), docstring_results(m)))
-    print(f"report: wrote RESULTS.md ({len(rows)} step runs, seeds: {'yes' if seeds_section(args.results) else 'no'}, "
-          f"ablation: {len(abl)} variants, bench: {'yes' if bench_section(args.results) else 'no'})")
-    return 0
+        files[script] = replace_docstring_results(script.read_text(), docstring_results(m))
+    return files
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", default="results", help="folder of runs (default: results)")
+    parser.add_argument("--ablation-only", action="store_true", help="only the ablation table")
+    args = parser.parse_args(argv)
+    try:
+        files = planned_files(args.results, args.ablation_only)
+    except DamagedResults as e:
+        print(f"report.py: error: {e}; nothing was rewritten (rerun the step that writes it, or restore it with "
+              "`git checkout -- FILE`)", file=sys.stderr)
+        return 1
+    for path, content in files.items():
+        (atomic_write_text if isinstance(content, str) else atomic_write_json)(path, content)
+    print(f"report: wrote {', '.join(str(path) for path in files)}")
+    return 0 if files else 1
 
 
 if __name__ == "__main__":

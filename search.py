@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -24,7 +23,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import OneLineParser, atomic_write_json, atomic_write_text, non_negative_int, positive_int
+from common import (OneLineParser, atomic_write_json, atomic_write_text, interrupt_status, non_negative_int,
+                    positive_int, stop_on_sigterm)
 
 ROOT = Path(__file__).resolve().parent
 STEPS = ("model1", "model2", "model3", "model4")
@@ -158,17 +158,17 @@ def main(argv=None):
         print(f"  {name} seed {seed}: {status}  ({time.perf_counter() - started:.0f} s)", flush=True)
         return metrics
 
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    stop_on_sigterm()
     pool = ThreadPoolExecutor(args.jobs)
     try:
         results = list(pool.map(work, jobs))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         pool.shutdown(wait=False, cancel_futures=True)
         for process in list(RUNNING):
             process.terminate()
         print(f"\nsearch.py: interrupted; completed runs are kept in {out}/runs and are reused by the next search; "
               "search.json was not updated", file=sys.stderr)
-        return 130
+        return interrupt_status(stop)
     by_run = dict(zip(jobs, results))
     first = next((m for m in results if m is not None), None)
     summary = dict(step=args.step, val=args.val, seeds=len(seeds), seed_list=", ".join(map(str, seeds)),

@@ -30,6 +30,10 @@ def _assert_previous_results_intact(out):
     ("--subset", "0", "a positive integer"), ("--lr", "0", "a positive finite number"),
     ("--lr", "nan", "a positive finite number"), ("--lr", "inf", "a positive finite number"),
     ("--dropout", "1.5", "a probability"), ("--device", "tpu", "invalid choice"),
+    ("--momentum", "2", "a momentum in [0, 1)"), ("--momentum", "1", "a momentum in [0, 1)"),
+    ("--gamma", "10", "a factor in (0, 1]"), ("--weight-decay", "5", "a weight decay in [0, 0.1]"),
+    ("--rotate", "400", "degrees in [0, 180]"), ("--shift", "28", "pixels in [0, 14)"),
+    ("--label-smoothing", "-0.1", "a probability"), ("--precision", "fp8", "invalid choice"),
 ])
 def test_bad_flag_gets_one_line_and_exit_2(flag, value, allowed, capsys):
     import model3
@@ -85,26 +89,55 @@ def test_exploding_loss_stops_the_run_with_a_clear_message(tmp_path, data_dir):
     _assert_previous_results_intact(out)
 
 
-def test_ctrl_c_stops_cleanly_with_130_and_keeps_earlier_results(tmp_path, data_dir):
-    out = tmp_path / "out"
-    _previous_results(out)
+def _start(script, *args, data_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_DATA_DIR": str(data_dir)}
-    process = subprocess.Popen([sys.executable, str(ROOT / "model3.py"), "--subset", "4000", "--epochs", "50",
-                                "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stop_once_under_way(process, signum, marker):
+    """Wait for a line starting with `marker`, send `signum`, and return (output, seconds it took to stop)."""
     lines = []
-    for line in process.stdout:  # wait until training is under way
+    for line in process.stdout:
         lines.append(line)
-        if line.startswith("epoch  1/50"):
+        if line.lstrip().startswith(marker):
             break
     sent = time.monotonic()
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=30)
-    stopped_after = time.monotonic() - sent
-    assert process.returncode == 130, "".join(lines) + stdout + stderr
+    return "".join(lines) + stdout, stderr, time.monotonic() - sent
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+@pytest.mark.parametrize("mode", [[], ["--seeds", "3"]])
+def test_ctrl_c_and_sigterm_stop_cleanly_and_keep_earlier_results(tmp_path, data_dir, signum, code, mode):
+    out = tmp_path / "out"
+    _previous_results(out)
+    process = _start("model3.py", "--subset", "4000", "--epochs", "50", "--out", out, *mode, data_dir=data_dir)
+    stdout, stderr, stopped_after = _stop_once_under_way(process, signum, "epoch  1/50")
+    assert process.returncode == code, stdout + stderr
     assert stopped_after < 5, f"took {stopped_after:.1f}s to stop"
-    assert "Traceback" not in stderr and "interrupted" in stderr and "is kept" in stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1 and "interrupted" in stderr
+    assert ("seeds.json was not updated" if mode else "is kept") in stderr
     _assert_previous_results_intact(out)
+    assert not (out / "seeds.json").exists()
+
+
+@pytest.mark.parametrize("script, args, marker, kept", [
+    ("bench.py", ["--steps", "100000", "--repeats", "1", "--skip-full", "--device", "cpu"], "bench:", "bench.json"),
+    ("search.py", ["model3", "RECIPES", "--seeds", "1"], "search:", "search.json"),
+])
+def test_sigterm_stops_bench_and_search_writing_nothing(tmp_path, data_dir, script, args, marker, kept):
+    recipes = tmp_path / "recipes.txt"
+    recipes.write_text("slow: --subset 4000 --epochs 50\n")
+    out = tmp_path / ("bench.json" if script == "bench.py" else "search")
+    args = [str(recipes) if a == "RECIPES" else a for a in args]
+    process = _start(script, *args, "--out", out, data_dir=data_dir)
+    time.sleep(0.1)
+    stdout, stderr, stopped_after = _stop_once_under_way(process, signal.SIGTERM, marker)
+    assert process.returncode == 143, stdout + stderr
+    assert stopped_after < 10 and "Traceback" not in stderr and "interrupted" in stderr and kept in stderr
+    assert not out.is_file() and not (out / "search.json").exists()
 
 
 def test_a_failing_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):

@@ -106,3 +106,18 @@ def test_readme_block_is_replaced_and_the_rest_kept():
 def test_seconds_per_epoch_is_the_median_so_one_disturbed_epoch_does_not_skew_it():
     assert report.median_epoch_seconds({"history": [{"seconds": s} for s in (10.0, 30.0, 11.0)]}) == 11.0
     assert report.median_epoch_seconds({"history": [{"seconds": s} for s in (10.0, 12.0)]}) == 11.0
+
+
+@pytest.mark.parametrize("damage, words", [("{broken", "not valid JSON"), ('{"model": "model3"}', "lacks params")])
+def test_a_damaged_results_file_is_named_and_nothing_is_rewritten(results, monkeypatch, capsys, damage, words):
+    monkeypatch.chdir(results.parent)
+    (results.parent / "README.md").write_text(f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\n")
+    (results.parent / "RESULTS.md").write_text("old results\n")
+    damaged = results / "model3" / "metrics.json"
+    damaged.write_text(damage)
+    assert report.main(["--results", str(results)]) == 1
+    err = capsys.readouterr().err
+    assert str(damaged) in err and words in err and len(err.strip().splitlines()) == 1
+    assert (results.parent / "RESULTS.md").read_text() == "old results\n"
+    assert "old" in (results.parent / "README.md").read_text()
+    assert not (results / "ablation" / "ablation.json").exists()

@@ -181,3 +181,24 @@ def test_onecycle_keeps_the_momentum_flag(mnist):
         optimizer.step()  # no gradients yet: changes nothing, but keeps the scheduler's order check quiet
         scheduler.step()
     assert every == "batch" and optimizer.param_groups[0]["momentum"] == 0.8
+
+
+def test_bf16_precision_trains_and_is_recorded(tmp_path, data_dir):
+    result = run_script("model3.py", "--subset", "640", "--epochs", "2", "--precision", "bf16", "--out", tmp_path,
+                        data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["precision"] == "bf16"
+    assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
+
+
+def test_bf16_changes_the_forward_pass_and_fp32_does_not():
+    torch.manual_seed(0)
+    net, x, y = model3.Net(), torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
+    losses = {p: common.TrainStep(net, optimizer, precision=p).loss_and_correct(x, y)[0].item()
+              for p in ("fp32", "bf16")}
+    with torch.no_grad():
+        plain = torch.nn.functional.cross_entropy(net(x), y).item()
+    assert losses["fp32"] == plain and losses["bf16"] != plain
+    assert losses["bf16"] == pytest.approx(plain, rel=0.05)
