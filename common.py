@@ -15,9 +15,9 @@ import json
 import math
 import os
 import pickle
-import signal
 import platform
 import random
+import signal
 import socket
 import struct
 import subprocess
@@ -934,7 +934,7 @@ class OneLineParser(argparse.ArgumentParser):
 
 def build_parser(name, defaults, description):
     d = {**BASE_DEFAULTS, **defaults}
-    parser = OneLineParser(prog=f"{name}.py", description=description,
+    parser = OneLineParser(prog=f"{name}.py", description=description, allow_abbrev=False,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     add = parser.add_argument
     add("--epochs", type=positive_int, default=d["epochs"], help="epochs to train (default: %(default)s)")
@@ -969,6 +969,8 @@ def build_parser(name, defaults, description):
     add("--precision", choices=PRECISIONS, default="fp32",
         help="bf16: the training forward pass under bfloat16 autocast, faster on CPUs with AVX512-BF16 or AMX; "
              "evaluation stays fp32 (default: %(default)s)")
+    add("--jobs", type=positive_int, default=1, metavar="J",
+        help="with --seeds: run J seeds at once, each in its own process with 1/J of the cores (default: 1)")
     add("--device", choices=DEVICES, default="auto", help="where to train (default: auto = cuda, else mps, else cpu)")
     add("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else data)")
     add("--out", default=None, help=f"output folder (default: results/{name}; results/{name}-subset with --subset)")
@@ -1098,27 +1100,118 @@ def write_artifacts(out, name, model, metrics, rf_rows, data, predictions, label
             *(["samples.png"] if analyse_data else []), "model.pt", "metrics.json"]
 
 
-def run_seeds(name, net_class, config, targets, data, out, count, command, log=print):
-    """The same step over `count` seeds: per-seed runs in out/seeds/seed-N, then seeds.json and seeds.md."""
-    rows = []
-    for seed in range(config.seed, config.seed + count):
-        log(f"\n=== {name}: seed {seed} ({seed - config.seed + 1} of {count}) ===")
-        metrics = run_once(name, net_class, Config(**{**vars(config), "seed": seed}), targets, data,
-                           out / "seeds" / f"seed-{seed}", command=f"{command} --seed {seed}", log=log)
-        rows.append(dict(seed=seed, final_test_acc=metrics["final_test_acc"],
-                         last3_min_test_acc=min(metrics["last_test_accs"]), passed=metrics["passed"],
-                         train_seconds=metrics["train_seconds"]))
+def command_text(argv):
+    """How a run's command line is recorded: `python model3.py --flags ...`, whatever the interpreter's path."""
+    return " ".join(["python", Path(argv[1]).name, *map(str, argv[2:])])
+
+
+def completed_run(out, command):
+    """The metrics of a run that `command` already completed into `out`, else None: a --seeds run or a search that
+    was interrupted goes on where it stopped instead of training those seeds again."""
+    try:
+        metrics = json.loads((Path(out) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if isinstance(metrics, dict) and metrics.get("command") == command else None
+
+
+RUNNING = set()  # step processes started by run_commands, ended if the parent is interrupted
+
+
+def run_commands(runs, jobs, report=print):
+    """Run each (argv, out) as a subprocess of its own, `jobs` at a time, the cores shared out between them (each
+    with cpu_count // jobs threads), the output of each in out/log.txt. A run already completed by the same
+    command is reused. Returns each run's metrics, or None where it failed; an interrupt ends the runs under way."""
+    from concurrent.futures import ThreadPoolExecutor
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+    started = time.perf_counter()
+
+    def run(item):
+        argv, out = item
+        command = command_text(argv)
+        metrics = completed_run(out, command)
+        if metrics is None:
+            Path(out).mkdir(parents=True, exist_ok=True)
+            with open(Path(out) / "log.txt", "w") as log:
+                # A session of its own: Ctrl-C reaches the parent alone, which ends the runs under way.
+                process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+                RUNNING.add(process)
+                process.wait()
+                RUNNING.discard(process)
+            metrics = completed_run(out, command)
+        report(f"  {out}: " + ("failed (see log.txt there)" if metrics is None else
+                               "last epochs " + "/".join(f"{a:.2f}" for a in metrics.get("last_val_accs") or
+                                                         metrics["last_test_accs"])
+                               + (" (validation)" if metrics.get("last_val_accs") else " (test)"))
+               + f"  [{time.perf_counter() - started:.0f} s]")
+        return metrics
+
+    pool = ThreadPoolExecutor(jobs)
+    try:
+        return list(pool.map(run, runs))
+    except KeyboardInterrupt:
+        pool.shutdown(wait=False, cancel_futures=True)
+        for process in list(RUNNING):
+            process.terminate()
+        raise
+
+
+def seed_argv(name, argv, seed, out):
+    """The command line of one seed of a --seeds run: the same flags, with --seeds and --jobs dropped and the seed
+    and its output folder set (argparse keeps the last --seed and --out)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in ("--seeds", "--jobs"):
+            skip = True
+        elif not arg.startswith(("--seeds=", "--jobs=")):
+            kept.append(arg)
+    script = sys.argv[0] if Path(sys.argv[0]).name == f"{name}.py" else str(Path(__file__).parent / f"{name}.py")
+    return [sys.executable, script, *kept, "--seed", str(seed), "--out", str(out)]
+
+
+def run_seeds(name, net_class, config, targets, data, out, count, argv, jobs=1, log=print):
+    """The same step over `count` seeds: per-seed runs in out/seeds/seed-N, then seeds.json and seeds.md. With
+    jobs > 1 the seeds run as separate processes, `jobs` at once; a seed already completed is not run again."""
+    seeds = list(range(config.seed, config.seed + count))
+    runs = [(seed_argv(name, argv, seed, out / "seeds" / f"seed-{seed}"), out / "seeds" / f"seed-{seed}")
+            for seed in seeds]
+    if jobs > 1:
+        log(f"{name}: {count} seeds, {jobs} at a time; each one's output in {out / 'seeds'}/seed-N/log.txt")
+        results = run_commands(runs, jobs, log)
+        if any(m is None for m in results):
+            failed = [str(seed) for seed, m in zip(seeds, results) if m is None]
+            raise TrainingError(f"seed(s) {', '.join(failed)} failed; see log.txt in their folders under "
+                                f"{out / 'seeds'}")
+    else:
+        results = []
+        for index, (seed, (argv_seed, seed_out)) in enumerate(zip(seeds, runs), 1):
+            command = command_text(argv_seed)
+            metrics = completed_run(seed_out, command)
+            log(f"\n=== {name}: seed {seed} ({index} of {count}){' — done before, kept' if metrics else ''} ===")
+            if metrics is None:
+                metrics = run_once(name, net_class, Config(**{**vars(config), "seed": seed}), targets, data,
+                                   seed_out, command=command, log=log)
+            results.append(metrics)
+    rows = [dict(seed=seed, final_test_acc=m["final_test_acc"], last3_min_test_acc=min(m["last_test_accs"]),
+                 passed=m["passed"], train_seconds=m["train_seconds"]) for seed, m in zip(seeds, results)]
     finals = np.array([r["final_test_acc"] for r in rows])
     met = sum(r["passed"] is True for r in rows)
-    summary = dict(model=name, device=describe_device(config.device), command=command, seeds=rows,
+    command = command_text([sys.executable, f"{name}.py", *argv])
+    summary = dict(model=name, device=results[0]["device"], command=command, seeds=rows,
                    mean_final_test_acc=round(float(finals.mean()), 3),
                    std_final_test_acc=round(float(finals.std(ddof=1)) if len(finals) > 1 else 0.0, 3),
+                   min_final_test_acc=round(float(finals.min()), 2),
+                   min_last3_test_acc=min(r["last3_min_test_acc"] for r in rows),
                    met_target=met, count=count, min_test_acc=targets.min_test_acc)
     atomic_write_json(out / "seeds.json", summary)
     atomic_write_text(out / "seeds.md", seeds_markdown(summary))
     line = (f"{name} seeds: {met}/{count} met the target (≥ {targets.min_test_acc:.2f} on each of the last "
             f"{targets.last_epochs} epochs); final test acc {summary['mean_final_test_acc']:.2f} ± "
-            f"{summary['std_final_test_acc']:.2f}")
+            f"{summary['std_final_test_acc']:.2f}, lowest {summary['min_final_test_acc']:.2f}")
     log(seeds_markdown(summary) + "\n" + line)
     return met == count
 
@@ -1140,7 +1233,7 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
     parser = build_parser(name, defaults, doc)
     args = parser.parse_args(argv)
     out = Path(args.out or (f"results/{name}-subset" if args.subset else f"results/{name}"))
-    command = " ".join(["python", f"{name}.py", *(sys.argv[1:] if argv is None else argv)])
+    command = command_text([sys.executable, f"{name}.py", *(sys.argv[1:] if argv is None else argv)])
     try:
         if args.dry_run:
             args.epochs, args.subset = 1, min(args.subset or 256, 256)
@@ -1150,7 +1243,8 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
         data = prepare_data(args.data_dir)
         print(f"{name}: data from {data['source']}; training mean {data['mean']}, std {data['std']}")
         if args.seeds and not args.dry_run:
-            ok = run_seeds(name, net_class, config, targets, data, out, args.seeds, command)
+            ok = run_seeds(name, net_class, config, targets, data, out, args.seeds,
+                           sys.argv[1:] if argv is None else list(argv), args.jobs)
             code = 0 if ok or config.subset else 1
         else:
             metrics = run_once(name, net_class, config, targets, data, None if args.dry_run else out,

@@ -12,19 +12,15 @@ them), writing into OUT/runs/NAME/seed-S; a run whose metrics.json is already th
 reused, so an interrupted search goes on where it stopped. The table goes to OUT/search.json and OUT/search.md.
 """
 import argparse
-import json
 import os
 import re
 import shlex
 import statistics
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from common import (OneLineParser, atomic_write_json, atomic_write_text, interrupt_status, non_negative_int,
-                    positive_int, stop_on_sigterm)
+                    positive_int, run_commands, stop_on_sigterm)
 
 ROOT = Path(__file__).resolve().parent
 STEPS = ("model1", "model2", "model3", "model4")
@@ -58,28 +54,9 @@ def run_command(step, flags, seed, val, out):
     return [sys.executable, f"{step}.py", *flags, "--val", str(val), "--seed", str(seed), "--out", str(out)]
 
 
-RUNNING = set()  # the step processes under way, ended if the search is interrupted
-
-
-def run_one(command, out, threads):
-    """One run, unless the same command already completed into `out`. Returns its metrics, or None if it failed."""
-    metrics_path = out / "metrics.json"
-    text = " ".join(["python", *command[1:]])
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text())
-        if metrics.get("command") == text:
-            return metrics
-    out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    with open(out / "log.txt", "w") as log:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)  # Ctrl-C reaches this script alone; it ends the runs
-        RUNNING.add(process)
-        code = process.wait()
-        RUNNING.discard(process)
-    if code not in (0, 1) or not metrics_path.is_file():  # 1 = trained but missed the step's target
-        return None
-    return json.loads(metrics_path.read_text())
+def run_argv(step, flags, seed, val, out):
+    script = os.path.relpath(ROOT / f"{step}.py")  # as typed from the project's folder: `python model3.py ...`
+    return [sys.executable, script, *flags, "--val", str(val), "--seed", str(seed), "--out", str(out)]
 
 
 def summarise(name, flags, seeds, runs, min_acc):
@@ -143,33 +120,18 @@ def main(argv=None):
         recipes = [r for r in recipes if r[0] in wanted]
     out = Path(args.out or f"results/{args.step}/search")
     seeds = list(range(args.seed, args.seed + args.seeds))
-    threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    jobs = [(name, tuple(flags), seed) for name, flags in recipes for seed in seeds]
-    print(f"search: {len(recipes)} recipes × {len(seeds)} seeds = {len(jobs)} runs, {args.jobs} at a time with "
-          f"{threads} thread(s) each, into {out}/runs")
-    started = time.perf_counter()
-
-    def work(job):
-        name, flags, seed = job
-        run_out = out / "runs" / name / f"seed-{seed}"
-        metrics = run_one(run_command(args.step, flags, seed, args.val, run_out), run_out, threads)
-        status = ("failed: see " + str(run_out / "log.txt") if metrics is None else
-                  "val " + "/".join(f"{a:.2f}" for a in metrics["last_val_accs"]))
-        print(f"  {name} seed {seed}: {status}  ({time.perf_counter() - started:.0f} s)", flush=True)
-        return metrics
-
+    runs = [(name, tuple(flags), seed) for name, flags in recipes for seed in seeds]
+    print(f"search: {len(recipes)} recipes × {len(seeds)} seeds = {len(runs)} runs, {args.jobs} at a time, "
+          f"into {out}/runs")
     stop_on_sigterm()
-    pool = ThreadPoolExecutor(args.jobs)
     try:
-        results = list(pool.map(work, jobs))
+        results = run_commands([(run_argv(args.step, flags, seed, args.val, out / "runs" / name / f"seed-{seed}"),
+                                 out / "runs" / name / f"seed-{seed}") for name, flags, seed in runs], args.jobs)
     except KeyboardInterrupt as stop:
-        pool.shutdown(wait=False, cancel_futures=True)
-        for process in list(RUNNING):
-            process.terminate()
         print(f"\nsearch.py: interrupted; completed runs are kept in {out}/runs and are reused by the next search; "
               "search.json was not updated", file=sys.stderr)
         return interrupt_status(stop)
-    by_run = dict(zip(jobs, results))
+    by_run = dict(zip(runs, results))
     first = next((m for m in results if m is not None), None)
     summary = dict(step=args.step, val=args.val, seeds=len(seeds), seed_list=", ".join(map(str, seeds)),
                    min_acc=args.min_acc, device=first["device"] if first else "n/a",

@@ -202,3 +202,27 @@ def test_bf16_changes_the_forward_pass_and_fp32_does_not():
         plain = torch.nn.functional.cross_entropy(net(x), y).item()
     assert losses["fp32"] == plain and losses["bf16"] != plain
     assert losses["bf16"] == pytest.approx(plain, rel=0.05)
+
+
+def test_each_seed_has_its_own_command_line():
+    argv = common.seed_argv("model3", ["--seeds", "20", "--lr", "0.2", "--jobs=2", "--seed", "5"], 7, "out/seed-7")
+    assert argv[2:] == ["--lr", "0.2", "--seed", "5", "--seed", "7", "--out", "out/seed-7"]
+    assert argv[1].endswith("model3.py")
+
+
+def test_seeds_in_parallel_processes_and_a_rerun_keeps_completed_seeds(tmp_path, data_dir):
+    args = ("model3.py", "--seeds", "2", "--jobs", "2", "--subset", "300", "--epochs", "1", "--out", tmp_path)
+    result = run_script(*args, data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "seeds.json").read_text())
+    assert [r["seed"] for r in summary["seeds"]] == [1, 2] and summary["count"] == 2
+    seed_2 = tmp_path / "seeds" / "seed-2"
+    assert json.loads((seed_2 / "metrics.json").read_text())["command"].endswith(
+        f"--subset 300 --epochs 1 --out {tmp_path} --seed 2 --out {seed_2}")
+    assert "epoch 1/1" in (seed_2 / "log.txt").read_text()
+    before = (seed_2 / "metrics.json").stat().st_mtime_ns
+    (tmp_path / "seeds" / "seed-1" / "metrics.json").unlink()  # as if interrupted before seed 1 finished
+    again = run_script(*args, data_dir=data_dir)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (seed_2 / "metrics.json").stat().st_mtime_ns == before  # kept, not trained again
+    assert (tmp_path / "seeds" / "seed-1" / "metrics.json").exists()
