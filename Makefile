@@ -14,10 +14,11 @@ endif
 DATA_DIR ?= $(or $(MNIST_DATA_DIR),data)
 export MNIST_DATA_DIR := $(DATA_DIR)
 STEP ?= model3
-N ?= 5
+N ?= 20
+JOBS ?= 1
 ARGS ?=
 
-.PHONY: help setup data model1 model2 model3 all test seeds ablation report bench clean
+.PHONY: help setup data model1 model2 model3 all test seeds search ablation report bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9 ]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -40,14 +41,19 @@ all: model1 model2 model3  ## the three steps, in order
 test: $(ENV) data  ## the test suite: smoke runs on small subsets, a few minutes on 2 cores
 	$(PYTHON) -m pytest -q tests
 
-seeds: $(ENV)  ## STEP over N seeds: make seeds STEP=model3 N=5
-	$(PYTHON) $(STEP).py --seeds $(N) $(ARGS)
+seeds: $(ENV)  ## STEP over N seeds (default 20), JOBS at once: make seeds STEP=model3 N=20 JOBS=2
+	$(PYTHON) $(STEP).py --seeds $(N) --jobs $(JOBS) $(ARGS)
+
+search: $(ENV)  ## STEP's recipes (results/STEP/search-recipes.txt) screened on a validation split, 3 seeds each
+	$(PYTHON) search.py $(STEP) results/$(STEP)/search-recipes.txt --jobs $(JOBS) $(ARGS)
 
 ABLATIONS := full:  no-augment:--no-augment  dropout:--dropout=0.05  step-lr:--scheduler=step  no-schedule:--scheduler=none
-ablation: $(ENV)  ## model3 with one thing changed at a time (ABLATIONS), then the table
+ABLATION_SEEDS ?= 3
+ablation: $(ENV)  ## model3 with one thing changed at a time (ABLATIONS), ABLATION_SEEDS seeds each, then the table
 	@set -e; for item in $(ABLATIONS); do name=$${item%%:*}; flags=$${item#*:}; \
 	  echo "=== ablation: $$name ($${flags:-defaults}) ==="; \
-	  $(PYTHON) model3.py $$flags --out results/ablation/$$name $(ARGS) || true; done
+	  $(PYTHON) model3.py $$flags --seeds $(ABLATION_SEEDS) --jobs $(JOBS) --out results/ablation/$$name $(ARGS) \
+	    || true; done
 	$(PYTHON) report.py --ablation-only
 
 report: $(ENV)  ## RESULTS.md from results/, and the Results of README and docstrings

@@ -7,6 +7,7 @@ docstring, so that no figure is ever typed by hand.
 import argparse
 import json
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -89,44 +90,72 @@ def steps_table(rows, links=True):
 
 
 def ablation_rows(results):
+    """One row per ablation variant, from its --seeds run: the variant's seeds.json and each seed's metrics.json."""
     rows = []
     for name, change in ABLATIONS.items():
-        m = load_json(Path(results) / "ablation" / name / "metrics.json", METRICS_KEYS)
-        if not m or m.get("subset"):
+        folder = Path(results) / "ablation" / name
+        summary = load_json(folder / "seeds.json", SEEDS_KEYS)
+        if not summary:
             continue
-        flags = m["command"].split("model3.py", 1)[-1].split("--out")[0].strip() or "(defaults)"
-        target = m["targets"]["min_test_acc"]
-        rows.append(dict(variant=name, change=change, flags=flags, final_test_acc=m["final_test_acc"],
-                         final_test_loss=m["history"][-1]["test_loss"], final_train_acc=m["history"][-1]["train_acc"],
-                         last3_min=min(m["last_test_accs"]), gap=round(min(m["last_test_accs"]) - target, 2),
-                         best_train_acc=m["best_train_acc"], passed=m["passed"], device=m["device"]))
+        runs = [load_json(folder / "seeds" / f"seed-{r['seed']}" / "metrics.json", METRICS_KEYS)
+                for r in summary["seeds"]]
+        if any(m is None or m.get("subset") for m in runs):
+            continue
+        flags = re.sub(r"\s*--(seeds|jobs|out)(=|\s+)\S+", "", summary["command"].split(".py", 1)[-1]).strip()
+        lasts = [a for m in runs for a in m["last_test_accs"]]
+        target = runs[0]["targets"]["min_test_acc"]
+        rows.append(dict(variant=name, change=change, flags=flags or "(defaults)", seeds=len(runs),
+                         met=sum(m["passed"] is True for m in runs),
+                         final_test_acc=round(statistics.mean(m["final_test_acc"] for m in runs), 3),
+                         last3_mean=round(statistics.mean(lasts), 3), last3_min=min(lasts),
+                         gap=round(min(lasts) - target, 2),
+                         final_test_loss=round(statistics.mean(m["history"][-1]["test_loss"] for m in runs), 5),
+                         final_train_acc=round(statistics.mean(m["history"][-1]["train_acc"] for m in runs), 2),
+                         device=runs[0]["device"]))
     return rows
 
 
 def ablation_table(rows):
     full = next((r for r in rows if r["variant"] == "full"), None)
-    lines = ["| change | flags | final test acc (%) | min of last 3 (%) | gap to 99.40 | Δ final vs full "
-             "| final test loss | final train acc (%) | target |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| change | flags | seeds met | final test acc, mean (%) | last 3 epochs: mean (%) | min (%) "
+             "| gap of the min to 99.40 | Δ final vs full | final test loss | final train acc (%) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         delta = f"{r['final_test_acc'] - full['final_test_acc']:+.2f}" if full else "n/a"
-        lines.append(f"| {r['change']} | `{r['flags']}` | {r['final_test_acc']:.2f} | {r['last3_min']:.2f} "
-                     f"| {r['gap']:+.2f} | {delta} | {r['final_test_loss']:.4f} | {r['final_train_acc']:.2f} "
-                     f"| {'met' if r['passed'] else 'missed'} |")
+        lines.append(f"| {r['change']} | `{r['flags']}` | {r['met']}/{r['seeds']} | {r['final_test_acc']:.2f} "
+                     f"| {r['last3_mean']:.2f} | {r['last3_min']:.2f} | {r['gap']:+.2f} | {delta} "
+                     f"| {r['final_test_loss']:.4f} | {r['final_train_acc']:.2f} |")
     return "\n".join(lines)
 
 
 SEEDS_KEYS = ("seeds", "count", "met_target", "mean_final_test_acc", "std_final_test_acc", "command", "device")
 
 
-def seeds_section(results):
-    s = load_json(Path(results) / "model3" / "seeds.json", SEEDS_KEYS)
+def seeds_headline(s):
+    """The evidence for a step in one sentence: pass rate, then the spread of the final accuracy."""
+    finals = [r["final_test_acc"] for r in s["seeds"]] or [s["mean_final_test_acc"]]
+    lowest_last3 = min((r["last3_min_test_acc"] for r in s["seeds"]), default=None)
+    return (f"**{s['met_target']}/{s['count']} seeds met the target**; final test accuracy "
+            f"**{s['mean_final_test_acc']:.2f} ± {s['std_final_test_acc']:.2f} %** (mean ± std), lowest "
+            f"{min(finals):.2f} %" + (f", lowest of any last-3 epoch {lowest_last3:.2f} %" if lowest_last3 else "")
+            + f" (`{s['command']}`, {s['device']})")
+
+
+def seeds_section(results, step="model3"):
+    s = load_json(Path(results) / step / "seeds.json", SEEDS_KEYS)
     if not s:
         return None
-    table = Path(results) / "model3" / "seeds.md"
-    text = table.read_text() if table.exists() else ""
-    return (f"`{s['command']}` on {s['device']}: **{s['met_target']}/{s['count']}** seeds met the target; "
-            f"final test accuracy {s['mean_final_test_acc']:.2f} ± {s['std_final_test_acc']:.2f} % (mean ± std).\n\n"
-            + text)
+    table = Path(results) / step / "seeds.md"
+    return seeds_headline(s) + ".\n\n" + (table.read_text() if table.exists() else "")
+
+
+def search_section(results, step="model3"):
+    """The recipe search of a step on its validation split, as search.py wrote it."""
+    table = Path(results) / step / "search" / "search.md"
+    if not table.exists():
+        return None
+    load_json(table.with_suffix(".json"), ("step", "recipes"))  # a damaged search.json stops the report too
+    return table.read_text()
 
 
 def bench_table(b):
@@ -208,14 +237,16 @@ def results_markdown(results="results"):
         parts += ["", "Pixels scaled to [0, 1]; every step normalises with the training split's mean and std. "
                   "![samples](results/model1/samples.png)"]
     seeds = seeds_section(results)
-    parts += ["", "## model3 over seeds", "", seeds or "_Not run yet: `make seeds STEP=model3 N=5`._"]
+    parts += ["", "## model3 over seeds", "", seeds or "_Not run yet: `make seeds STEP=model3 N=20`._"]
+    search = search_section(results)
+    parts += ["", "## How step 3's recipe was chosen: on a validation split", "",
+              search or "_Not run yet: `make search STEP=model3`._"]
     abl = ablation_rows(results)
-    parts += ["", "## Ablation of step 3 (one seed each)", "",
-              ablation_table(abl) if abl else "_Not run yet: `make ablation`._"]
+    parts += ["", "## Ablation of step 3", "", ablation_table(abl) if abl else "_Not run yet: `make ablation`._"]
     if abl:
-        parts += ["", "One seed per row: compare the accuracy differences with the seed-to-seed spread above before "
-                  "reading much into them. The test loss and the train accuracy (counted on the batches as trained) "
-                  "show what each ingredient does to over-fitting."]
+        parts += ["", "Each row is one change to step 3's recipe, run over the same seeds (`--seeds`); 'last 3 "
+                  "epochs' pools the last 3 test accuracies of every seed. The test loss and the train accuracy "
+                  "(counted on the batches as trained) show what each ingredient does to over-fitting."]
     bench = bench_section(results)
     parts += ["", "## Performance", "", bench or "_Not run yet: `make bench`._", ""]
     return "\n".join(parts)
@@ -262,9 +293,7 @@ def planned_files(results, ablation_only=False):
             block = steps_table(rows)
             seeds = load_json(Path(results) / "model3" / "seeds.json", SEEDS_KEYS)
             if seeds:
-                block += (f"\n\nmodel3 over {seeds['count']} seeds (`{seeds['command']}`, {seeds['device']}): "
-                          f"{seeds['met_target']}/{seeds['count']} met the target; final test accuracy "
-                          f"{seeds['mean_final_test_acc']:.2f} ± {seeds['std_final_test_acc']:.2f} %.")
+                block += f"\n\nmodel3 over {seeds['count']} seeds: " + seeds_headline(seeds) + "."
             text = replace_between(text, README_BEGIN, README_END, block)
         bench = bench_section(results)
         if bench:
