@@ -331,6 +331,22 @@ def gap_head(in_channels, classes=10):
     return nn.Sequential(nn.Conv2d(in_channels, classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
+def without_batchnorm(model):
+    """Every BatchNorm layer of `model` replaced by identity (--no-batchnorm): the write-up's experiment of a
+    step trained without batch norm, for any step."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm):
+            setattr(model, name, nn.Identity())
+        else:
+            without_batchnorm(child)
+    return model
+
+
+def build_net(net_class, config):
+    net = net_class(**config.net_kwargs)
+    return net if config.batchnorm else without_batchnorm(net)
+
+
 def count_params(model):
     """Every parameter, BatchNorm's affine weights included (buffers such as running means are not parameters)."""
     return sum(p.numel() for p in model.parameters())
@@ -411,6 +427,32 @@ def rf_markdown(rows, title):
               f"parameters listed: {sum(r['params'] for r in rows):,} (BatchNorm counted with its convolution); "
               f"{sum(r['macs'] for r in rows):,} multiply-adds per image."]
     return "\n".join(lines) + "\n"
+
+
+@torch.inference_mode()
+def feature_maps(model, image):
+    """What each block of `model.features` makes of one normalised 1×28×28 image: [(block name, receptive field of
+    its output, its maps C×H×W)]. A bare convolution counts with the activation after it (step 1's layout); the
+    page of demo.py and every step's features.png both come from here."""
+    model.eval()
+    rf_by_layer = {row["layer"]: row["rf"] for row in receptive_field(model)}
+    children = list(model.features.named_children())
+    x, rf, blocks = image.reshape(1, 1, *image.shape[-2:]), 1, []
+    for index, (name, child) in enumerate(children):
+        for sub, _ in child.named_modules():
+            rf = rf_by_layer.get(f"features.{name}" + (f".{sub}" if sub else ""), rf)
+        x = child(x)
+        followed_by_activation = index + 1 < len(children) and isinstance(children[index + 1][1], nn.ReLU)
+        if isinstance(child, nn.Conv2d) and followed_by_activation:
+            continue
+        blocks.append((f"features.{name}", rf, x[0].float().cpu()))
+    return blocks
+
+
+def first_kernels(model):
+    """The first convolution's kernels, out_channels × k × k (its input is the one grey channel)."""
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    return conv.weight.detach().float().cpu()[:, 0]
 
 
 def summary_text(model, input_size=(1, 28, 28)):
@@ -785,6 +827,29 @@ def plot_digits(images, captions, title, columns=10):
     return fig
 
 
+def plot_features(kernels, blocks, image, title, columns=16):
+    """The first layer's kernels, then each block's feature maps (up to `columns` channels a row), each row
+    titled with its receptive field."""
+    plt = _pyplot()
+    rows = 1 + len(blocks)
+    fig, axes = plt.subplots(rows, columns + 1, figsize=((columns + 1) * 0.75, rows * 0.95), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    axes[0][0].imshow(image, cmap="gray_r")
+    axes[0][0].set_title("input", fontsize=7)
+    for ax, kernel in zip(axes[0][1:], kernels):
+        ax.imshow(kernel, cmap="RdBu_r", vmin=-kernels.abs().max(), vmax=kernels.abs().max())
+    axes[0][1].set_title(f"first layer's {len(kernels)} kernels ({kernels.shape[-1]}×{kernels.shape[-1]})",
+                         fontsize=7, loc="left")
+    for row, (name, rf, maps) in enumerate(blocks, 1):
+        axes[row][0].text(0, 0.5, f"{name}\nRF {rf}, {maps.shape[-1]}×{maps.shape[-1]}\n{len(maps)} channels",
+                          fontsize=6, va="center")
+        for ax, fmap in zip(axes[row][1:], maps):
+            ax.imshow(fmap, cmap="viridis")
+    fig.suptitle(title)
+    return fig
+
+
 def plot_confusion(confusion, title):
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 5.5))
@@ -884,10 +949,12 @@ class Config:
     val: int = 0
     label_smoothing: float = 0.0
     precision: str = "fp32"
+    batchnorm: bool = True
     net_kwargs: dict = field(default_factory=dict)
 
 
-def _number(kind, allowed, test):
+def number_parser(kind, allowed, test):
+    """An argparse type: `kind(text)` that passes `test`, else one line saying what was `allowed`."""
     def parse(text):
         try:
             value = kind(text)
@@ -899,16 +966,16 @@ def _number(kind, allowed, test):
     return parse
 
 
-positive_int = _number(int, "a positive integer", lambda v: v > 0)
-non_negative_int = _number(int, "an integer ≥ 0", lambda v: v >= 0)
-positive_float = _number(float, "a positive finite number", lambda v: math.isfinite(v) and v > 0)
-non_negative_float = _number(float, "a finite number ≥ 0", lambda v: math.isfinite(v) and v >= 0)
-probability = _number(float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
-momentum_value = _number(float, "a momentum in [0, 1)", lambda v: 0 <= v < 1)
-decay_factor = _number(float, "a factor in (0, 1]", lambda v: 0 < v <= 1)
-small_penalty = _number(float, "a weight decay in [0, 0.1]", lambda v: 0 <= v <= 0.1)
-degrees = _number(float, "degrees in [0, 180]", lambda v: 0 <= v <= 180)
-pixels = _number(float, "pixels in [0, 14)", lambda v: 0 <= v < 14)
+positive_int = number_parser(int, "a positive integer", lambda v: v > 0)
+non_negative_int = number_parser(int, "an integer ≥ 0", lambda v: v >= 0)
+positive_float = number_parser(float, "a positive finite number", lambda v: math.isfinite(v) and v > 0)
+non_negative_float = number_parser(float, "a finite number ≥ 0", lambda v: math.isfinite(v) and v >= 0)
+probability = number_parser(float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
+momentum_value = number_parser(float, "a momentum in [0, 1)", lambda v: 0 <= v < 1)
+decay_factor = number_parser(float, "a factor in (0, 1]", lambda v: 0 < v <= 1)
+small_penalty = number_parser(float, "a weight decay in [0, 0.1]", lambda v: 0 <= v <= 0.1)
+degrees = number_parser(float, "degrees in [0, 180]", lambda v: 0 <= v <= 180)
+pixels = number_parser(float, "pixels in [0, 14)", lambda v: 0 <= v < 14)
 
 
 def widths_list(count):
@@ -966,6 +1033,8 @@ def build_parser(name, defaults, description):
     add("--seed", type=non_negative_int, default=d["seed"], help="random seed (default: %(default)s)")
     add("--seeds", type=positive_int, default=None, metavar="N",
         help="train N times with seeds seed..seed+N-1 and write seeds.json and seeds.md")
+    add("--no-batchnorm", action="store_true",
+        help="replace every BatchNorm layer by identity: the step as it trains without batch norm")
     add("--precision", choices=PRECISIONS, default="fp32",
         help="bf16: the training forward pass under bfloat16 autocast, faster on CPUs with AVX512-BF16 or AMX; "
              "evaluation stays fp32 (default: %(default)s)")
@@ -1025,7 +1094,7 @@ def config_from_args(args):
                   gamma=args.gamma, rotate=0.0 if args.no_augment else args.rotate,
                   shift=0.0 if args.no_augment else args.shift, seed=args.seed,
                   device=resolve_device(args.device), subset=args.subset, val=args.val, precision=args.precision,
-                  net_kwargs=net_kwargs)
+                  batchnorm=not args.no_batchnorm, net_kwargs=net_kwargs)
 
 
 def prepare_data(data_dir, log=print):
@@ -1038,14 +1107,13 @@ def prepare_data(data_dir, log=print):
 
 def run_once(name, net_class, config, targets, data, out, analyse_data=False, command="", log=print):
     """Train one model, judge it, and (unless `out` is None) write every artifact of the run into `out`."""
-    model = net_class(**config.net_kwargs)
+    model = build_net(net_class, config)
     params, rf_rows = count_params(model), receptive_field(model)
     device_text = describe_device(config.device)
     log(f"{name}: {params:,} parameters, receptive field {feature_rf(rf_rows)} before the head, on {device_text}")
     log(rf_markdown(rf_rows, f"{name}: receptive field").rstrip())
     smoke = config.subset is not None
-    model, history, predictions, labels, setup_seconds = fit(lambda: net_class(**config.net_kwargs), config, data,
-                                                             log)
+    model, history, predictions, labels, setup_seconds = fit(lambda: build_net(net_class, config), config, data, log)
     passed, verdict = judge(name, targets, params, history, smoke)
     confusion = confusion_matrix(labels, predictions)
     per_class = [round(100.0 * confusion[c][c] / max(1, sum(confusion[c])), 2) for c in range(10)]
@@ -1075,6 +1143,9 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
     return metrics
 
 
+FEATURES_DIGIT = 0  # the test digit features.png shows: the first of the test set
+
+
 def write_artifacts(out, name, model, metrics, rf_rows, data, predictions, labels, analyse_data):
     """Every file of a run, each written atomically. metrics.json goes last: its presence means a complete run."""
     out.mkdir(parents=True, exist_ok=True)
@@ -1089,6 +1160,12 @@ def write_artifacts(out, name, model, metrics, rf_rows, data, predictions, label
                                    f"(true→predicted), first {len(wrong)} shown"), out / "misclassified.png")
     atomic_save_figure(plot_confusion(metrics["confusion"], f"{name}: confusion on the test set"),
                        out / "confusion.png")
+    digit = FEATURES_DIGIT if len(test_images) > FEATURES_DIGIT else 0
+    image = (test_images[digit].float() / 255 - data["mean"]) / data["std"]
+    atomic_save_figure(plot_features(first_kernels(model), feature_maps(model, image.to(next(model.parameters()).device)),
+                                     test_images[digit].numpy(),
+                                     f"{name}: what each block sees of test digit {digit} (a {labels[digit].item()})"),
+                       out / "features.png")
     if analyse_data:
         images, sample_labels = data["train"]
         atomic_save_figure(plot_digits([images[i].numpy() for i in range(40)],
@@ -1096,7 +1173,7 @@ def write_artifacts(out, name, model, metrics, rf_rows, data, predictions, label
                                        "MNIST: the first 40 training images and their labels"), out / "samples.png")
     atomic_save_state_dict(model, out / "model.pt")
     atomic_write_json(out / "metrics.json", metrics)
-    return ["summary.txt", "rf.md", "curves.png", "misclassified.png", "confusion.png",
+    return ["summary.txt", "rf.md", "curves.png", "misclassified.png", "confusion.png", "features.png",
             *(["samples.png"] if analyse_data else []), "model.pt", "metrics.json"]
 
 
