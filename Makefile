@@ -8,8 +8,10 @@ VENV := .venv
 ifeq ($(origin PYTHON), undefined)
 PYTHON := $(VENV)/bin/python
 ENV := $(VENV)/.installed
+TEST_ENV := $(VENV)/.installed-test
 else
 ENV :=
+TEST_ENV :=
 endif
 DATA_DIR ?= $(or $(MNIST_DATA_DIR),data)
 export MNIST_DATA_DIR := $(DATA_DIR)
@@ -18,7 +20,7 @@ N ?= 20
 JOBS ?= 1
 ARGS ?=
 
-.PHONY: help setup data model1 model2 model3 all test seeds search ablation report bench clean
+.PHONY: help setup data model1 model2 model3 all test seeds search ablation report bench demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9 ]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -30,6 +32,11 @@ $(VENV)/.installed: requirements.txt
 	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements.txt
 	touch $@
 
+# Playwright drives the browser test of `make demo`'s page; the browser is Debian's chromium (the test skips without).
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
+	$(VENV)/bin/python -m pip install --disable-pip-version-check -q -r requirements-test.txt
+	touch $@
+
 data: $(ENV)  ## verify MNIST in DATA_DIR, fetching it if absent
 	$(PYTHON) -c "import common, sys; sys.exit(common.data_command('$(DATA_DIR)'))"
 
@@ -38,7 +45,7 @@ model1 model2 model3: $(ENV)  ## run a step with its defaults; fails when its ta
 
 all: model1 model2 model3  ## the three steps, in order
 
-test: $(ENV) data  ## the test suite: smoke runs on small subsets, a few minutes on 2 cores
+test: $(ENV) $(TEST_ENV) data  ## the test suite: smoke runs on small subsets, a few minutes on 2 cores
 	$(PYTHON) -m pytest -q tests
 
 seeds: $(ENV)  ## STEP over N seeds (default 20), JOBS at once: make seeds STEP=model3 N=20 JOBS=2
@@ -55,6 +62,9 @@ ablation: $(ENV)  ## model3 with one thing changed at a time (ABLATIONS), ABLATI
 	  $(PYTHON) model3.py $$flags --seeds $(ABLATION_SEEDS) --jobs $(JOBS) --out results/ablation/$$name $(ARGS) \
 	    || true; done
 	$(PYTHON) report.py --ablation-only
+
+demo: $(ENV)  ## a local page: draw a digit, see every step's prediction and feature maps (ARGS="--port 8080")
+	$(PYTHON) demo.py $(ARGS)
 
 report: $(ENV)  ## RESULTS.md from results/, and the Results of README and docstrings
 	$(PYTHON) report.py

@@ -787,7 +787,7 @@ def atomic_save_state_dict(model, path):
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
     matplotlib.use("Agg")  # files only; no display is needed or assumed
     import matplotlib.pyplot as plt
@@ -795,7 +795,7 @@ def _pyplot():
 
 
 def plot_curves(history, title, target=None):
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
     for split, style in (("train", "-o"), ("test", "-s")):
@@ -815,7 +815,7 @@ def plot_curves(history, title, target=None):
 
 
 def plot_digits(images, captions, title, columns=10):
-    plt = _pyplot()
+    plt = pyplot()
     rows = max(1, math.ceil(len(images) / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 1.1, rows * 1.3), squeeze=False)
     for ax in axes.flat:
@@ -830,7 +830,7 @@ def plot_digits(images, captions, title, columns=10):
 def plot_features(kernels, blocks, image, title, columns=16):
     """The first layer's kernels, then each block's feature maps (up to `columns` channels a row), each row
     titled with its receptive field."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = 1 + len(blocks)
     fig, axes = plt.subplots(rows, columns + 1, figsize=((columns + 1) * 0.75, rows * 0.95), squeeze=False)
     for ax in axes.flat:
@@ -851,7 +851,7 @@ def plot_features(kernels, blocks, image, title, columns=16):
 
 
 def plot_confusion(confusion, title):
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5.5))
     matrix = np.array(confusion, dtype=float)
     off_diagonal = matrix.copy()

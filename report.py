@@ -11,7 +11,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import atomic_write_json, atomic_write_text
+from common import pyplot, atomic_save_figure, atomic_write_json, atomic_write_text
 
 STEPS = ("model1", "model2", "model3")
 # The original write-up's figures, for comparison (its step 1 and 2 report the best test epoch).
@@ -72,6 +72,25 @@ def step_rows(results):
             continue
         rows.append(m)
     return rows
+
+
+def steps_figure(rows):
+    """The whole story in one picture: every step's test accuracy per epoch, its parameter count in the legend."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for m in rows:
+        epochs = [h["epoch"] for h in m["history"]]
+        ax.plot(epochs, [h["test_acc"] for h in m["history"]], marker="o", markersize=3,
+                label=f"{m['model']}: {m['params']:,} params")
+    target = max(m["targets"]["min_test_acc"] for m in rows)
+    ax.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"{target:.2f} % target")
+    low = min(min(h["test_acc"] for h in m["history"][1:]) for m in rows if len(m["history"]) > 1)
+    ax.set(xlabel="epoch", ylabel="test accuracy (%)", ylim=(max(low - 0.1, 97.0), 99.8),
+           title="Every step's test accuracy per epoch")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def steps_table(rows, links=True):
@@ -218,6 +237,8 @@ def results_markdown(results="results"):
              "from a run's `metrics.json`, `seeds.json` or `bench.json`. Accuracy is judged on the last epochs, never on "
              "the best one.", "", "## The three steps", ""]
     parts.append(steps_table(rows) if rows else "_No complete step run in results/ yet._")
+    if rows:
+        parts += ["", "![every step's test accuracy per epoch](results/steps.png)"]
     parts += ["", "Train accuracy is counted during each epoch, on the batches as trained — augmented and with dropout "
               "active where a step uses them — so a regularised step can show a train accuracy below its test "
               "accuracy. RF is the receptive field of the last convolution or pooling window, before the head."]
@@ -286,6 +307,8 @@ def planned_files(results, ablation_only=False):
         return files
     files[Path("RESULTS.md")] = results_markdown(results)
     rows = step_rows(results)
+    if rows:
+        files[Path(results) / "steps.png"] = steps_figure(rows)
     readme = Path("README.md")
     if readme.exists():
         text = readme.read_text()
@@ -317,7 +340,12 @@ def main(argv=None):
               "`git checkout -- FILE`)", file=sys.stderr)
         return 1
     for path, content in files.items():
-        (atomic_write_text if isinstance(content, str) else atomic_write_json)(path, content)
+        if isinstance(content, str):
+            atomic_write_text(path, content)
+        elif path.suffix == ".png":
+            atomic_save_figure(content, path)
+        else:
+            atomic_write_json(path, content)
     print(f"report: wrote {', '.join(str(path) for path in files)}")
     return 0 if files else 1
 
