@@ -324,7 +324,8 @@ def planned_files(results, ablation_only=False):
         files[readme] = text
     for m in rows:
         script = Path(f"{m['model']}.py")
-        files[script] = replace_docstring_results(script.read_text(), docstring_results(m))
+        if script.exists():
+            files[script] = replace_docstring_results(script.read_text(), docstring_results(m))
     return files
 
 

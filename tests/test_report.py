@@ -137,3 +137,11 @@ def test_a_damaged_results_file_is_named_and_nothing_is_rewritten(results, monke
     assert (results.parent / "RESULTS.md").read_text() == "old results\n"
     assert "old" in (results.parent / "README.md").read_text()
     assert not (results / "ablation" / "ablation.json").exists()
+
+
+def test_the_report_writes_every_file_including_the_one_picture_of_the_story(results, monkeypatch):
+    monkeypatch.chdir(results.parent)
+    assert report.main(["--results", str(results)]) == 0
+    assert (results / "steps.png").stat().st_size > 5_000
+    assert "![every step's test accuracy per epoch](results/steps.png)" in (results.parent / "RESULTS.md").read_text()
+    assert (results / "ablation" / "ablation.md").exists()
