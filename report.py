@@ -231,6 +231,25 @@ def bench_section(results):
     return "\n\n".join(sections) + "\n" if sections else None
 
 
+NO_BATCHNORM = "model2-no-batchnorm"  # `python model2.py --no-batchnorm --out results/model2-no-batchnorm`
+
+
+def batchnorm_section(results):
+    """Step 2 with and without batch norm, and whether the write-up's claim (about 20 % without it) holds."""
+    plain = load_json(Path(results) / "model2" / "metrics.json", METRICS_KEYS)
+    without = load_json(Path(results) / NO_BATCHNORM / "metrics.json", METRICS_KEYS)
+    if not plain or not without:
+        return None
+    rows = [steps_table([plain, without], links=False).splitlines()[i] for i in (0, 1, 2, 3)]
+    rows[3] = rows[3].replace("| model2 |", "| model2 --no-batchnorm |", 1)
+    final = without["final_test_acc"]
+    best = max(h["test_acc"] for h in without["history"])
+    verdict = ("holds: without batch norm" if final < 30 else "does not hold here: without batch norm")
+    return ("\n".join(rows) + f"\n\nThe write-up's claim that step 2 reaches only about 20 % without batch norm "
+            f"{verdict} step 2 ended at {final:.2f} % (best epoch {best:.2f} %), against {plain['final_test_acc']:.2f} % "
+            f"with it, same recipe and seed (`{without['command']}`, {without['device']}).")
+
+
 def results_markdown(results="results"):
     rows = step_rows(results)
     parts = ["# Results", "", "Written by `python report.py` from the runs in `results/`; every figure below comes "
@@ -257,6 +276,9 @@ def results_markdown(results="results"):
                   f"| {' · '.join(f'{c:,}' for c in d['class_counts'])} |" for split, d in analysis.items()]
         parts += ["", "Pixels scaled to [0, 1]; every step normalises with the training split's mean and std. "
                   "![samples](results/model1/samples.png)"]
+    batchnorm = batchnorm_section(results)
+    parts += ["", "## What batch norm does for step 2", "",
+              batchnorm or f"_Not run yet: `python model2.py --no-batchnorm --out results/{NO_BATCHNORM}`._"]
     seeds = seeds_section(results)
     parts += ["", "## model3 over seeds", "", seeds or "_Not run yet: `make seeds STEP=model3 N=20`._"]
     search = search_section(results)

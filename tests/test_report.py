@@ -145,3 +145,14 @@ def test_the_report_writes_every_file_including_the_one_picture_of_the_story(res
     assert (results / "steps.png").stat().st_size > 5_000
     assert "![every step's test accuracy per epoch](results/steps.png)" in (results.parent / "RESULTS.md").read_text()
     assert (results / "ablation" / "ablation.md").exists()
+
+
+@pytest.mark.parametrize("final, word", [(11.35, "holds: without batch norm"), (98.9, "does not hold here")])
+def test_the_batchnorm_claim_is_judged_from_the_runs(results, final, word):
+    assert report.batchnorm_section(results) is None  # not run yet
+    _write(results / report.NO_BATCHNORM / "metrics.json",
+           _metrics("model2", [final - 0.2, final - 0.1, final], params=399514,
+                    command="python model2.py --no-batchnorm --out results/model2-no-batchnorm"))
+    text = report.batchnorm_section(results)
+    assert word in text and f"ended at {final:.2f} %" in text and "| model2 --no-batchnorm | 399,514 |" in text
+    assert "## What batch norm does for step 2" in report.results_markdown(results)
