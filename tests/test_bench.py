@@ -18,6 +18,8 @@ def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
     assert bench["reference_epoch_s"] > 0 and bench["project_epoch_s"] > 0
     assert abs(bench["speedup"] - bench["reference_epoch_s"] / bench["project_epoch_s"]) < 0.01 * bench["speedup"]
     assert "| pipeline | device |" in bench["table_markdown"]
+    assert [row["pipeline"].split(" (")[0] for row in bench["pipelines"]] == [
+        "reference", "project", "project, --precision bf16"]  # no eager row off CUDA
     assert all(len(row["rounds_samples_per_s"]) == 2 for row in bench["pipelines"]) and bench["repeats"] == 2
 
 
