@@ -181,11 +181,14 @@ def run_pipeline(args, device, data):
 
 
 def main(argv=None):
-    common.stop_on_sigterm()
     args = parse_args(argv)
+    if args.pipeline is not None:  # a child: the parent ends it, and nothing of its own needs tidying
+        return bench(args, argv)
+    common.stop_on_sigterm()
     try:
         return bench(args, argv)
     except KeyboardInterrupt as stop:
+        common.end_processes()
         print(f"\nbench.py: interrupted; {args.out} was not written, and whatever it held before is kept",
               file=sys.stderr)
         return common.interrupt_status(stop)
@@ -214,16 +217,17 @@ def bench(args, argv):
     # each row reports its median round.
     for round_index in range(args.repeats):
         for index, name in enumerate(names):
-            child = subprocess.run([sys.executable, __file__, "--pipeline", str(PIPELINES.index(name)),
-                                    "--device", device.type,
-                                    "--steps", str(args.steps), "--warmup", str(args.warmup),
-                                    "--workers", str(args.workers), "--data-dir", args.data_dir],
-                                   capture_output=True, text=True)
+            child = common.start_process([sys.executable, __file__, "--pipeline", str(PIPELINES.index(name)),
+                                          "--device", device.type, "--steps", str(args.steps),
+                                          "--warmup", str(args.warmup), "--workers", str(args.workers),
+                                          "--data-dir", args.data_dir],
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout, stderr = child.communicate()
+            common.RUNNING.discard(child)
             if child.returncode != 0:
-                print(f"bench.py: error: the pipeline {name!r} failed:\n{child.stderr.strip()}",
-                      file=sys.stderr)
+                print(f"bench.py: error: the pipeline {name!r} failed:\n{stderr.strip()}", file=sys.stderr)
                 return 1
-            row = json.loads(child.stdout.strip().splitlines()[-1])
+            row = json.loads(stdout.strip().splitlines()[-1])
             runs[index].append(row)
             print(f"  round {round_index + 1}/{args.repeats}: {row['pipeline']}: {row['samples_per_s']:,.0f} "
                   f"samples/s, {row['epoch_s']:.2f} s/epoch")

@@ -23,6 +23,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -1192,7 +1193,49 @@ def completed_run(out, command):
     return metrics if isinstance(metrics, dict) and metrics.get("command") == command else None
 
 
-RUNNING = set()  # step processes started by run_commands, ended if the parent is interrupted
+RUNNING, STOPPING = set(), threading.Event()  # child processes under way; set once they are being ended
+
+
+def start_process(argv, **popen_kwargs):
+    """subprocess.Popen, registered so that end_processes() ends it. The start runs in a helper thread: Python
+    raises Ctrl-C and SIGTERM in the main thread, which then cannot cut a start in half and lose the child."""
+    started = {}
+
+    def start():
+        try:
+            started["process"] = subprocess.Popen(argv, **popen_kwargs)
+        except OSError as e:
+            started["error"] = e
+
+    thread = threading.Thread(target=start)
+    thread.start()
+    try:
+        thread.join()
+    finally:  # also on an interrupt: the start completes, and the child is registered to be ended
+        thread.join()
+        if "process" in started:
+            RUNNING.add(started["process"])
+            if STOPPING.is_set():
+                end_processes()
+    if "error" in started:
+        raise started["error"]
+    return started["process"]
+
+
+def end_processes(grace=5.0):
+    """End every child process under way: SIGTERM (a step stops as on Ctrl-C and writes nothing), SIGKILL after
+    `grace` seconds for one that has not stopped."""
+    STOPPING.set()
+    processes = list(RUNNING)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        RUNNING.discard(process)
 
 
 def run_commands(runs, jobs, report=print):
@@ -1212,9 +1255,8 @@ def run_commands(runs, jobs, report=print):
             Path(out).mkdir(parents=True, exist_ok=True)
             with open(Path(out) / "log.txt", "w") as log:
                 # A session of its own: Ctrl-C reaches the parent alone, which ends the runs under way.
-                process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                           start_new_session=True)
-                RUNNING.add(process)
+                process = start_process(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
                 process.wait()
                 RUNNING.discard(process)
             metrics = completed_run(out, command)
@@ -1230,8 +1272,7 @@ def run_commands(runs, jobs, report=print):
         return list(pool.map(run, runs))
     except KeyboardInterrupt:
         pool.shutdown(wait=False, cancel_futures=True)
-        for process in list(RUNNING):
-            process.terminate()
+        end_processes()
         raise
 
 

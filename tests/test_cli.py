@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -124,20 +125,38 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_keep_earlier_results(tmp_path, data
 
 
 @pytest.mark.parametrize("script, args, marker, kept", [
-    ("bench.py", ["--steps", "100000", "--repeats", "1", "--skip-full", "--device", "cpu"], "bench:", "bench.json"),
+    ("bench.py", ["--steps", "100000", "--repeats", "1", "--skip-full", "--device", "cpu", "--data-dir", "DATA"],
+     "bench:", "bench.json"),
     ("search.py", ["model3", "RECIPES", "--seeds", "1"], "search:", "search.json"),
 ])
 def test_sigterm_stops_bench_and_search_writing_nothing(tmp_path, data_dir, script, args, marker, kept):
     recipes = tmp_path / "recipes.txt"
-    recipes.write_text("slow: --subset 4000 --epochs 50\n")
+    recipes.write_text(f"slow: --subset 4000 --epochs 50 --data-dir {tmp_path / 'data'}\n")
     out = tmp_path / ("bench.json" if script == "bench.py" else "search")
-    args = [str(recipes) if a == "RECIPES" else a for a in args]
+    data_copy = tmp_path / "data"  # a path only this test's processes mention
+    data_copy.symlink_to(data_dir)
+    args = [{"RECIPES": str(recipes), "DATA": str(data_copy)}.get(a, a) for a in args]
     process = _start(script, *args, "--out", out, data_dir=data_dir)
     time.sleep(0.1)
     stdout, stderr, stopped_after = _stop_once_under_way(process, signal.SIGTERM, marker)
     assert process.returncode == 143, stdout + stderr
     assert stopped_after < 10 and "Traceback" not in stderr and "interrupted" in stderr and kept in stderr
     assert not out.is_file() and not (out / "search.json").exists()
+    time.sleep(1)
+    assert not _processes_mentioning(str(tmp_path)), "a child process outlived its parent"
+
+
+def _processes_mentioning(text):
+    """Command lines of the processes on this machine that contain `text` (Linux's /proc)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            line = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in line:
+            found.append(line)
+    return found
 
 
 def test_a_failing_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
