@@ -970,7 +970,6 @@ def number_parser(kind, allowed, test):
 positive_int = number_parser(int, "a positive integer", lambda v: v > 0)
 non_negative_int = number_parser(int, "an integer ≥ 0", lambda v: v >= 0)
 positive_float = number_parser(float, "a positive finite number", lambda v: math.isfinite(v) and v > 0)
-non_negative_float = number_parser(float, "a finite number ≥ 0", lambda v: math.isfinite(v) and v >= 0)
 probability = number_parser(float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
 momentum_value = number_parser(float, "a momentum in [0, 1)", lambda v: 0 <= v < 1)
 decay_factor = number_parser(float, "a factor in (0, 1]", lambda v: 0 < v <= 1)
