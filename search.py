@@ -19,7 +19,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import (OneLineParser, atomic_write_json, atomic_write_text, interrupt_status, non_negative_int,
+from common import (OneLineParser, UsageError, atomic_write_json, atomic_write_text, interrupt_status, non_negative_int,
                     positive_int, run_commands, stop_on_sigterm)
 
 ROOT = Path(__file__).resolve().parent
@@ -33,7 +33,7 @@ def read_recipes(path):
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as e:
-        raise SystemExit(f"search.py: error: cannot read the recipes file {str(path)!r}: {e.strerror or e}")
+        raise UsageError(f"cannot read the recipes file {str(path)!r}: {e.strerror or e}")
     for number, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()
         if not line:
@@ -41,12 +41,12 @@ def read_recipes(path):
         name, colon, flags = line.partition(":")
         name = name.strip()
         if not colon or not RECIPE_NAME.match(name) or name in seen:
-            raise SystemExit(f"search.py: error: {path}:{number}: expected 'name: flags' with a new name made of "
+            raise UsageError(f"{path}:{number}: expected 'name: flags' with a new name made of "
                              f"letters, digits and . _ + -, got {line!r}")
         seen.add(name)
         recipes.append((name, shlex.split(flags)))
     if not recipes:
-        raise SystemExit(f"search.py: error: {path} holds no recipe")
+        raise UsageError(f"{path} holds no recipe")
     return recipes
 
 
@@ -75,12 +75,28 @@ def summarise(name, flags, seeds, runs, min_acc):
     return row
 
 
+TIE = 0.01  # percentage points of mean validation accuracy within which recipes count as tied
+
+
+def choose(rows, seeds):
+    """The recipe to take to the test set: the highest mean validation accuracy over the last 3 epochs of every
+    seed; recipes within TIE of it count as tied, and the tie goes to the highest worst seed-epoch, since a
+    step's target is about every seed, not the average. Only recipes with every seed completed compete."""
+    done = [r for r in rows if r["completed"] == seeds]
+    if not done:
+        return None
+    top = max(r["last3_val_mean"] for r in done)
+    return max((r for r in done if r["last3_val_mean"] >= top - TIE),
+               key=lambda r: (r["last3_val_min"], r["last3_val_mean"]))["recipe"]
+
+
 def search_markdown(summary):
     lines = [f"Recipes for {summary['step']} screened on a validation split: the last {summary['val']:,} training "
              f"images held out, {summary['seeds']} seeds each ({summary['seed_list']}), on {summary['device']}. "
              f"Sorted by the mean validation accuracy of the last 3 epochs over the seeds; 'met' counts seeds "
-             f"whose last 3 validation accuracies were all ≥ {summary['min_acc']:.2f}. Command: "
-             f"`{summary['command']}`.", "",
+             f"whose last 3 validation accuracies were all ≥ {summary['min_acc']:.2f}. Chosen (**bold**): the "
+             f"highest mean, with recipes within {TIE} of it counted as tied and the tie going to the highest "
+             f"minimum. Command: `{summary['command']}`.", "",
              "| recipe | flags | params | val acc, last 3 epochs: mean (%) | min (%) | final val acc per seed (%) "
              "| final train acc (%) | met | s/epoch |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -88,7 +104,8 @@ def search_markdown(summary):
         if not r["completed"]:
             lines.append(f"| {r['recipe']} | `{r['flags']}` | | no run completed | | | | | |")
             continue
-        lines.append(f"| {r['recipe']} | `{r['flags'] or '(defaults)'}` | {r['params']:,} | "
+        name = f"**{r['recipe']}**" if r["recipe"] == summary.get("chosen") else r["recipe"]
+        lines.append(f"| {name} | `{r['flags'] or '(defaults)'}` | {r['params']:,} | "
                      f"{r['last3_val_mean']:.3f} | {r['last3_val_min']:.2f} | "
                      f"{' '.join(f'{a:.2f}' for a in r['final_val'])} | "
                      f"{' '.join(f'{a:.2f}' for a in r['final_train'])} | {r['met']}/{r['completed']} | "
@@ -111,7 +128,11 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not (ROOT / f"{args.step}.py").is_file():
         parser.error(f"argument step: {args.step}.py does not exist here")
-    recipes = read_recipes(args.recipes)
+    try:
+        recipes = read_recipes(args.recipes)
+    except UsageError as e:
+        print(f"search.py: error: {e}", file=sys.stderr)
+        return 2
     if args.only:
         wanted = set(args.only.split(","))
         unknown = wanted - {name for name, _ in recipes}
@@ -138,6 +159,7 @@ def main(argv=None):
                    command=" ".join(["python", "search.py", *(sys.argv[1:] if argv is None else argv)]),
                    recipes=[summarise(name, flags, len(seeds), [by_run[(name, tuple(flags), s)] for s in seeds],
                                       args.min_acc) for name, flags in recipes])
+    summary["chosen"] = choose(summary["recipes"], len(seeds))
     atomic_write_json(out / "search.json", summary)
     atomic_write_text(out / "search.md", search_markdown(summary))
     print(search_markdown(summary))

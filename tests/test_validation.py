@@ -90,3 +90,37 @@ def test_epoch_line_keeps_its_columns():
     assert len({len(line) for line in lines}) == 1, lines
     assert "lr 4.00e-03" in lines[0] and "lr 1.52e-02" in lines[1] and "lr 2.21e-03" in lines[2]
     assert lines[0].startswith("epoch  1/15  train loss 0.4541 acc  87.09%  val loss")
+
+
+def test_the_search_chooses_on_validation_with_ties_going_to_the_worst_seed():
+    import search
+    rows = [dict(recipe="a", completed=3, last3_val_mean=99.470, last3_val_min=99.43),
+            dict(recipe="b", completed=3, last3_val_mean=99.473, last3_val_min=99.37),
+            dict(recipe="c", completed=3, last3_val_mean=99.440, last3_val_min=99.45),
+            dict(recipe="d", completed=2, last3_val_mean=99.600, last3_val_min=99.55)]
+    assert search.choose(rows, 3) == "a"  # b's mean is within the tie, its worst epoch lower; c is not tied; d is
+    rows[0]["last3_val_mean"] = 99.45     # incomplete
+    assert search.choose(rows, 3) == "b"
+
+
+def test_search_screens_recipes_on_validation_and_reuses_completed_runs(tmp_path, data_dir):
+    recipes = tmp_path / "recipes.txt"
+    recipes.write_text("# two tiny recipes\nplain: --subset 400 --epochs 1\nlr: --subset 400 --epochs 1 --lr 0.05\n")
+    args = ("search.py", "model3", recipes, "--seeds", "1", "--val", "100", "--jobs", "2", "--out", tmp_path / "s")
+    result = run_script(*args, data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert [r["recipe"] for r in summary["recipes"]] == ["plain", "lr"] and summary["chosen"] in ("plain", "lr")
+    metrics = json.loads((tmp_path / "s" / "runs" / "lr" / "seed-1" / "metrics.json").read_text())
+    assert metrics["val_images"] == 100 and "--val 100" in metrics["command"]
+    assert "test" not in (tmp_path / "s" / "search.md").read_text().split("| recipe |")[1]  # no test column
+    before = (tmp_path / "s" / "runs" / "lr" / "seed-1" / "metrics.json").stat().st_mtime_ns
+    assert run_script(*args, data_dir=data_dir).returncode == 0
+    assert (tmp_path / "s" / "runs" / "lr" / "seed-1" / "metrics.json").stat().st_mtime_ns == before
+
+
+def test_a_malformed_recipes_file_is_one_line_and_exit_2(tmp_path):
+    recipes = tmp_path / "recipes.txt"
+    recipes.write_text("good: --lr 0.1\nno colon here\n")
+    result = run_script("search.py", "model3", recipes)
+    assert_clean_failure(result, 2, f"{recipes}:2: expected 'name: flags'")
