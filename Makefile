@@ -54,7 +54,7 @@ seeds: $(ENV)  ## STEP over N seeds (default 20), JOBS at once: make seeds STEP=
 search: $(ENV)  ## STEP's recipes (results/STEP/search-recipes.txt) screened on a validation split, 3 seeds each
 	$(PYTHON) search.py $(STEP) results/$(STEP)/search-recipes.txt --jobs $(JOBS) $(ARGS)
 
-ABLATIONS := full:  rotate-7:--rotate=7  no-augment:--no-augment  step-lr:--scheduler=step  bf16:--precision=bf16
+ABLATIONS := full:  rotate-7:--rotate=7  no-augment:--no-augment  bf16:--precision=bf16
 ABLATION_SEEDS ?= 3
 ablation: $(ENV)  ## model3 with one thing changed at a time (ABLATIONS), ABLATION_SEEDS seeds each, then the table
 	@set -e; for item in $(ABLATIONS); do name=$${item%%:*}; flags=$${item#*:}; \

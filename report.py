@@ -20,7 +20,7 @@ ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57
 # Ablation variants: folder name -> what it changes. The flags are read back from each run's command.
 ABLATIONS = {"full": "nothing (the recipe as is)", "rotate-7": "rotation ±7° (the recipe before the search)",
              "no-augment": "no augmentation (rotation and shift)", "step-lr": "StepLR instead of OneCycle",
-             "bf16": "bf16 autocast in the training forward pass"}
+             "no-schedule": "no schedule (constant lr)", "bf16": "bf16 autocast in the training forward pass"}
 # `make bench` writes bench.json; runs on other devices, or repeated ones, go to bench-<name>.json (`--out`).
 BENCH_GLOB = "bench*.json"
 README_BEGIN, README_END = "<!-- results:begin (written by report.py) -->", "<!-- results:end -->"
