@@ -18,16 +18,21 @@ Analysis
     count (`rf.md` lists both per layer: on 2 CPU cores the work on the wide maps, not the parameter count,
     decides a light network's time). And the last 3×3 convolution is dilated — its taps spread over 5×5 — which
     takes the receptive field to 25 at no cost in parameters.
-    Two cheap ingredients go with it: random rotation (±7°) and shift (±2 px) of the training digits, and a
-    OneCycle learning rate that warms up, peaks and ends near zero, so the last epochs settle instead of
-    wandering. Dropout is off by default (`--dropout P` puts it after the three blocks past the 1×1). `make
-    ablation` changes one thing at a time (RESULTS.md; the committed table ran on a GPU, one seed): without a
-    schedule the last epochs wander and miss the target; StepLR, which lowers the rate in two steps instead of
-    annealing it, ends lower and dips under the target in one of the last epochs; without augmentation the final
-    accuracy barely holds while the train accuracy climbs far above the test accuracy and the test loss rises —
-    the over-fitting the original write-up ended on; a little dropout changes the final accuracy by about as
-    much as another seed does. `make seeds` runs five seeds for that reason: a network this small ends about a
-    tenth of a percent above the target, so one seed proves little.
+    The recipe around it was chosen on a validation split, never on the test set: `make search` holds out the
+    last training images (`--val`), trains each recipe in results/model3/search-recipes.txt over three seeds, and
+    ranks them by validation accuracy on the last 3 epochs (RESULTS.md lists every recipe). Rotating the
+    training digits by up to ±10° instead of ±7° (with the ±2 px shift kept) tied for first with the same
+    rotation at a higher peak learning rate, and was chosen as the only recipe whose every seed held the line on
+    every last epoch (ties go to the best worst seed). A higher peak learning rate, smaller batches, lighter or
+    heavier augmentation, weight decay, label smoothing and a rebalanced layout all moved the result by about as
+    much as another seed does, or lowered it; label smoothing came last. The rest of the recipe stays: a
+    OneCycle learning rate that warms up, peaks and anneals to near zero, so that the last epochs settle
+    instead of wandering, and no dropout (`--dropout P` puts it after the three blocks past the 1×1).
+    A network this small ends about a tenth of a percent above the target, and a seed moves it by about as much,
+    so one run proves little: `make seeds` (twenty seeds, RESULTS.md) is the evidence, and `make ablation` changes
+    one thing at a time over three seeds each — the old ±7° rotation, no augmentation at all (the train accuracy
+    climbs above the test accuracy and the test loss rises: the over-fitting the original write-up ended on),
+    and bf16 autocast.
 """
 import torch.nn as nn
 
