@@ -1327,8 +1327,8 @@ def run_seeds(name, net_class, config, targets, data, out, count, argv, jobs=1, 
     atomic_write_json(out / "seeds.json", summary)
     atomic_write_text(out / "seeds.md", seeds_markdown(summary))
     line = (f"{name} seeds: {met}/{count} met the target (≥ {targets.min_test_acc:.2f} on each of the last "
-            f"{targets.last_epochs} epochs); final test acc {summary['mean_final_test_acc']:.2f} ± "
-            f"{summary['std_final_test_acc']:.2f}, lowest {summary['min_final_test_acc']:.2f}")
+            f"{targets.last_epochs} epochs); final test acc {summary['mean_final_test_acc']:.3f} ± "
+            f"{summary['std_final_test_acc']:.3f}, lowest {summary['min_final_test_acc']:.2f}")
     log(seeds_markdown(summary) + "\n" + line)
     return met == count
 
@@ -1339,7 +1339,7 @@ def seeds_markdown(summary):
         met = {True: "yes", False: "no", None: "n/a"}[r["passed"]]
         lines.append(f"| {r['seed']} | {r['final_test_acc']:.2f} | {r['last3_min_test_acc']:.2f} | {met} | "
                      f"{r['train_seconds']:.0f} |")
-    lines.append(f"| **mean ± std** | **{summary['mean_final_test_acc']:.2f} ± {summary['std_final_test_acc']:.2f}** "
+    lines.append(f"| **mean ± std** | **{summary['mean_final_test_acc']:.3f} ± {summary['std_final_test_acc']:.3f}** "
                  f"| | **{summary['met_target']}/{summary['count']}** | |")
     return "\n".join(lines) + "\n"
 

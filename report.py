@@ -155,7 +155,7 @@ def seeds_headline(s):
     finals = [r["final_test_acc"] for r in s["seeds"]] or [s["mean_final_test_acc"]]
     lowest_last3 = min((r["last3_min_test_acc"] for r in s["seeds"]), default=None)
     return (f"**{s['met_target']}/{s['count']} seeds met the target**; final test accuracy "
-            f"**{s['mean_final_test_acc']:.2f} ± {s['std_final_test_acc']:.2f} %** (mean ± std), lowest "
+            f"**{s['mean_final_test_acc']:.3f} ± {s['std_final_test_acc']:.3f} %** (mean ± std), lowest "
             f"{min(finals):.2f} %" + (f", lowest of any last-3 epoch {lowest_last3:.2f} %" if lowest_last3 else "")
             + f" (`{s['command']}`, {s['device']})")
 
