@@ -33,25 +33,25 @@ def read_recipes(path):
     try:
         lines = Path(path).read_text().splitlines()
     except OSError as e:
-        raise UsageError(f"cannot read the recipes file {str(path)!r}: {e.strerror or e}")
+        raise UsageError(f"cannot read the recipes file {str(path)!r}: {e.strerror or e}") from None
     for number, line in enumerate(lines, 1):
         line = line.split("#", 1)[0].strip()
         if not line:
             continue
         name, colon, flags = line.partition(":")
         name = name.strip()
+        try:
+            flags = shlex.split(flags)
+        except ValueError:  # an unclosed quote
+            colon = ""
         if not colon or not RECIPE_NAME.match(name) or name in seen:
             raise UsageError(f"{path}:{number}: expected 'name: flags' with a new name made of "
                              f"letters, digits and . _ + -, got {line!r}")
         seen.add(name)
-        recipes.append((name, shlex.split(flags)))
+        recipes.append((name, flags))
     if not recipes:
         raise UsageError(f"{path} holds no recipe")
     return recipes
-
-
-def run_command(step, flags, seed, val, out):
-    return [sys.executable, f"{step}.py", *flags, "--val", str(val), "--seed", str(seed), "--out", str(out)]
 
 
 def run_argv(step, flags, seed, val, out):
