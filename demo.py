@@ -208,6 +208,11 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.error(HTTPStatus.NOT_FOUND, f"no such page: {self.path}")
 
+    def not_allowed(self):
+        self.error(HTTPStatus.METHOD_NOT_ALLOWED, f"{self.command} is not served here: GET the page, POST /api/predict")
+
+    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = not_allowed
+
     def do_POST(self):
         if self.path != "/api/predict":
             return self.error(HTTPStatus.NOT_FOUND, f"no such endpoint: {self.path}")

@@ -109,6 +109,10 @@ def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(serv
 def test_unknown_paths_are_404(server):
     assert _request(server + "/nowhere")[0] == 404
     assert _request(server + "/api/nowhere", {"pixels": []})[0] == 404
+    request = urllib.request.Request(server + "/api/predict", data=b"{}", method="PUT")
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=30)
+    assert error.value.code == 405 and "not served" in json.loads(error.value.read())["error"]
 
 
 def test_several_requests_at_once(server):
