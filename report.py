@@ -214,6 +214,10 @@ def bench_section(results):
                 f"{b.get('date', 'undated')}, {b['steps']} timed steps per pipeline after {b['warmup']} warm-up "
                 f"steps" + rounds_text(b) + f": speedup vs reference **{b['speedup']:.1f}×**. Memory is {memory}."
                 + (f" {b['note']}" if b.get("note") else ""))
+        rates = {row["pipeline"].split(" (")[0]: row["samples_per_s"] for row in b["pipelines"]}
+        if "project, --precision bf16" in rates and "project" in rates:
+            text += (f" With bf16 autocast the project's step ran at "
+                     f"{rates['project, --precision bf16'] / rates['project']:.2f}× its fp32 rate here.")
         if b.get("model3_train_seconds") is not None:
             setup = b.get("model3_setup_seconds")
             text += (f" model3's full 15-epoch run (training and per-epoch evaluation, data already loaded) took "

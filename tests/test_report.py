@@ -156,3 +156,11 @@ def test_the_batchnorm_claim_is_judged_from_the_runs(results, final, word):
     text = report.batchnorm_section(results)
     assert word in text and f"ended at {final:.2f} %" in text and "| model2 --no-batchnorm | 399,514 |" in text
     assert "## What batch norm does for step 2" in report.results_markdown(results)
+
+
+def test_the_bench_says_what_bf16_bought(tmp_path):
+    rows = [dict(pipeline=name, samples_per_s=rate, epoch_s=60000 / rate, peak_memory_mb=10.0)
+            for name, rate in (("reference (x)", 2000.0), ("project (y)", 5000.0), ("project, --precision bf16", 7500.0))]
+    _write(tmp_path / "bench.json", dict(device="cpu (test)", steps=200, warmup=10, speedup=2.5, pipelines=rows,
+                                         reference_epoch_s=30.0, project_epoch_s=12.0))
+    assert "With bf16 autocast the project's step ran at 1.50× its fp32 rate here." in report.bench_section(tmp_path)
