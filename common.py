@@ -1162,7 +1162,8 @@ def write_artifacts(out, name, model, metrics, rf_rows, data, predictions, label
                        out / "confusion.png")
     digit = FEATURES_DIGIT if len(test_images) > FEATURES_DIGIT else 0
     image = (test_images[digit].float() / 255 - data["mean"]) / data["std"]
-    atomic_save_figure(plot_features(first_kernels(model), feature_maps(model, image.to(next(model.parameters()).device)),
+    device = next(model.parameters()).device
+    atomic_save_figure(plot_features(first_kernels(model), feature_maps(model, image.to(device)),
                                      test_images[digit].numpy(),
                                      f"{name}: what each block sees of test digit {digit} (a {labels[digit].item()})"),
                        out / "features.png")
