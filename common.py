@@ -1160,7 +1160,7 @@ def write_artifacts(out, name, model, metrics, rf_rows, data, predictions, label
                                    f"(true→predicted), first {len(wrong)} shown"), out / "misclassified.png")
     atomic_save_figure(plot_confusion(metrics["confusion"], f"{name}: confusion on the test set"),
                        out / "confusion.png")
-    digit = FEATURES_DIGIT if len(test_images) > FEATURES_DIGIT else 0
+    digit = FEATURES_DIGIT
     image = (test_images[digit].float() / 255 - data["mean"]) / data["std"]
     device = next(model.parameters()).device
     atomic_save_figure(plot_features(first_kernels(model), feature_maps(model, image.to(device)),
