@@ -6,9 +6,9 @@ Target
     problem; this step goes on and solves it.
 
 Results
-    7,970 parameters, receptive field 25; test accuracy 99.48/99.47/99.46 % on the last 3 epochs;
-    best train accuracy 99.43 %; 15 epochs at 12.3 s/epoch (median) on cpu (AMD EPYC, 2 threads).
-    PASS. Run: `python model3.py --device cpu`, 2026-11-26. (Written by report.py from results/model3/metrics.json.)
+    7,970 parameters, receptive field 25; test accuracy 99.58/99.54/99.55 % on the last 3 epochs;
+    best train accuracy 99.41 %; 15 epochs at 9.5 s/epoch (median) on cpu (AMD EPYC, 2 threads).
+    PASS. Run: `python model3.py --device cpu`, 2026-11-27. (Written by report.py from results/model3/metrics.json.)
 
 Analysis
     Step 2's skeleton thinned to 8–16 channels, with two changes. The transition, still at RF 5, halves the map
