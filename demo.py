@@ -158,8 +158,8 @@ class Models:
 
 
 def pick_samples(models, data, count=SAMPLES):
-    """Test digits for the page: those the smallest loaded step gets wrong first (the interesting ones), then
-    the first few it gets right."""
+    """Test digits for the page: those step 3 (else the first loaded step) gets wrong among the first 2,000, then
+    the first few test digits it gets right."""
     images, labels = data["test"]
     chooser = models.nets.get("model3") or next(iter(models.nets.values()), None)
     wrong = []
