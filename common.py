@@ -1198,21 +1198,24 @@ RUNNING, STOPPING = set(), threading.Event()  # child processes under way; set o
 
 def start_process(argv, **popen_kwargs):
     """subprocess.Popen, registered so that end_processes() ends it. The start runs in a helper thread: Python
-    raises Ctrl-C and SIGTERM in the main thread, which then cannot cut a start in half and lose the child."""
-    started = {}
+    raises Ctrl-C and SIGTERM in the main thread, which then cannot cut a start in half and lose the child. (The
+    main thread waits on an Event, not on Thread.join: a join cut short by a signal can mark the thread finished
+    while it still runs — Python 3.11 — and the next join would return before the child is registered.)"""
+    started, done = {}, threading.Event()
 
     def start():
         try:
             started["process"] = subprocess.Popen(argv, **popen_kwargs)
         except OSError as e:
             started["error"] = e
+        finally:
+            done.set()
 
-    thread = threading.Thread(target=start)
-    thread.start()
+    threading.Thread(target=start, daemon=True).start()
     try:
-        thread.join()
+        done.wait()
     finally:  # also on an interrupt: the start completes, and the child is registered to be ended
-        thread.join()
+        done.wait()
         if "process" in started:
             RUNNING.add(started["process"])
             if STOPPING.is_set():
