@@ -9,7 +9,8 @@ so a choice made from this table is never a choice made on the test set.
 
 Each run is the step's own command line in a subprocess (`--jobs` of them at once, the cores shared out between
 them), writing into OUT/runs/NAME/seed-S; a run whose metrics.json is already there from the same command is
-reused, so an interrupted search goes on where it stopped. The table goes to OUT/search.json and OUT/search.md.
+reused, so an interrupted search goes on where it stopped. The table goes to OUT/search.json and OUT/search.md
+(OUT/NAME.* with --name).
 """
 import argparse
 import os
@@ -52,6 +53,12 @@ def read_recipes(path):
     if not recipes:
         raise UsageError(f"{path} holds no recipe")
     return recipes
+
+
+def table_name(text):
+    if not RECIPE_NAME.match(text):
+        raise argparse.ArgumentTypeError(f"expected a file name of letters, digits and . _ + -, got {text!r}")
+    return text
 
 
 def run_argv(step, flags, seed, val, out):
@@ -125,6 +132,9 @@ def main(argv=None):
     parser.add_argument("--min-acc", type=float, default=99.40, help="the line 'met' counts (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output folder (default: results/STEP/search)")
     parser.add_argument("--only", default=None, help="run only these recipes (comma-separated names)")
+    parser.add_argument("--name", default="search", type=table_name,
+                        help="the table's file name, OUT/NAME.json and .md (default: %(default)s); a first screen "
+                             "over one seed and a second round over more can share OUT and its runs")
     args = parser.parse_args(argv)
     if not (ROOT / f"{args.step}.py").is_file():
         parser.error(f"argument step: {args.step}.py does not exist here")
@@ -142,15 +152,15 @@ def main(argv=None):
     out = Path(args.out or f"results/{args.step}/search")
     seeds = list(range(args.seed, args.seed + args.seeds))
     runs = [(name, tuple(flags), seed) for name, flags in recipes for seed in seeds]
-    print(f"search: {len(recipes)} recipes × {len(seeds)} seeds = {len(runs)} runs, {args.jobs} at a time, "
-          f"into {out}/runs")
     stop_on_sigterm()
     try:
+        print(f"search: {len(recipes)} recipes × {len(seeds)} seeds = {len(runs)} runs, {args.jobs} at a time, "
+              f"into {out}/runs")
         results = run_commands([(run_argv(args.step, flags, seed, args.val, out / "runs" / name / f"seed-{seed}"),
                                  out / "runs" / name / f"seed-{seed}") for name, flags, seed in runs], args.jobs)
     except KeyboardInterrupt as stop:
         print(f"\nsearch.py: interrupted; completed runs are kept in {out}/runs and are reused by the next search; "
-              "search.json was not updated", file=sys.stderr)
+              f"{args.name}.json was not updated", file=sys.stderr)
         return interrupt_status(stop)
     by_run = dict(zip(runs, results))
     first = next((m for m in results if m is not None), None)
@@ -160,8 +170,8 @@ def main(argv=None):
                    recipes=[summarise(name, flags, len(seeds), [by_run[(name, tuple(flags), s)] for s in seeds],
                                       args.min_acc) for name, flags in recipes])
     summary["chosen"] = choose(summary["recipes"], len(seeds))
-    atomic_write_json(out / "search.json", summary)
-    atomic_write_text(out / "search.md", search_markdown(summary))
+    atomic_write_json(out / f"{args.name}.json", summary)
+    atomic_write_text(out / f"{args.name}.md", search_markdown(summary))
     print(search_markdown(summary))
     return 0 if all(r["completed"] == len(seeds) for r in summary["recipes"]) else 1
 

@@ -128,11 +128,13 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_keep_earlier_results(tmp_path, data
     ("bench.py", ["--steps", "100000", "--repeats", "1", "--skip-full", "--device", "cpu", "--data-dir", "DATA"],
      "bench:", "bench.json"),
     ("search.py", ["model3", "RECIPES", "--seeds", "1"], "search:", "search.json"),
+    ("frontier.py", ["--sizes", "2000", "--designs", "model4", "--epochs", "50", "--subset", "4000"], "frontier:",
+     "frontier.json"),
 ])
-def test_sigterm_stops_bench_and_search_writing_nothing(tmp_path, data_dir, script, args, marker, kept):
+def test_sigterm_stops_bench_search_and_frontier_writing_nothing(tmp_path, data_dir, script, args, marker, kept):
     recipes = tmp_path / "recipes.txt"
     recipes.write_text(f"slow: --subset 4000 --epochs 50 --data-dir {tmp_path / 'data'}\n")
-    out = tmp_path / ("bench.json" if script == "bench.py" else "search")
+    out = tmp_path / ("bench.json" if script == "bench.py" else script.removesuffix(".py"))
     data_copy = tmp_path / "data"  # a path only this test's processes mention
     data_copy.symlink_to(data_dir)
     args = [{"RECIPES": str(recipes), "DATA": str(data_copy)}.get(a, a) for a in args]
@@ -141,7 +143,7 @@ def test_sigterm_stops_bench_and_search_writing_nothing(tmp_path, data_dir, scri
     stdout, stderr, stopped_after = _stop_once_under_way(process, signal.SIGTERM, marker)
     assert process.returncode == 143, stdout + stderr
     assert stopped_after < 10 and "Traceback" not in stderr and "interrupted" in stderr and kept in stderr
-    assert not out.is_file() and not (out / "search.json").exists()
+    assert not out.is_file() and not (out / kept).exists()
     time.sleep(1)
     assert not _processes_mentioning(str(tmp_path)), "a child process outlived its parent"
 
