@@ -1,4 +1,4 @@
-# The three steps of the MNIST CNN exercise. `make help` lists the targets.
+# The four steps of the MNIST CNN exercise. `make help` lists the targets.
 # On a fresh machine with only Python 3 and make, `make model3` and `make test` set everything up themselves.
 #   PYTHON=...    use an existing environment instead of .venv
 #   DATA_DIR=...  where MNIST/raw lives (default: $MNIST_DATA_DIR, else data)
@@ -20,7 +20,7 @@ N ?= 20
 JOBS ?= 1
 ARGS ?=
 
-.PHONY: help setup data model1 model2 model3 all test seeds search ablation report bench demo clean
+.PHONY: help setup data model1 model2 model3 model4 all test seeds search ablation frontier report bench demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9 ]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -40,10 +40,10 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 data: $(ENV)  ## verify MNIST in DATA_DIR, fetching it if absent
 	$(PYTHON) -c "import common, sys; sys.exit(common.data_command('$(DATA_DIR)'))"
 
-model1 model2 model3: $(ENV)  ## run a step with its defaults; fails when its targets fail
+model1 model2 model3 model4: $(ENV)  ## run a step with its defaults; fails when its targets fail
 	$(PYTHON) $@.py $(ARGS)
 
-all: model1 model2 model3  ## the three steps, in order
+all: model1 model2 model3 model4  ## the four steps, in order
 
 test: $(ENV) $(TEST_ENV) data  ## the test suite: smoke runs on small subsets, a few minutes on 2 cores
 	$(PYTHON) -m pytest -q tests
@@ -62,6 +62,11 @@ ablation: $(ENV)  ## model3 with one thing changed at a time (ABLATIONS), ABLATI
 	  $(PYTHON) model3.py $$flags --seeds $(ABLATION_SEEDS) --jobs $(JOBS) --out results/ablation/$$name $(ARGS) \
 	    || true; done
 	$(PYTHON) report.py --ablation-only
+
+SIZES ?= 2000,3500,5000,8000,12000,20000
+frontier: N = 3
+frontier: $(ENV)  ## steps 3 and 4 at several SIZES (parameters), N seeds each (default 3): results/frontier/
+	$(PYTHON) frontier.py --sizes $(SIZES) --seeds $(N) --jobs $(JOBS) $(ARGS)
 
 demo: $(ENV)  ## a local page: draw a digit, see every step's prediction and feature maps (ARGS="--port 8080")
 	$(PYTHON) demo.py $(ARGS)

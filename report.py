@@ -1,7 +1,7 @@
 """Builds RESULTS.md from the runs in results/, and writes the measured Results into the README and into each step's
 docstring, so that no figure is ever typed by hand.
 
-    python report.py                  # RESULTS.md, README.md's results table, the Results of model1-3.py
+    python report.py                  # RESULTS.md, README.md's results table, the Results of model1-4.py
     python report.py --ablation-only  # results/ablation/ablation.md and .json (run by `make ablation`)
 """
 import argparse
@@ -13,14 +13,17 @@ from pathlib import Path
 
 from common import pyplot, atomic_save_figure, atomic_write_json, atomic_write_text
 
-STEPS = ("model1", "model2", "model3")
+STEPS = ("model1", "model2", "model3", "model4")
 # The original write-up's figures, for comparison (its step 1 and 2 report the best test epoch).
 ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57 (best epoch)"),
-            "model3": ("7,838", "99.22")}
+            "model3": ("7,838", "99.22"), "model4": ("—", "no such step")}
 # Ablation variants: folder name -> what it changes. The flags are read back from each run's command.
 ABLATIONS = {"full": "nothing (the recipe as is)", "rotate-7": "rotation ±7° (the recipe before the search)",
              "no-augment": "no augmentation (rotation and shift)", "step-lr": "StepLR instead of OneCycle",
-             "no-schedule": "no schedule (constant lr)", "bf16": "bf16 autocast in the training forward pass"}
+             "no-schedule": "no schedule (constant lr)", "bf16": "bf16 autocast in the training forward pass",
+             "aug-5-1": "lighter augmentation: ±5°, ±1 px", "no-dilation": "the last 3×3 not dilated"}
+# Where each step's ablation runs live (`make ablation STEP=...`); step 4's "full" row is its own --seeds run.
+ABLATION_DIRS = {"model3": "ablation", "model4": "model4/ablation"}
 # `make bench` writes bench.json; runs on other devices, or repeated ones, go to bench-<name>.json (`--out`).
 BENCH_GLOB = "bench*.json"
 README_BEGIN, README_END = "<!-- results:begin (written by report.py) -->", "<!-- results:end -->"
@@ -108,11 +111,13 @@ def steps_table(rows, links=True):
     return "\n".join(lines)
 
 
-def ablation_rows(results):
+def ablation_rows(results, step="model3"):
     """One row per ablation variant, from its --seeds run: the variant's seeds.json and each seed's metrics.json."""
     rows = []
     for name, change in ABLATIONS.items():
-        folder = Path(results) / "ablation" / name
+        folder = Path(results) / ABLATION_DIRS[step] / name
+        if step == "model4" and name == "full":
+            folder = Path(results) / step
         summary = load_json(folder / "seeds.json", SEEDS_KEYS)
         if not summary:
             continue
@@ -168,13 +173,32 @@ def seeds_section(results, step="model3"):
     return seeds_headline(s) + ".\n\n" + (table.read_text() if table.exists() else "")
 
 
-def search_section(results, step="model3"):
+def search_section(results, step="model3", folder="search", name="search"):
     """The recipe search of a step on its validation split, as search.py wrote it."""
-    table = Path(results) / step / "search" / "search.md"
+    table = Path(results) / step / folder / f"{name}.md"
     if not table.exists():
         return None
     load_json(table.with_suffix(".json"), ("step", "recipes"))  # a damaged search.json stops the report too
     return table.read_text()
+
+
+FRONTIER_KEYS = ("rows", "seeds", "epochs", "command", "device")
+
+
+def frontier_section(results):
+    """make frontier's table and picture, and the sentence the picture teaches, computed from its rows."""
+    folder = Path(results) / "frontier"
+    f = load_json(folder / "frontier.json", FRONTIER_KEYS)
+    if not f or f.get("subset"):
+        return None
+    done = [r for r in f["rows"] if r["completed"]]
+    held = {d: min((r["params"] for r in done if r["design"] == d and r["met"] == r["completed"]), default=None)
+            for d in ("model3", "model4")}
+    said = "; ".join(f"step {d[-1]}'s design, {p:,} parameters" if p else f"step {d[-1]}'s design, none of its sizes"
+                     for d, p in held.items())
+    return ((folder / "frontier.md").read_text() + "\n![parameters against test accuracy](results/frontier/frontier.png)"
+            f"\n\nThe smallest size at which each design met the target (≥ 99.40 % on each of the last 3 epochs) on "
+            f"every seed: {said}.")
 
 
 def bench_table(b):
@@ -283,17 +307,31 @@ def results_markdown(results="results"):
     batchnorm = batchnorm_section(results)
     parts += ["", "## What batch norm does for step 2", "",
               batchnorm or f"_Not run yet: `python model2.py --no-batchnorm --out results/{NO_BATCHNORM}`._"]
-    seeds = seeds_section(results)
-    parts += ["", "## model3 over seeds", "", seeds or "_Not run yet: `make seeds STEP=model3 N=20`._"]
+    for step, n in (("model3", 20), ("model4", 10)):
+        seeds = seeds_section(results, step)
+        parts += ["", f"## {step} over seeds", "", seeds or f"_Not run yet: `make seeds STEP={step} N={n}`._"]
     search = search_section(results)
     parts += ["", "## How step 3's recipe was chosen: on a validation split", "",
               search or "_Not run yet: `make search STEP=model3`._"]
-    abl = ablation_rows(results)
-    parts += ["", "## Ablation of step 3", "", ablation_table(abl) if abl else "_Not run yet: `make ablation`._"]
-    if abl:
-        parts += ["", "Each row is one change to step 3's recipe, run over the same seeds (`--seeds`); 'last 3 "
-                  "epochs' pools the last 3 test accuracies of every seed. The test loss and the train accuracy "
-                  "(counted on the batches as trained) show what each ingredient does to over-fitting."]
+    screen, layout3 = search_section(results, "model4", name="screen"), search_section(results, "model4",
+                                                                                        "search-step3-layout")
+    confirm = search_section(results, "model4")
+    parts += ["", "## How step 4 was chosen: on a validation split", ""]
+    if screen or confirm:
+        parts += ["First every design over one seed (step 4's layout, then step 3's thinned under 5,000 "
+                  "parameters), then the leaders over three.", "", screen or "", layout3 or "", confirm or ""]
+    else:
+        parts += ["_Not run yet: `make search STEP=model4`._"]
+    frontier = frontier_section(results)
+    parts += ["", "## The frontier: parameters against accuracy", "", frontier or "_Not run yet: `make frontier`._"]
+    for step in ("model3", "model4"):
+        abl = ablation_rows(results, step)
+        parts += ["", f"## Ablation of step {step[-1]}", "",
+                  ablation_table(abl) if abl else f"_Not run yet: `make ablation STEP={step}`._"]
+        if abl:
+            parts += ["", f"Each row is one change to step {step[-1]}'s recipe, run over the same seeds (`--seeds`); "
+                      "'last 3 epochs' pools the last 3 test accuracies of every seed. The test loss and the train "
+                      "accuracy (counted on the batches as trained) show what each ingredient does to over-fitting."]
     bench = bench_section(results)
     parts += ["", "## Performance", "", bench or "_Not run yet: `make bench`._", ""]
     return "\n".join(parts)
@@ -325,10 +363,11 @@ def planned_files(results, ablation_only=False):
     """Every file the report writes, {path: text or JSON object}, all computed before any is written, so that a
     damaged results file stops the report with nothing rewritten."""
     files = {}
-    abl = ablation_rows(results)
-    if abl:
-        files[Path(results) / "ablation" / "ablation.json"] = abl
-        files[Path(results) / "ablation" / "ablation.md"] = ablation_table(abl) + "\n"
+    for step, folder in ABLATION_DIRS.items():
+        abl = ablation_rows(results, step)
+        if abl:
+            files[Path(results) / folder / "ablation.json"] = abl
+            files[Path(results) / folder / "ablation.md"] = ablation_table(abl) + "\n"
     if ablation_only:
         return files
     files[Path("RESULTS.md")] = results_markdown(results)
@@ -340,9 +379,10 @@ def planned_files(results, ablation_only=False):
         text = readme.read_text()
         if rows:
             block = steps_table(rows)
-            seeds = load_json(Path(results) / "model3" / "seeds.json", SEEDS_KEYS)
-            if seeds:
-                block += f"\n\nmodel3 over {seeds['count']} seeds: " + seeds_headline(seeds) + "."
+            for step in ("model3", "model4"):
+                seeds = load_json(Path(results) / step / "seeds.json", SEEDS_KEYS)
+                if seeds:
+                    block += f"\n\n{step} over {seeds['count']} seeds: " + seeds_headline(seeds) + "."
             text = replace_between(text, README_BEGIN, README_END, block)
         bench = bench_section(results)
         if bench:

@@ -1,4 +1,4 @@
-"""The three networks: parameter budgets, shapes, and receptive fields computed from the layers themselves."""
+"""The four networks: parameter budgets, shapes, and receptive fields computed from the layers themselves."""
 import pytest
 import torch
 import torch.nn as nn
@@ -7,8 +7,9 @@ import common
 import model1
 import model2
 import model3
+import model4
 
-STEPS = [model1, model2, model3]
+STEPS = [model1, model2, model3, model4]
 
 
 @pytest.mark.parametrize("step", STEPS, ids=lambda s: s.__name__)
@@ -26,6 +27,26 @@ def test_parameter_budgets_match_the_exercise():
     assert model3.TARGETS.last_epochs == 3 and model3.TARGETS.max_epochs == 15
     assert (model1.TARGETS.min_params, model1.TARGETS.max_params) == (1_400_000, 1_800_000)
     assert (model2.TARGETS.min_params, model2.TARGETS.max_params) == (300_000, 500_000)
+
+
+def test_step4_is_under_5000_parameters_and_its_targets_say_so():
+    assert common.count_params(model4.Net()) < 5000
+    assert model4.TARGETS.max_params == 5000 and model4.TARGETS.min_test_acc == 99.40
+    assert model4.TARGETS.last_epochs == 3 and model4.TARGETS.max_epochs == 15
+
+
+def test_step4_sees_most_of_the_digit_before_its_head():
+    rows = common.receptive_field(model4.Net())
+    assert common.transition_rf(rows) == 5
+    assert common.feature_rf(rows) >= 20  # the digit's 20×20 box, which MNIST centres in the 28×28 frame
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model4.Net().modules())
+
+
+@pytest.mark.parametrize("step", [model3, model4], ids=lambda s: s.__name__)
+def test_a_step_net_takes_its_widths_as_an_argument(step):
+    small = tuple(max(1, w // 2) for w in step.DEFAULTS["widths"])
+    assert common.count_params(step.Net(widths=small)) < common.count_params(step.Net()) / 2.5
+    assert step.Net(widths=small).eval()(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
 
 
 def test_count_params_includes_batchnorm():

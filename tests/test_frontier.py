@@ -1,0 +1,50 @@
+"""frontier.py: the designs scaled to a parameter count, a smoke run on a tiny subset, and its bad input."""
+import json
+
+import pytest
+
+import common
+import frontier
+import model3
+import model4
+from conftest import assert_clean_failure, run_script
+
+
+@pytest.mark.parametrize("step", [model3, model4], ids=lambda s: s.__name__)
+def test_widths_are_scaled_to_the_nearest_parameter_count(step):
+    for size in (2000, 5000, 20000):
+        widths, params = frontier.widths_for(step.Net, step.DEFAULTS["widths"], size)
+        assert params == common.count_params(step.Net(widths=widths))
+        assert abs(params - size) / size < 0.1
+    widths, params = frontier.widths_for(step.Net, step.DEFAULTS["widths"], common.count_params(step.Net()))
+    assert widths == step.DEFAULTS["widths"]  # the step's own size is its own net
+
+
+def test_a_frontier_on_a_tiny_subset_writes_its_three_files_and_reuses_runs(tmp_path, data_dir):
+    args = ("frontier.py", "--sizes", "1000,3000", "--seeds", "1", "--jobs", "2", "--epochs", "1",
+            "--subset", "300", "--out", tmp_path / "f")
+    result = run_script(*args, data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "f" / "frontier.json").read_text())
+    # two sizes and each step's own net, for both designs
+    assert sorted({r["design"] for r in summary["rows"]}) == ["model3", "model4"] and len(summary["rows"]) == 6
+    assert all(r["completed"] == 1 and r["epochs"] == 1 and r["subset"] == 300 for r in summary["rows"])
+    own = [r for r in summary["rows"] if tuple(r["widths"]) == model4.DEFAULTS["widths"]]
+    assert own and own[0]["params"] == common.count_params(model4.Net())
+    assert "| model4 |" in (tmp_path / "f" / "frontier.md").read_text()
+    assert (tmp_path / "f" / "frontier.png").stat().st_size > 10_000
+    run = next((tmp_path / "f" / "runs").glob("model4-*/seed-1/metrics.json"))
+    before = run.stat().st_mtime_ns
+    assert run_script(*args, data_dir=data_dir).returncode == 0
+    assert run.stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("args, words", [
+    (("--sizes", "0,5000"), "expected parameter counts"), (("--sizes", "big"), "expected parameter counts"),
+    (("--sizes", "5000,9999999"), "expected parameter counts"), (("--designs", "model9"), "expected some of"),
+    (("--seeds", "0"), "--seeds"),
+])
+def test_nonsense_sizes_are_one_line_and_exit_2_and_nothing_is_written(tmp_path, args, words):
+    result = run_script("frontier.py", *args, "--out", tmp_path / "f")
+    assert_clean_failure(result, 2, words)
+    assert not (tmp_path / "f").exists()
