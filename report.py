@@ -282,7 +282,7 @@ def results_markdown(results="results"):
     rows = step_rows(results)
     parts = ["# Results", "", "Written by `python report.py` from the runs in `results/`; every figure below comes "
              "from a run's `metrics.json`, `seeds.json` or `bench.json`. Accuracy is judged on the last epochs, never on "
-             "the best one.", "", "## The three steps", ""]
+             "the best one.", "", "## The steps", ""]
     parts.append(steps_table(rows) if rows else "_No complete step run in results/ yet._")
     if rows:
         parts += ["", "![every step's test accuracy per epoch](results/steps.png)"]
