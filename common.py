@@ -914,7 +914,8 @@ def describe_device(device):
                 if line.startswith("model name"):
                     model = line.split(":", 1)[1].strip()
                     break
-        return f"cpu ({model}, {torch.get_num_threads()} threads)"
+        threads = torch.get_num_threads()
+        return f"cpu ({model}, {threads} thread{'s' * (threads > 1)})"
     return device.type
 
 
