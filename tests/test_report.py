@@ -98,7 +98,8 @@ def test_bench_section_shows_each_device_and_the_one_time_costs(tmp_path):
 
 def test_results_markdown_has_every_section(results):
     text = report.results_markdown(results)
-    for heading in ("## The three steps", "## model3 over seeds", "## Ablation of step 3", "## Performance"):
+    for heading in ("## The steps", "## model3 over seeds", "## Ablation of step 3", "## Ablation of step 4",
+                    "## The frontier", "## Performance"):
         assert heading in text
     assert "**2/2 seeds met the target**" in text and "99.465 ± 0.007" in text and "lowest 99.46 %" in text
     assert "lowest of any last-3 epoch 99.41 %" in text
@@ -164,3 +165,33 @@ def test_the_bench_says_what_bf16_bought(tmp_path):
     _write(tmp_path / "bench.json", dict(device="cpu (test)", steps=200, warmup=10, speedup=2.5, pipelines=rows,
                                          reference_epoch_s=30.0, project_epoch_s=12.0))
     assert "With bf16 autocast the project's step ran at 1.50× its fp32 rate here." in report.bench_section(tmp_path)
+
+
+def _frontier_row(design, params, finals, last3_min, met):
+    return dict(design=design, widths=[1] * 6, params=params, seeds=len(finals), completed=len(finals),
+                final_test_accs=finals, mean_final_test_acc=sum(finals) / len(finals), min_final_test_acc=min(finals),
+                max_final_test_acc=max(finals), min_last3_test_acc=last3_min, met=met, epochs=15, subset=None,
+                device="cpu")
+
+
+def test_the_frontier_names_the_smallest_net_of_each_design_that_held_on_every_seed(results):
+    rows = [_frontier_row("model3", 2000, [99.1, 99.2], 99.05, 0), _frontier_row("model3", 5000, [99.45, 99.5], 99.38, 1),
+            _frontier_row("model3", 8000, [99.5, 99.55], 99.42, 2), _frontier_row("model4", 2100, [99.3, 99.2], 99.1, 0),
+            _frontier_row("model4", 4800, [99.5, 99.48], 99.41, 2), _frontier_row("model4", 8200, [99.52, 99.5], 99.44, 2)]
+    _write(results / "frontier" / "frontier.json", dict(rows=rows, seeds=2, epochs=15, command="python frontier.py",
+                                                       device="cpu", subset=None))
+    (results / "frontier" / "frontier.md").write_text("| design | ... |\n")
+    text = report.frontier_section(results)
+    assert "step 3's design, 8,000 parameters" in text and "step 4's design, 4,800 parameters" in text
+    assert "frontier.png" in text and "frontier" in report.results_markdown(results)
+    _write(results / "frontier" / "frontier.json", dict(rows=rows, seeds=2, epochs=1, command="x", device="cpu",
+                                                       subset=300))
+    assert report.frontier_section(results) is None  # a smoke run on a subset is not a result
+
+
+def test_step4_seeds_and_ablation_have_their_own_sections(results):
+    seeds = json.loads((results / "model3" / "seeds.json").read_text())
+    _write(results / "model4" / "seeds.json", {**seeds, "command": "python model4.py --seeds 2"})
+    text = report.results_markdown(results)
+    assert "## model4 over seeds" in text and "python model4.py --seeds 2" in text
+    assert "_Not run yet: `make ablation STEP=model4`._" in text
