@@ -9,6 +9,7 @@ import json
 import re
 import statistics
 import sys
+import textwrap
 from pathlib import Path
 
 from common import pyplot, atomic_save_figure, atomic_write_json, atomic_write_text
@@ -185,10 +186,9 @@ def search_section(results, step="model3", folder="search", name="search"):
 FRONTIER_KEYS = ("rows", "seeds", "epochs", "command", "device")
 
 
-def frontier_section(results):
-    """make frontier's table and picture, and the sentence the picture teaches, computed from its rows."""
-    folder = Path(results) / "frontier"
-    f = load_json(folder / "frontier.json", FRONTIER_KEYS)
+def frontier_summary(results):
+    """make frontier's results and, in a sentence computed from its rows, what the picture teaches."""
+    f = load_json(Path(results) / "frontier" / "frontier.json", FRONTIER_KEYS)
     if not f or f.get("subset"):
         return None
     done = [r for r in f["rows"] if r["completed"]]
@@ -196,9 +196,17 @@ def frontier_section(results):
             for d in ("model3", "model4")}
     said = "; ".join(f"step {d[-1]}'s design, {p:,} parameters" if p else f"step {d[-1]}'s design, none of its sizes"
                      for d, p in held.items())
-    return ((folder / "frontier.md").read_text() + "\n![parameters against test accuracy](results/frontier/frontier.png)"
-            f"\n\nThe smallest size at which each design met the target (≥ 99.40 % on each of the last 3 epochs) on "
-            f"every seed: {said}.")
+    sentence = (f"The smallest net of each design that met the target (≥ 99.40 % on each of the last 3 epochs) on "
+                f"every one of its {f['seeds']} seeds: {said}.")
+    return f, sentence
+
+
+def frontier_section(results):
+    found = frontier_summary(results)
+    if not found:
+        return None
+    return ((Path(results) / "frontier" / "frontier.md").read_text()
+            + "\n![parameters against test accuracy](results/frontier/frontier.png)\n\n" + found[1])
 
 
 def bench_table(b):
@@ -340,13 +348,18 @@ def results_markdown(results="results"):
     return "\n".join(parts)
 
 
-def docstring_results(m):
+def docstring_results(m, seeds=None):
+    # wrapped to the docstring's width; a no-break space keeps each figure with its % sign
+    over_seeds = ("" if not seeds else "\n".join(textwrap.wrap(
+        f"Over {seeds['count']} seeds: " + re.sub(r"\*\*|`", "", seeds_headline(seeds)).replace(" %", "\u00a0%")
+        + ".", 110, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False)).replace("\u00a0", " ")
+        + "\n")
     return (f"    {m['params']:,} parameters, receptive field {m['receptive_field']}; test accuracy "
             f"{fmt_accs(m['last_test_accs'])} % on the last {len(m['last_test_accs'])} epochs;\n"
             f"    best train accuracy {m['best_train_acc']:.2f} %; {m['epochs']} epochs at "
             f"{median_epoch_seconds(m):.1f} s/epoch (median) on {m['device']}.\n"
             f"    {'PASS' if m['passed'] else 'FAIL'}. Run: `{m['command']}`, {m['date'][:10]}. "
-            f"(Written by report.py from results/{m['model']}/metrics.json.)\n")
+            f"(Written by report.py from results/{m['model']}/metrics.json.)\n" + over_seeds)
 
 
 def replace_docstring_results(source, text):
@@ -386,6 +399,11 @@ def planned_files(results, ablation_only=False):
                 seeds = load_json(Path(results) / step / "seeds.json", SEEDS_KEYS)
                 if seeds:
                     block += f"\n\n{step} over {seeds['count']} seeds: " + seeds_headline(seeds) + "."
+            frontier = frontier_summary(results)
+            if frontier:
+                block += ("\n\n![parameters against test accuracy, steps 3 and 4 at several sizes]"
+                          "(results/frontier/frontier.png)\n\n" + frontier[1] + " (`make frontier`; the table is in "
+                          "RESULTS.md.)")
             text = replace_between(text, README_BEGIN, README_END, block)
         bench = bench_section(results)
         if bench:
@@ -394,7 +412,8 @@ def planned_files(results, ablation_only=False):
     for m in rows:
         script = Path(f"{m['model']}.py")
         if script.exists():
-            files[script] = replace_docstring_results(script.read_text(), docstring_results(m))
+            seeds = load_json(Path(results) / m["model"] / "seeds.json", SEEDS_KEYS)
+            files[script] = replace_docstring_results(script.read_text(), docstring_results(m, seeds))
     return files
 
 

@@ -114,6 +114,15 @@ def test_docstring_results_are_replaced_between_the_headings():
     assert report.replace_docstring_results(new, report.docstring_results(m)) == new  # idempotent
 
 
+def test_docstring_results_carry_the_seeds_verdict_wrapped_to_the_docstring(results):
+    seeds = json.loads((results / "model3" / "seeds.json").read_text())
+    text = report.docstring_results(_metrics("model3", [99.41, 99.45, 99.47]), seeds)
+    lines = text.splitlines()
+    assert "Over 2 seeds: 2/2 seeds met the target" in text and "99.465 ± 0.007 %" in " ".join(lines)
+    assert all(len(line) <= 120 and line.startswith("    ") for line in lines)
+    assert not any(line.strip().startswith("%") for line in lines)  # a figure keeps its % sign
+
+
 def test_readme_block_is_replaced_and_the_rest_kept():
     readme = f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\noutro\n"
     new = report.replace_between(readme, report.README_BEGIN, report.README_END, "TABLE")
