@@ -3,10 +3,11 @@
     python frontier.py --sizes 2000,3500,5000,8000,12000,20000 --seeds 3 --jobs 2   # what `make frontier` runs
 
 For every design and every size (a parameter count), the design's default widths are scaled by one factor
-(rounded, at least 1 channel each) to the count nearest that size, and the step's own net is always a point; each run is the step's own command line with
---widths set, trained on the full training set and judged on the test set (the frontier measures designs already
-chosen on validation; it chooses nothing). Runs go to OUT/runs/DESIGN-PARAMS/seed-S, one process each, `--jobs` at
-once; a run already completed by the same command is reused, so an interrupted frontier goes on where it stopped.
+(rounded, at least 1 channel each) to the count nearest that size, and the step's own net is always a point.
+Each run is the step's own command line with --widths set, trained on the full training set and judged on the
+test set (the frontier measures designs already chosen on validation; it chooses nothing). Runs go to
+OUT/runs/DESIGN-PARAMS/seed-S, one process each, `--jobs` at once; a run already completed by the same command
+is reused, so an interrupted frontier goes on where it stopped.
 Writes OUT/frontier.json, frontier.md and frontier.png: parameters (log axis) against final test accuracy (mean,
 min–max over seeds) and the lowest of the last 3 epochs, with the 99.40 % target, the 8,000 budget and the
 original write-up's point drawn.
@@ -126,7 +127,8 @@ def main(argv=None):
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=sizes_list, default=sizes_list("2000,3500,5000,8000,12000,20000"),
                         help="parameter counts to scale each design to (default: 2000,3500,5000,8000,12000,20000)")
-    parser.add_argument("--designs", default=",".join(DESIGNS), help="steps whose design is scaled (default: %(default)s)")
+    parser.add_argument("--designs", default=",".join(DESIGNS),
+                        help="steps whose design is scaled (default: %(default)s)")
     parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per point (default: %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=1, help="the first seed (default: %(default)s)")
     parser.add_argument("--jobs", type=positive_int, default=1, help="runs at once (default: %(default)s)")

@@ -99,7 +99,8 @@ def choose(rows, seeds):
 
 def search_markdown(summary):
     lines = [f"Recipes for {summary['step']} screened on a validation split: the last {summary['val']:,} training "
-             f"images held out, {summary['seeds']} seed{'s' * (summary['seeds'] > 1)} each ({summary['seed_list']}), on {summary['device']}. "
+             f"images held out, {summary['seeds']} seed{'s' * (summary['seeds'] > 1)} each ({summary['seed_list']}), "
+             f"on {summary['device']}. "
              f"Sorted by the mean validation accuracy of the last 3 epochs over the seeds; 'met' counts seeds "
              f"whose last 3 validation accuracies were all ≥ {summary['min_acc']:.2f}. Chosen (**bold**): the "
              f"highest mean, with recipes within {TIE} of it counted as tied and the tie going to the highest "

@@ -109,7 +109,8 @@ def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(serv
 def test_a_huge_declared_body_is_refused_without_reading_it(server):
     host, port = server.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=30) as client:
-        client.sendall(f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {demo.DRAIN_LIMIT + 1}\r\n\r\n".encode())
+        head = f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {demo.DRAIN_LIMIT + 1}\r\n\r\n"
+        client.sendall(head.encode())
         reply = client.makefile("rb").read()  # the server answers and hangs up, with no body sent
     assert reply.startswith(b"HTTP/1.0 413") and b"over" in reply
     assert _request(server + "/api/info")[0] == 200

@@ -184,9 +184,12 @@ def _frontier_row(design, params, finals, last3_min, met):
 
 
 def test_the_frontier_names_the_smallest_net_of_each_design_that_held_on_every_seed(results):
-    rows = [_frontier_row("model3", 2000, [99.1, 99.2], 99.05, 0), _frontier_row("model3", 5000, [99.45, 99.5], 99.38, 1),
-            _frontier_row("model3", 8000, [99.5, 99.55], 99.42, 2), _frontier_row("model4", 2100, [99.3, 99.2], 99.1, 0),
-            _frontier_row("model4", 4800, [99.5, 99.48], 99.41, 2), _frontier_row("model4", 8200, [99.52, 99.5], 99.44, 2)]
+    rows = [_frontier_row("model3", 2000, [99.1, 99.2], 99.05, 0),
+            _frontier_row("model3", 5000, [99.45, 99.5], 99.38, 1),
+            _frontier_row("model3", 8000, [99.5, 99.55], 99.42, 2),
+            _frontier_row("model4", 2100, [99.3, 99.2], 99.1, 0),
+            _frontier_row("model4", 4800, [99.5, 99.48], 99.41, 2),
+            _frontier_row("model4", 8200, [99.52, 99.5], 99.44, 2)]
     _write(results / "frontier" / "frontier.json", dict(rows=rows, seeds=2, epochs=15, command="python frontier.py",
                                                        device="cpu", subset=None))
     (results / "frontier" / "frontier.md").write_text("| design | ... |\n")
