@@ -329,8 +329,11 @@ def results_markdown(results="results"):
     confirm = search_section(results, "model4")
     parts += ["", "## How step 4 was chosen: on a validation split", ""]
     if screen or confirm:
-        parts += ["First every design over one seed (step 4's layout, then step 3's thinned under 5,000 "
-                  "parameters), then the leaders over three.", "", screen or "", layout3 or "", confirm or ""]
+        parts += ["Twenty designs: first each over one seed (step 4's layout, then step 3's thinned under 5,000 "
+                  "parameters; bold marks each table's leader), then the leaders over three seeds, where the "
+                  "choice is made.", "", "### Round 1: step 4's layout, one seed each", "", screen or "_Not run._",
+                  "### Round 1: step 3's layout thinned, one seed each", "", layout3 or "_Not run._",
+                  "### Rounds 2 and 3: the leaders, three seeds each — the choice", "", confirm or "_Not run._"]
     else:
         parts += ["_Not run yet: `make search STEP=model4`._"]
     frontier = frontier_section(results)
