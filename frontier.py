@@ -19,8 +19,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import (OneLineParser, atomic_save_figure, atomic_write_json, atomic_write_text, count_params,
-                    interrupt_status, non_negative_int, positive_int, pyplot, run_commands, stop_on_sigterm)
+from common import (OneLineParser, UsageError, atomic_save_figure, atomic_write_json, atomic_write_text, count_params,
+                    check_writable, interrupt_status, non_negative_int, positive_int, pyplot, run_commands,
+                    stop_on_sigterm)
 
 ROOT = Path(__file__).resolve().parent
 DESIGNS = ("model3", "model4")
@@ -151,6 +152,10 @@ def main(argv=None):
             if all((design, params) != (d, p) for d, _, p in points):  # two sizes may round to one net
                 points.append((design, widths, params))
     out = Path(args.out)
+    try:
+        check_writable(out)
+    except UsageError as e:
+        parser.error(str(e))
     seeds = list(range(args.seed, args.seed + args.seeds))
     runs = [(design, widths, params, seed) for design, widths, params in points for seed in seeds]
     folder = lambda design, params, seed: out / "runs" / f"{design}-{params}" / f"seed-{seed}"  # noqa: E731

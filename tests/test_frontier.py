@@ -48,3 +48,10 @@ def test_nonsense_sizes_are_one_line_and_exit_2_and_nothing_is_written(tmp_path,
     result = run_script("frontier.py", *args, "--out", tmp_path / "f")
     assert_clean_failure(result, 2, words)
     assert not (tmp_path / "f").exists()
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_before_any_run(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = run_script("frontier.py", "--sizes", "2000", "--out", blocker / "f")
+    assert_clean_failure(result, 2, "cannot write to")
