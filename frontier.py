@@ -114,6 +114,12 @@ def frontier_figure(summary):
     ax.plot(*ORIGINAL, marker="*", markersize=12, color="black", linestyle="none",
             label=f"the original write-up: {ORIGINAL[0]:,} parameters, {ORIGINAL[1]:.2f} % (its best epoch)")
     ax.set_xscale("log")
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    sizes = [r["params"] for r in summary["rows"]]
+    ax.set_xticks([t for t in (1000, 2000, 3000, 5000, 8000, 12000, 20000, 50000, 100000, 200000)
+                   if min(sizes) * 0.8 <= t <= max(sizes) * 1.25])
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:,.0f}"))  # 2,000 rather than 2×10³
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"How small a CNN can be and still hold {TARGET_ACC:.2f} % ({summary['epochs']} epochs)")

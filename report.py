@@ -6,6 +6,7 @@ docstring, so that no figure is ever typed by hand.
 """
 import argparse
 import json
+import math
 import re
 import statistics
 import sys
@@ -198,7 +199,27 @@ def frontier_summary(results):
                      for d, p in held.items())
     sentence = (f"The smallest net of each design that met the target (≥ 99.40 % on each of the last 3 epochs) on "
                 f"every one of its {f['seeds']} seeds: {said}.")
+    gains = design_gains(done)
+    if gains:
+        sentence += (" Step 4's design against step 3's at the same parameter count (step 3's mean final accuracy "
+                     "interpolated on the log axis): " + ", ".join(f"{g:+.2f} points at {p:,}" for p, g in gains)
+                     + (" — spending the last layer's weights on the middle blocks pays most where parameters are "
+                        "scarcest" if gains[0][1] > gains[-1][1] else "") + ".")
     return f, sentence
+
+
+def design_gains(rows):
+    """[(params, step 4's mean final accuracy minus step 3's at that count)] for step 4's nets inside step 3's range,
+    step 3's accuracy interpolated linearly in log(params) between its two nearest nets."""
+    three = sorted((r["params"], r["mean_final_test_acc"]) for r in rows if r["design"] == "model3")
+    gains = []
+    for r in sorted((r for r in rows if r["design"] == "model4"), key=lambda r: r["params"]):
+        for (p0, a0), (p1, a1) in zip(three, three[1:]):
+            if p0 <= r["params"] <= p1:
+                t = math.log(r["params"] / p0) / math.log(p1 / p0)
+                gains.append((r["params"], round(r["mean_final_test_acc"] - (a0 + t * (a1 - a0)), 2)))
+                break
+    return gains
 
 
 def frontier_section(results):

@@ -1,5 +1,6 @@
 """report.py on small fabricated runs: tables, the README block and the docstring Results."""
 import json
+import math
 
 import pytest
 
@@ -196,6 +197,11 @@ def test_the_frontier_names_the_smallest_net_of_each_design_that_held_on_every_s
     text = report.frontier_section(results)
     assert "step 3's design, 8,000 parameters" in text and "step 4's design, 4,800 parameters" in text
     assert "frontier.png" in text and "frontier" in report.results_markdown(results)
+    # step 4 against step 3 at the same count: 4,800 lies between step 3's 5,000 and 2,000 nets, 8,200 beyond its last
+    gains = dict(report.design_gains(rows))
+    step3_at_4800 = 99.15 + (99.475 - 99.15) * math.log(4800 / 2000) / math.log(5000 / 2000)
+    assert sorted(gains) == [2100, 4800] and gains[4800] == round(99.49 - step3_at_4800, 2)
+    assert f"{gains[4800]:+.2f} points at 4,800" in text
     _write(results / "frontier" / "frontier.json", dict(rows=rows, seeds=2, epochs=1, command="x", device="cpu",
                                                        subset=300))
     assert report.frontier_section(results) is None  # a smoke run on a subset is not a result
