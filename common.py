@@ -1195,42 +1195,55 @@ def completed_run(out, command):
 
 
 RUNNING, STOPPING = set(), threading.Event()  # child processes under way; set once they are being ended
+_RUNNING_LOCK = threading.Lock()  # a child is registered, or the set is emptied for ending, never both at once
 
 
 def start_process(argv, **popen_kwargs):
-    """subprocess.Popen, registered so that end_processes() ends it. The start runs in a helper thread: Python
-    raises Ctrl-C and SIGTERM in the main thread, which then cannot cut a start in half and lose the child. (The
-    main thread waits on an Event, not on Thread.join: a join cut short by a signal can mark the thread finished
-    while it still runs — Python 3.11 — and the next join would return before the child is registered.)"""
+    """subprocess.Popen, registered so that end_processes() ends it. Ctrl-C and SIGTERM are raised in the main
+    thread, wherever it is — even inside Thread.start — so the start and the registration both happen in a helper
+    thread that no signal interrupts. It is not a daemon: Python waits for it at exit, and a child it starts after
+    end_processes() has run is ended by the helper itself."""
     started, done = {}, threading.Event()
 
     def start():
         try:
-            started["process"] = subprocess.Popen(argv, **popen_kwargs)
+            process = subprocess.Popen(argv, **popen_kwargs)
         except OSError as e:
             started["error"] = e
+        else:
+            with _RUNNING_LOCK:
+                stopping = STOPPING.is_set()
+                if not stopping:
+                    RUNNING.add(process)
+            if stopping:
+                _end(process)
+            started["process"] = process
         finally:
             done.set()
 
-    threading.Thread(target=start, daemon=True).start()
-    try:
-        done.wait()
-    finally:  # also on an interrupt: the start completes, and the child is registered to be ended
-        done.wait()
-        if "process" in started:
-            RUNNING.add(started["process"])
-            if STOPPING.is_set():
-                end_processes()
+    threading.Thread(target=start).start()
+    done.wait()
     if "error" in started:
         raise started["error"]
     return started["process"]
 
 
+def _end(process, grace=5.0):
+    """SIGTERM (a step stops as on Ctrl-C and writes nothing), then SIGKILL after `grace` seconds."""
+    process.terminate()
+    try:
+        process.wait(grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 def end_processes(grace=5.0):
-    """End every child process under way: SIGTERM (a step stops as on Ctrl-C and writes nothing), SIGKILL after
-    `grace` seconds for one that has not stopped."""
-    STOPPING.set()
-    processes = list(RUNNING)
+    """End every child process under way, and any started from now on."""
+    with _RUNNING_LOCK:
+        STOPPING.set()
+        processes = list(RUNNING)
+        RUNNING.clear()
     for process in processes:
         process.terminate()
     for process in processes:
@@ -1239,7 +1252,6 @@ def end_processes(grace=5.0):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        RUNNING.discard(process)
 
 
 def run_commands(runs, jobs, report=print):
