@@ -92,8 +92,11 @@ def test_exploding_loss_stops_the_run_with_a_clear_message(tmp_path, data_dir):
 
 def _start(script, *args, data_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_DATA_DIR": str(data_dir)}
+    # Ctrl-C as a terminal sends it, even where this test runs in the background (where a shell without job
+    # control starts it with SIGINT ignored, and the child would inherit that)
     return subprocess.Popen([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _stop_once_under_way(process, signum, marker):
