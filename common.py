@@ -1196,13 +1196,14 @@ def completed_run(out, command):
 
 RUNNING, STOPPING = set(), threading.Event()  # child processes under way; set once they are being ended
 _RUNNING_LOCK = threading.Lock()  # a child is registered, or the set is emptied for ending, never both at once
+STARTING = set()  # an Event for each start under way, set once its child is registered or ended
 
 
 def start_process(argv, **popen_kwargs):
     """subprocess.Popen, registered so that end_processes() ends it. Ctrl-C and SIGTERM are raised in the main
     thread, wherever it is — even inside Thread.start — so the start and the registration both happen in a helper
-    thread that no signal interrupts. It is not a daemon: Python waits for it at exit, and a child it starts after
-    end_processes() has run is ended by the helper itself."""
+    thread that no signal interrupts; end_processes() waits for a start under way, and a child started after it
+    ran is ended by the helper itself."""
     started, done = {}, threading.Event()
 
     def start():
@@ -1220,7 +1221,9 @@ def start_process(argv, **popen_kwargs):
             started["process"] = process
         finally:
             done.set()
+            STARTING.discard(done)
 
+    STARTING.add(done)  # before the thread exists, so that an interrupt inside Thread.start still finds it
     threading.Thread(target=start).start()
     done.wait()
     if "error" in started:
@@ -1244,6 +1247,8 @@ def end_processes(grace=5.0):
         STOPPING.set()
         processes = list(RUNNING)
         RUNNING.clear()
+    for starting in list(STARTING):  # its helper ends the child itself; an interrupt before the helper existed
+        starting.wait(grace)          # leaves an Event that is never set, hence the time limit
     for process in processes:
         process.terminate()
     for process in processes:
