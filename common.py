@@ -1217,7 +1217,7 @@ def start_process(argv, **popen_kwargs):
                 if not stopping:
                     RUNNING.add(process)
             if stopping:
-                _end(process)
+                _end([process])
             started["process"] = process
         finally:
             done.set()
@@ -1231,14 +1231,17 @@ def start_process(argv, **popen_kwargs):
     return started["process"]
 
 
-def _end(process, grace=5.0):
-    """SIGTERM (a step stops as on Ctrl-C and writes nothing), then SIGKILL after `grace` seconds."""
-    process.terminate()
-    try:
-        process.wait(grace)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def _end(processes, grace=5.0):
+    """SIGTERM to each (a step stops as on Ctrl-C and writes nothing), then SIGKILL to any still running after
+    `grace` seconds."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def end_processes(grace=5.0):
@@ -1249,14 +1252,7 @@ def end_processes(grace=5.0):
         RUNNING.clear()
     for starting in list(STARTING):  # its helper ends the child itself; an interrupt before the helper existed
         starting.wait(grace)          # leaves an Event that is never set, hence the time limit
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    _end(processes, grace)
 
 
 def run_commands(runs, jobs, report=print):
