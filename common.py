@@ -720,6 +720,8 @@ def fit(net_factory, config, data, log=print):
     for epoch in range(1, config.epochs + 1):
         started, setup_before = time.perf_counter(), step.setup_seconds
         lr = float(optimizer.param_groups[0]["lr"])
+        if epoch == config.epochs - config.clean_epochs + 1:  # the last --clean-epochs see the digits unaugmented
+            train_loader.rotate_degrees = train_loader.shift_pixels = 0.0
         train_loss, train_acc = train_epoch(step, train_loader, Progress(f"epoch {epoch}/{config.epochs}"))
         if schedule_every == "epoch":
             scheduler.step()
@@ -925,7 +927,7 @@ def describe_device(device):
 # Hyper-parameters every step shares; a step's DEFAULTS override any of them.
 BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, momentum=0.9, nesterov=False,
                      weight_decay=0.0, label_smoothing=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0,
-                     shift=0.0, seed=1)
+                     shift=0.0, clean_epochs=0, seed=1)
 SCHEDULERS = ("onecycle", "step", "none")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -952,6 +954,7 @@ class Config:
     label_smoothing: float = 0.0
     precision: str = "fp32"
     batchnorm: bool = True
+    clean_epochs: int = 0
     net_kwargs: dict = field(default_factory=dict)
 
 
@@ -1025,6 +1028,10 @@ def build_parser(name, defaults, description):
     add("--shift", type=pixels, default=d["shift"],
         help="random translation of training images, ± pixels in x and y; 0 turns it off (default: %(default)s)")
     add("--no-augment", action="store_true", help="no augmentation at all (same as --rotate 0 --shift 0)")
+    add("--clean-epochs", type=non_negative_int, default=None, metavar="N",
+        help=f"train the last N epochs on the images as they are, augmentation off (default: {d['clean_epochs']}, "
+             "or every epoch of a shorter run)")
+    parser.set_defaults(step_clean_epochs=d["clean_epochs"])
     if "dropout" in defaults:
         add("--dropout", type=probability, default=defaults["dropout"],
             help="dropout probability in the step's Net (default: %(default)s)")
@@ -1089,13 +1096,18 @@ def config_from_args(args):
         raise UsageError(f"argument --val: {args.val} validation images would leave nothing to train on "
                          f"({train_size:,} training images{' with --subset or --dry-run' if args.subset else ''}; "
                          "use fewer)")
+    if args.clean_epochs is None:  # the step's default, within a shorter run (--epochs 2, --dry-run)
+        args.clean_epochs = min(args.step_clean_epochs, args.epochs)
+    elif args.clean_epochs > args.epochs:
+        raise UsageError(f"argument --clean-epochs: {args.clean_epochs} is more than the {args.epochs} epochs "
+                         "of the run (use at most --epochs)")
     return Config(epochs=args.epochs, batch_size=args.batch_size, test_batch_size=args.test_batch_size, lr=args.lr,
                   momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
                   label_smoothing=args.label_smoothing, scheduler=args.scheduler, step_size=args.step_size,
                   gamma=args.gamma, rotate=0.0 if args.no_augment else args.rotate,
                   shift=0.0 if args.no_augment else args.shift, seed=args.seed,
                   device=resolve_device(args.device), subset=args.subset, val=args.val, precision=args.precision,
-                  batchnorm=not args.no_batchnorm, net_kwargs=net_kwargs)
+                  batchnorm=not args.no_batchnorm, clean_epochs=args.clean_epochs, net_kwargs=net_kwargs)
 
 
 def prepare_data(data_dir, log=print):

@@ -44,7 +44,7 @@ from common import Targets, conv_bn_relu, gap_head, run_step
 
 TARGETS = Targets(min_test_acc=99.40, max_params=5000, last_epochs=3, max_epochs=15)
 DEFAULTS = dict(epochs=15, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, scheduler="onecycle",
-                rotate=10.0, shift=2.0, dropout=0.0, widths=(6, 12, 8, 12, 12, 14))
+                rotate=10.0, shift=2.0, dropout=0.0, widths=(6, 12, 6, 12, 14, 14))
 
 
 class Net(nn.Module):

@@ -82,6 +82,35 @@ def test_widths_and_label_smoothing_are_flags(tmp_path, data_dir):
                          "argument --label-smoothing: expected a probability")
 
 
+def test_the_last_clean_epochs_train_on_the_digits_as_they_are(mnist, monkeypatch):
+    """--clean-epochs 1 of 3: the first two epochs augment their batches, the last one does not."""
+    events, augment = [], common.DeviceLoader.augment
+    monkeypatch.setattr(common.DeviceLoader, "augment", lambda self, x: events.append("augment") or augment(self, x))
+    common.fit(model3.Net, _config(epochs=3, subset=300, clean_epochs=1), mnist, log=lambda *_: events.append("|"))
+    per_epoch = [len(part) for part in "".join("a" if e == "augment" else "|" for e in events).split("|")[:3]]
+    assert per_epoch[0] > 0 and per_epoch[1] > 0 and per_epoch[2] == 0
+
+
+def test_a_steps_clean_epochs_fit_a_shorter_run():
+    """model3's recipe ends on 3 clean epochs; `--epochs 2` (or --dry-run) makes both clean rather than failing."""
+    parse = common.build_parser("model3", model3.DEFAULTS, "").parse_args
+    assert common.config_from_args(parse(["--device", "cpu"])).clean_epochs == model3.DEFAULTS["clean_epochs"] == 3
+    assert common.config_from_args(parse(["--device", "cpu", "--epochs", "2"])).clean_epochs == 2
+    assert common.config_from_args(parse(["--device", "cpu", "--clean-epochs", "0"])).clean_epochs == 0
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--epochs", "2", "--clean-epochs", "3"], "argument --clean-epochs: 3 is more than the 2 epochs of the run"),
+    (["--clean-epochs", "-1"], "argument --clean-epochs: expected an integer ≥ 0, got '-1'"),
+])
+def test_more_clean_epochs_than_epochs_is_refused(args, words, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        common.run_step("model3", model3.Net, model3.DEFAULTS, model3.TARGETS, "", argv=args)
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and captured.out == ""
+    assert len(captured.err.strip().splitlines()) == 1 and words in captured.err
+
+
 def test_epoch_line_keeps_its_columns():
     rows = [dict(epoch=e, train_loss=l, train_acc=a, val_loss=l, val_acc=a, test_loss=l, test_acc=a, lr=lr, seconds=s)
             for e, l, a, lr, s in [(1, 0.4541, 87.09, 0.004, 8.7), (9, 0.0213, 99.5, 0.01524, 12.25),
