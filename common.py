@@ -10,6 +10,7 @@ import contextlib
 import copy
 import gzip
 import hashlib
+import importlib
 import io
 import json
 import math
@@ -1134,7 +1135,7 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
         model=name, params=params, epochs=len(history), seed=config.seed, device=device_text,
         command=command, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), torch=torch.__version__,
         subset=config.subset, data_source=data["source"], normalisation=dict(mean=data["mean"], std=data["std"]),
-        config={k: v for k, v in vars(config).items() if k not in ("device", "subset")},
+        config=config_record(config),
         receptive_field=feature_rf(rf_rows), output_rf=rf_rows[-1]["rf"], transition_rf=transition_rf(rf_rows),
         history=history, final_test_acc=history[-1]["test_acc"], val_images=config.val,
         **({"final_val_acc": history[-1]["val_acc"],
@@ -1196,14 +1197,42 @@ def command_text(argv):
     return " ".join(["python", Path(argv[1]).name, *map(str, argv[2:])])
 
 
-def completed_run(out, command):
-    """The metrics of a run that `command` already completed into `out`, else None: a --seeds run or a search that
-    was interrupted goes on where it stopped instead of training those seeds again."""
+def config_record(config):
+    """A run's settings as metrics.json keeps them (JSON types; where and on how much data it ran are kept apart)."""
+    return json.loads(json.dumps({k: v for k, v in vars(config).items() if k not in ("device", "subset")}))
+
+
+def config_of_command(argv):
+    """The settings a step's command line [python, stepN.py, flags...] runs with today, or None where that cannot
+    be told. The same command can mean another recipe once a step's DEFAULTS change."""
+    try:
+        step = importlib.import_module(Path(argv[1]).stem)  # the steps live beside this file
+        args = build_parser(step.__name__, step.DEFAULTS, "").parse_args([str(a) for a in argv[2:]])
+        return config_record(config_from_args(args))
+    except (Exception, SystemExit):
+        return None
+
+
+def completed_run(out, command, config=None):
+    """The metrics of a run that `command` already completed into `out` with the settings `config` (a
+    config_record; None: any), else None: a --seeds run or a search that was interrupted goes on where it stopped
+    instead of training those seeds again, and a run made before a step's defaults changed is trained again."""
     try:
         metrics = json.loads((Path(out) / "metrics.json").read_text())
     except (OSError, ValueError):
         return None
-    return metrics if isinstance(metrics, dict) and metrics.get("command") == command else None
+    if not isinstance(metrics, dict) or metrics.get("command") != command:
+        return None
+    if config is not None:
+        # Settings added since a run was made are compared at their defaults (what the run then did).
+        recorded = {**config_record(Config(**{k: config[k] for k in ("epochs", "batch_size", "test_batch_size", "lr",
+                                                                       "momentum", "nesterov", "weight_decay",
+                                                                       "scheduler", "step_size", "gamma", "rotate",
+                                                                       "shift", "seed")})),
+                    **(metrics.get("config") or {})}
+        if recorded != config:
+            return None
+    return metrics
 
 
 RUNNING, STOPPING = set(), threading.Event()  # child processes under way; set once they are being ended
@@ -1278,8 +1307,8 @@ def run_commands(runs, jobs, report=print):
 
     def run(item):
         argv, out = item
-        command = command_text(argv)
-        metrics = completed_run(out, command)
+        command, config = command_text(argv), config_of_command(argv)
+        metrics = completed_run(out, command, config)
         if metrics is None:
             Path(out).mkdir(parents=True, exist_ok=True)
             with open(Path(out) / "log.txt", "w") as log:
@@ -1288,7 +1317,7 @@ def run_commands(runs, jobs, report=print):
                                         start_new_session=True)
                 process.wait()
                 RUNNING.discard(process)
-            metrics = completed_run(out, command)
+            metrics = completed_run(out, command, config)
         report(f"  {out}: " + ("failed (see log.txt there)" if metrics is None else
                                "last epochs " + "/".join(f"{a:.2f}" for a in metrics.get("last_val_accs") or
                                                          metrics["last_test_accs"])
@@ -1337,7 +1366,7 @@ def run_seeds(name, net_class, config, targets, data, out, count, argv, jobs=1, 
         results = []
         for index, (seed, (argv_seed, seed_out)) in enumerate(zip(seeds, runs), 1):
             command = command_text(argv_seed)
-            metrics = completed_run(seed_out, command)
+            metrics = completed_run(seed_out, command, config_record(Config(**{**vars(config), "seed": seed})))
             log(f"\n=== {name}: seed {seed} ({index} of {count}){' — done before, kept' if metrics else ''} ===")
             if metrics is None:
                 metrics = run_once(name, net_class, Config(**{**vars(config), "seed": seed}), targets, data,

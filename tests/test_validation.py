@@ -5,6 +5,7 @@ import pytest
 
 import common
 import model3
+import model4
 from conftest import assert_clean_failure, run_script
 
 
@@ -153,3 +154,22 @@ def test_a_malformed_recipes_file_is_one_line_and_exit_2(tmp_path):
     recipes.write_text("good: --lr 0.1\nno colon here\n")
     result = run_script("search.py", "model3", recipes)
     assert_clean_failure(result, 2, f"{recipes}:2: expected 'name: flags'")
+
+
+def test_a_completed_run_is_reused_only_while_its_command_means_the_same_recipe(tmp_path):
+    """`python model4.py --seed 1` trains another net once model4's DEFAULTS change: a run made before is stale.
+    A setting added since a run was made counts at its default, which is what that run did."""
+    argv = ["python", "model4.py", "--seed", "1", "--out", str(tmp_path)]
+    command, config = common.command_text(argv), common.config_of_command(argv)
+    assert config["net_kwargs"]["widths"] == list(model4.DEFAULTS["widths"]) and config["seed"] == 1
+    metrics = dict(command=command, config=dict(config))
+    (tmp_path / "metrics.json").write_text(json.dumps(metrics))
+    assert common.completed_run(tmp_path, command, config) == metrics
+    assert common.completed_run(tmp_path, command.replace("--seed 1", "--seed 2"), config) is None
+    stale = dict(config, net_kwargs=dict(config["net_kwargs"], widths=[6, 12, 8, 12, 12, 14]))
+    (tmp_path / "metrics.json").write_text(json.dumps(dict(command=command, config=stale)))
+    assert common.completed_run(tmp_path, command, config) is None
+    older = {k: v for k, v in config.items() if k != "clean_epochs"}  # made before --clean-epochs existed
+    (tmp_path / "metrics.json").write_text(json.dumps(dict(command=command, config=older)))
+    assert common.completed_run(tmp_path, command, config) is not None
+    assert common.completed_run(tmp_path, command, dict(config, clean_epochs=2)) is None
