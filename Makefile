@@ -54,14 +54,14 @@ seeds: $(ENV)  ## STEP over N seeds (default 20), JOBS at once: make seeds STEP=
 search: $(ENV)  ## STEP's recipes (results/STEP/search-recipes.txt) screened on a validation split, 3 seeds each
 	$(PYTHON) search.py $(STEP) results/$(STEP)/search-recipes.txt --jobs $(JOBS) $(ARGS)
 
-# One change at a time, ABLATION_SEEDS seeds each; step 4's "full" row is its own `make seeds STEP=model4 N=10`.
-ABLATIONS_model3 := full:  rotate-7:--rotate=7  no-augment:--no-augment  bf16:--precision=bf16
-ABLATIONS_model4 := no-augment:--no-augment  aug-5-1:--rotate=5,--shift=1
+# One change at a time, ABLATION_SEEDS seeds each (flags joined by +); the "full" row is the step's own `make seeds`.
+ABLATIONS_model3 := clean-0:--clean-epochs=0  rotate-7:--rotate=7  no-augment:--no-augment  bf16:--precision=bf16
+ABLATIONS_model4 := widths-6.12.8.12.12.14:--widths=6,12,8,12,12,14  no-augment:--no-augment  aug-5-1:--rotate=5+--shift=1
 ABLATION_DIR_model3 := results/ablation
 ABLATION_DIR_model4 := results/model4/ablation
 ABLATION_SEEDS ?= 3
 ablation: $(ENV)  ## STEP (model3 or model4) with one thing changed at a time, ABLATION_SEEDS seeds each, then the table
-	@set -e; for item in $(ABLATIONS_$(STEP)); do name=$${item%%:*}; flags=$${item#*:}; flags=$${flags//,/ }; \
+	@set -e; for item in $(ABLATIONS_$(STEP)); do name=$${item%%:*}; flags=$${item#*:}; flags=$${flags//+/ }; \
 	  echo "=== ablation of $(STEP): $$name ($${flags:-defaults}) ==="; \
 	  $(PYTHON) $(STEP).py $$flags --seeds $(ABLATION_SEEDS) --jobs $(JOBS) --out $(ABLATION_DIR_$(STEP))/$$name \
 	    $(ARGS) || true; done

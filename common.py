@@ -27,7 +27,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -1223,16 +1223,22 @@ def completed_run(out, command, config=None):
         return None
     if not isinstance(metrics, dict) or metrics.get("command") != command:
         return None
-    if config is not None:
-        # Settings added since a run was made are compared at their defaults (what the run then did).
-        recorded = {**config_record(Config(**{k: config[k] for k in ("epochs", "batch_size", "test_batch_size", "lr",
-                                                                       "momentum", "nesterov", "weight_decay",
-                                                                       "scheduler", "step_size", "gamma", "rotate",
-                                                                       "shift", "seed")})),
-                    **(metrics.get("config") or {})}
-        if recorded != config:
-            return None
+    if config is not None and recorded_config(metrics) != config:
+        return None
     return metrics
+
+
+def recorded_config(metrics):
+    """A run's settings from its metrics.json, with any setting added since the run was made at its default (what
+    the run then did), so that it compares with a config_record of today."""
+    recorded = dict(metrics.get("config") or {})
+    for f in fields(Config):
+        if f.name not in recorded and f.name not in ("device", "subset"):
+            if f.default is not MISSING:
+                recorded[f.name] = f.default
+            elif f.default_factory is not MISSING:
+                recorded[f.name] = f.default_factory()
+    return json.loads(json.dumps(recorded))
 
 
 RUNNING, STOPPING = set(), threading.Event()  # child processes under way; set once they are being ended

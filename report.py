@@ -8,24 +8,32 @@ import argparse
 import json
 import math
 import re
+import shlex
 import statistics
 import sys
 import textwrap
 from pathlib import Path
 
-from common import pyplot, atomic_save_figure, atomic_write_json, atomic_write_text
+from common import (atomic_save_figure, atomic_write_json, atomic_write_text, config_of_command, pyplot,
+                    recorded_config)
 
 STEPS = ("model1", "model2", "model3", "model4")
 # The original write-up's figures, for comparison (its step 1 and 2 report the best test epoch).
 ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57 (best epoch)"),
             "model3": ("7,838", "99.22"), "model4": ("—", "no such step")}
 # Ablation variants: folder name -> what it changes. The flags are read back from each run's command.
-ABLATIONS = {"full": "nothing (the recipe as is)", "rotate-7": "rotation ±7° (the recipe before the search)",
+ABLATIONS = {"full": "nothing (the recipe as is)",
+             "clean-0": "no clean epochs: augmentation to the last epoch (step 3's recipe before round 3)",
+             "widths-6.12.8.12.12.14": "widths 6,12,8,12,12,14 (step 4's choice before round 4)",
+             "rotate-7": "rotation ±7° (step 3's recipe before its first search)",
              "no-augment": "no augmentation (rotation and shift)", "step-lr": "StepLR instead of OneCycle",
              "no-schedule": "no schedule (constant lr)", "bf16": "bf16 autocast in the training forward pass",
              "aug-5-1": "lighter augmentation: ±5°, ±1 px", "no-dilation": "the last 3×3 not dilated"}
-# Where each step's ablation runs live (`make ablation STEP=...`); step 4's "full" row is its own --seeds run.
+# Where each step's ablation runs live (`make ablation STEP=...`); the "full" row is the step's own --seeds run.
 ABLATION_DIRS = {"model3": "ablation", "model4": "model4/ablation"}
+# Rows that are the seeds run of a step's previous recipe, made when these flags were its defaults (so the
+# command it recorded does not show them).
+PREVIOUS_RECIPE_FLAGS = {"clean-0": "--clean-epochs=0", "widths-6.12.8.12.12.14": "--widths=6,12,8,12,12,14"}
 # `make bench` writes bench.json; runs on other devices, or repeated ones, go to bench-<name>.json (`--out`).
 BENCH_GLOB = "bench*.json"
 README_BEGIN, README_END = "<!-- results:begin (written by report.py) -->", "<!-- results:end -->"
@@ -118,7 +126,7 @@ def ablation_rows(results, step="model3"):
     rows = []
     for name, change in ABLATIONS.items():
         folder = Path(results) / ABLATION_DIRS[step] / name
-        if step == "model4" and name == "full":
+        if name == "full":
             folder = Path(results) / step
         summary = load_json(folder / "seeds.json", SEEDS_KEYS)
         if not summary:
@@ -127,7 +135,8 @@ def ablation_rows(results, step="model3"):
                 for r in summary["seeds"]]
         if any(m is None or m.get("subset") for m in runs):
             continue
-        flags = re.sub(r"\s*--(seeds|jobs|out)(=|\s+)\S+", "", summary["command"].split(".py", 1)[-1]).strip()
+        flags = PREVIOUS_RECIPE_FLAGS.get(name) or re.sub(r"\s*--(seeds|jobs|out)(=|\s+)\S+", "",
+                                                           summary["command"].split(".py", 1)[-1]).strip()
         lasts = [a for m in runs for a in m["last_test_accs"]]
         target = runs[0]["targets"]["min_test_acc"]
         rows.append(dict(variant=name, change=change, flags=flags or "(defaults)", seeds=len(runs),
@@ -227,7 +236,27 @@ def frontier_section(results):
     if not found:
         return None
     return ((Path(results) / "frontier" / "frontier.md").read_text()
-            + "\n![parameters against test accuracy](results/frontier/frontier.png)\n\n" + found[1])
+            + "\n![parameters against test accuracy](results/frontier/frontier.png)\n\n" + found[1]
+            + frontier_recipe_note(results))
+
+
+def frontier_recipe_note(results):
+    """Which design's frontier runs were trained with a recipe its step has changed since, and how."""
+    notes = []
+    for design in ("model3", "model4"):
+        run = min((Path(results) / "frontier" / "runs").glob(f"{design}-*/seed-*/metrics.json"), default=None)
+        metrics = run and load_json(run, ("command", "config"))
+        today = metrics and config_of_command(shlex.split(metrics["command"]))
+        if not today:
+            continue
+        then = recorded_config(metrics)
+        changed = [(key, then.get(key), value) for key, value in today.items() if key != "seed" and then.get(key) != value]
+        if changed:
+            notes.append(f"step {design[-1]}'s design was trained with "
+                         + ", ".join(f"{key} {old}" for key, old, _ in changed) + ", where its recipe today has "
+                         + ", ".join(f"{new}" for _, _, new in changed))
+    return (" These points are as measured then: " + "; ".join(notes) + ". `make frontier` trains them again with "
+            "today's recipes (a completed run is reused only while its command means the same recipe).") if notes else ""
 
 
 def bench_table(b):
@@ -345,6 +374,13 @@ def results_markdown(results="results"):
     search = search_section(results)
     parts += ["", "## How step 3's recipe was chosen: on a validation split", "",
               search or "_Not run yet: `make search STEP=model3`._"]
+    wide, wide10 = (search_section(results, "model3", "search-wide", name) for name in ("wide", "wide-10"))
+    layout, layout10 = (search_section(results, "model3", "search-m4-layout", name) for name in ("wide", "wide-10"))
+    if wide or layout:
+        parts += ["### Round 3, on a GPU: one change at a time, four seeds each", "", wide or "_Not run._",
+                  "### Round 3: the leaders over ten seeds — the choice", "", wide10 or "_Not run._",
+                  "### Round 3: step 4's layout at step 3's budget (under 8,000 parameters)", "", layout or "_Not run._",
+                  layout10 or ""]
     screen, layout3 = search_section(results, "model4", name="screen"), search_section(results, "model4",
                                                                                         "search-step3-layout")
     confirm = search_section(results, "model4")
@@ -354,7 +390,12 @@ def results_markdown(results="results"):
                   "parameters; bold marks each table's leader), then the leaders over three seeds, where the "
                   "choice is made.", "", "### Round 1: step 4's layout, one seed each", "", screen or "_Not run._",
                   "### Round 1: step 3's layout thinned, one seed each", "", layout3 or "_Not run._",
-                  "### Rounds 2 and 3: the leaders, three seeds each — the choice", "", confirm or "_Not run._"]
+                  "### Rounds 2 and 3: the leaders, three seeds each — the choice before round 4", "",
+                  confirm or "_Not run._"]
+        wide, wide10 = (search_section(results, "model4", "search-wide", name) for name in ("wide", "wide-10"))
+        if wide:
+            parts += ["### Round 4, on a GPU: one change at a time and the closest widths, four seeds each", "",
+                      wide, "### Round 4: the leaders over ten seeds — the choice", "", wide10 or "_Not run._"]
     else:
         parts += ["_Not run yet: `make search STEP=model4`._"]
     frontier = frontier_section(results)

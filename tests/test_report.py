@@ -207,6 +207,20 @@ def test_the_frontier_names_the_smallest_net_of_each_design_that_held_on_every_s
     assert report.frontier_section(results) is None  # a smoke run on a subset is not a result
 
 
+def test_the_frontier_says_which_points_an_older_recipe_trained(results, monkeypatch):
+    """A frontier run made before its step's recipe changed is named as such, with the setting that changed."""
+    import common
+    command = "python model3.py --widths 3,7,3,5,7,7 --seed 1 --out results/frontier/runs/model3-1952/seed-1"
+    today = common.config_of_command(command.split())
+    then = {k: v for k, v in today.items() if k != "clean_epochs"}  # made before --clean-epochs existed
+    _write(results / "frontier" / "runs" / "model3-1952" / "seed-1" / "metrics.json", dict(command=command, config=then))
+    monkeypatch.setattr(report, "config_of_command", lambda argv: dict(today, clean_epochs=0))
+    assert report.frontier_recipe_note(results) == ""  # what the recipe is today: no note
+    monkeypatch.setattr(report, "config_of_command", lambda argv: dict(today, clean_epochs=3))
+    note = report.frontier_recipe_note(results)
+    assert "step 3's design was trained with clean_epochs 0, where its recipe today has 3" in note
+
+
 def test_step4_seeds_and_ablation_have_their_own_sections(results):
     seeds = json.loads((results / "model3" / "seeds.json").read_text())
     _write(results / "model4" / "seeds.json", {**seeds, "command": "python model4.py --seeds 2"})
