@@ -181,7 +181,18 @@ def seeds_section(results, step="model3"):
     if not s:
         return None
     table = Path(results) / step / "seeds.md"
-    return seeds_headline(s) + ".\n\n" + (table.read_text() if table.exists() else "")
+    return seeds_headline(s) + ".\n\n" + (table.read_text() if table.exists() else "") + later_seeds(results, step)
+
+
+def later_seeds(results, step):
+    """Runs over further seeds (results/STEP/seeds-A-B/, `--seed A --seeds N --out ...`): the same recipe on seeds
+    that no choice of it saw, in a sentence each."""
+    lines = []
+    for path in sorted(Path(results, step).glob("seeds-*/seeds.json")):
+        s = load_json(path, SEEDS_KEYS)
+        seeds = [r["seed"] for r in s["seeds"]]
+        lines.append(f"\nSeeds {min(seeds)}–{max(seeds)}, which no choice of the recipe saw: {seeds_headline(s)}.\n")
+    return "".join(lines)
 
 
 def search_section(results, step="model3", folder="search", name="search"):

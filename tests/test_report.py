@@ -39,8 +39,9 @@ def results(tmp_path):
 
 
 def _ablation(root, name, flags, accs_per_seed):
-    """An ablation variant as `make ablation` leaves it: a --seeds run with one metrics.json per seed."""
-    folder = root / "ablation" / name
+    """An ablation variant as `make ablation` leaves it: a --seeds run with one metrics.json per seed. The "full"
+    row is the step's own seeds run (`make seeds`)."""
+    folder = root / "model3" if name == "full" else root / "ablation" / name
     rows = []
     for seed, accs in enumerate(accs_per_seed, 1):
         m = _metrics("model3", accs, passed=min(accs) >= 99.4,
@@ -227,3 +228,14 @@ def test_step4_seeds_and_ablation_have_their_own_sections(results):
     text = report.results_markdown(results)
     assert "## model4 over seeds" in text and "python model4.py --seeds 2" in text
     assert "_Not run yet: `make ablation STEP=model4`._" in text
+
+
+def test_seeds_no_choice_saw_get_a_sentence_of_their_own(results):
+    seeds = json.loads((results / "model3" / "seeds.json").read_text())
+    later = dict(seeds, command="python model3.py --seed 21 --seeds 2 --out results/model3/seeds-21-22",
+                 seeds=[dict(r, seed=r["seed"] + 20) for r in seeds["seeds"]], met_target=1)
+    _write(results / "model3" / "seeds-21-22" / "seeds.json", later)
+    text = report.seeds_section(results, "model3")
+    assert text.startswith("**2/2 seeds met the target**")
+    assert "Seeds 21–22, which no choice of the recipe saw: **1/2 seeds met the target**" in text
+    assert "--seed 21 --seeds 2" in text
