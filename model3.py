@@ -6,12 +6,12 @@ Target
     problem; this step goes on and solves it.
 
 Results
-    7,970 parameters, receptive field 25; test accuracy 99.58/99.54/99.55 % on the last 3 epochs;
-    best train accuracy 99.41 %; 15 epochs at 9.5 s/epoch (median) on cpu (AMD EPYC, 2 threads).
+    7,970 parameters, receptive field 25; test accuracy 99.61/99.57/99.57 % on the last 3 epochs;
+    best train accuracy 99.70 %; 15 epochs at 7.9 s/epoch (median) on cpu (AMD EPYC, 2 threads).
     PASS. Run: `python model3.py --device cpu`, 2026-11-27. (Written by report.py from results/model3/metrics.json.)
-    Over 20 seeds: 20/20 seeds met the target; final test accuracy 99.496 ± 0.031 % (mean ± std), lowest
-    99.44 %, lowest of any last-3 epoch 99.42 % (python model3.py --rotate 10 --shift 2 --seeds 20 --jobs 2
-    --out results/model3, cpu (AMD EPYC, 1 threads)).
+    Over 20 seeds: 20/20 seeds met the target; final test accuracy 99.529 ± 0.039 % (mean ± std), lowest
+    99.46 %, lowest of any last-3 epoch 99.44 % (python model3.py --seeds 20 --jobs 2, cpu (AMD EPYC, 1
+    thread)).
 
 Analysis
     Step 2's skeleton thinned to 8–16 channels, with two changes. The transition, still at RF 5, halves the map

@@ -5,11 +5,11 @@ Target
     15 epochs, on at least 9 of 10 seeds.
 
 Results
-    4,748 parameters, receptive field 21; test accuracy 99.54/99.50/99.47 % on the last 3 epochs;
-    best train accuracy 99.29 %; 15 epochs at 6.9 s/epoch (median) on cpu (AMD EPYC, 2 threads).
+    4,976 parameters, receptive field 21; test accuracy 99.54/99.53/99.54 % on the last 3 epochs;
+    best train accuracy 99.31 %; 15 epochs at 7.8 s/epoch (median) on cpu (AMD EPYC, 2 threads).
     PASS. Run: `python model4.py --device cpu`, 2026-11-27. (Written by report.py from results/model4/metrics.json.)
-    Over 10 seeds: 6/10 seeds met the target; final test accuracy 99.446 ± 0.049 % (mean ± std), lowest
-    99.38 %, lowest of any last-3 epoch 99.34 % (python model4.py --seeds 10 --jobs 2, cpu (AMD EPYC, 1
+    Over 10 seeds: 7/10 seeds met the target; final test accuracy 99.464 ± 0.080 % (mean ± std), lowest
+    99.32 %, lowest of any last-3 epoch 99.31 % (python model4.py --seeds 10 --jobs 2, cpu (AMD EPYC, 1
     thread)).
 
 Analysis
@@ -25,15 +25,18 @@ Analysis
     smoothing, a lower or higher learning rate, weight decay, momentum — and the widths that came closest, four
     seeds each, then the five leaders over ten. Every round teaches the same thing: the ground is flat at this
     size. The three best of the ten-seed round ended within a hundredth of a point of each other on validation,
-    far less than one seed moves a run, and the rule that picks (the best mean; a tie goes to the best worst epoch) took
-    widths 6,12,6,12,14,14: a 1×1 squeeze down to 6 channels pays for a wider fifth block, 4,976 parameters.
+    far less than one seed moves a run, and the rule that picks (the best mean; a tie goes to the best worst
+    epoch) took widths 6,12,6,12,14,14: a 1×1 squeeze down to 6 channels pays for a wider fifth block, 4,976
+    parameters.
     Label smoothing and a lower learning rate lowered validation accuracy, weight decay left it as it was; lighter
     augmentation and clean last epochs lift the train accuracy well above the validation accuracy and the
     latter only a little — this net is short of capacity, not of regularisation.
     The ten seeds (above, and RESULTS.md) are the verdict, and it is still a miss: the target asks for nine
     seeds in ten, and this net holds every last epoch on the line on fewer. The ablation (`make ablation
     STEP=model4`, one change at a time) keeps the previous widths' ten seeds as a row of their own, so the step
-    from one choice to the next is measured on the same seeds. The target is not loosened; the search tables
+    from one choice to the next is measured on the same seeds. Lighter augmentation (±5°, ±1 px) again ended
+    its three seeds above the line on the test set; over ten seeds on validation it ranked below the choice,
+    so it stays a hint. The target is not loosened; the search tables
     and the frontier say where the line lies: step 4's layout holds it on all three of the frontier's seeds
     from about 8,000 parameters, as step 3's does.
 """

@@ -478,8 +478,8 @@ def planned_files(results, ablation_only=False):
             frontier = frontier_summary(results)
             if frontier:
                 block += ("\n\n![parameters against test accuracy, steps 3 and 4 at several sizes]"
-                          "(results/frontier/frontier.png)\n\n" + frontier[1] + " (`make frontier`; the table is in "
-                          "RESULTS.md.)")
+                          "(results/frontier/frontier.png)\n\n" + frontier[1] + frontier_recipe_note(results)
+                          + " (`make frontier`; the table is in RESULTS.md.)")
             text = replace_between(text, README_BEGIN, README_END, block)
         bench = bench_section(results)
         if bench:
