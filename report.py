@@ -391,15 +391,17 @@ def results_markdown(results="results"):
         parts += ["### Round 3, on a GPU: one change at a time, four seeds each", "", wide or "_Not run._",
                   "### Round 3: the leaders over ten seeds — the choice", "", wide10 or "_Not run._",
                   "### Round 3: step 4's layout at step 3's budget (under 8,000 parameters)", "", layout or "_Not run._",
-                  layout10 or ""]
+                  "### Round 3: step 4's layout at step 3's budget, the leaders over ten seeds", "",
+                  layout10 or "_Not run._"]
     screen, layout3 = search_section(results, "model4", name="screen"), search_section(results, "model4",
                                                                                         "search-step3-layout")
     confirm = search_section(results, "model4")
     parts += ["", "## How step 4 was chosen: on a validation split", ""]
     if screen or confirm:
-        parts += ["Twenty designs: first each over one seed (step 4's layout, then step 3's thinned under 5,000 "
-                  "parameters; bold marks each table's leader), then the leaders over three seeds, where the "
-                  "choice is made.", "", "### Round 1: step 4's layout, one seed each", "", screen or "_Not run._",
+        parts += ["Twenty designs on CPU: first each over one seed (step 4's layout, then step 3's thinned under "
+                  "5,000 parameters; bold marks each table's leader), then the leaders over three seeds. Then a "
+                  "fourth round on a GPU — one change of recipe at a time and the closest widths, four seeds each, "
+                  "then the leaders over ten — where the choice is made.", "", "### Round 1: step 4's layout, one seed each", "", screen or "_Not run._",
                   "### Round 1: step 3's layout thinned, one seed each", "", layout3 or "_Not run._",
                   "### Rounds 2 and 3: the leaders, three seeds each — the choice before round 4", "",
                   confirm or "_Not run._"]
