@@ -181,18 +181,19 @@ def seeds_section(results, step="model3"):
     if not s:
         return None
     table = Path(results) / step / "seeds.md"
-    return seeds_headline(s) + ".\n\n" + (table.read_text() if table.exists() else "") + later_seeds(results, step)
+    return (seeds_headline(s) + ".\n\n" + (table.read_text() if table.exists() else "")
+            + "".join(f"\n{line}\n" for line in later_seeds(results, step)))
 
 
 def later_seeds(results, step):
     """Runs over further seeds (results/STEP/seeds-A-B/, `--seed A --seeds N --out ...`): the same recipe on seeds
-    that no choice of it saw, in a sentence each."""
+    that no choice of it saw, a sentence each."""
     lines = []
     for path in sorted(Path(results, step).glob("seeds-*/seeds.json")):
         s = load_json(path, SEEDS_KEYS)
         seeds = [r["seed"] for r in s["seeds"]]
-        lines.append(f"\nSeeds {min(seeds)}–{max(seeds)}, which no choice of the recipe saw: {seeds_headline(s)}.\n")
-    return "".join(lines)
+        lines.append(f"Seeds {min(seeds)}–{max(seeds)}, which no choice of the recipe saw: {seeds_headline(s)}.")
+    return lines
 
 
 def search_section(results, step="model3", folder="search", name="search"):
@@ -477,6 +478,7 @@ def planned_files(results, ablation_only=False):
                 seeds = load_json(Path(results) / step / "seeds.json", SEEDS_KEYS)
                 if seeds:
                     block += f"\n\n{step} over {seeds['count']} seeds: " + seeds_headline(seeds) + "."
+                    block += "".join(f"\n\n{line}" for line in later_seeds(results, step))
             frontier = frontier_summary(results)
             if frontier:
                 block += ("\n\n![parameters against test accuracy, steps 3 and 4 at several sizes]"
