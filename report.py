@@ -262,13 +262,16 @@ def frontier_recipe_note(results):
         if not today:
             continue
         then = recorded_config(metrics)
-        changed = [(key, then.get(key), value) for key, value in today.items() if key != "seed" and then.get(key) != value]
+        changed = [(key, then.get(key), value) for key, value in today.items()
+                   if key != "seed" and then.get(key) != value]
         if changed:
             notes.append(f"step {design[-1]}'s design was trained with "
                          + ", ".join(f"{key} {old}" for key, old, _ in changed) + ", where its recipe today has "
                          + ", ".join(f"{new}" for _, _, new in changed))
+    if not notes:
+        return ""
     return (" These points are as measured then: " + "; ".join(notes) + ". `make frontier` trains them again with "
-            "today's recipes (a completed run is reused only while its command means the same recipe).") if notes else ""
+            "today's recipes (a completed run is reused only while its command means the same recipe).")
 
 
 def bench_table(b):
@@ -391,7 +394,8 @@ def results_markdown(results="results"):
     if wide or layout:
         parts += ["### Round 3, on a GPU: one change at a time, four seeds each", "", wide or "_Not run._",
                   "### Round 3: the leaders over ten seeds — the choice", "", wide10 or "_Not run._",
-                  "### Round 3: step 4's layout at step 3's budget (under 8,000 parameters)", "", layout or "_Not run._",
+                  "### Round 3: step 4's layout at step 3's budget (under 8,000 parameters)", "",
+                  layout or "_Not run._",
                   "### Round 3: step 4's layout at step 3's budget, the leaders over ten seeds", "",
                   layout10 or "_Not run._"]
     screen, layout3 = search_section(results, "model4", name="screen"), search_section(results, "model4",
@@ -402,7 +406,8 @@ def results_markdown(results="results"):
         parts += ["Twenty designs on CPU: first each over one seed (step 4's layout, then step 3's thinned under "
                   "5,000 parameters; bold marks each table's leader), then the leaders over three seeds. Then a "
                   "fourth round on a GPU — one change of recipe at a time and the closest widths, four seeds each, "
-                  "then the leaders over ten — where the choice is made.", "", "### Round 1: step 4's layout, one seed each", "", screen or "_Not run._",
+                  "then the leaders over ten — where the choice is made.", "",
+                  "### Round 1: step 4's layout, one seed each", "", screen or "_Not run._",
                   "### Round 1: step 3's layout thinned, one seed each", "", layout3 or "_Not run._",
                   "### Rounds 2 and 3: the leaders, three seeds each — the choice before round 4", "",
                   confirm or "_Not run._"]
