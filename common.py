@@ -1371,12 +1371,11 @@ def run_seeds(name, net_class, config, targets, data, out, count, argv, jobs=1, 
     else:
         results = []
         for index, (seed, (argv_seed, seed_out)) in enumerate(zip(seeds, runs), 1):
-            command = command_text(argv_seed)
-            metrics = completed_run(seed_out, command, config_record(Config(**{**vars(config), "seed": seed})))
+            command, seed_config = command_text(argv_seed), Config(**{**vars(config), "seed": seed})
+            metrics = completed_run(seed_out, command, config_record(seed_config))
             log(f"\n=== {name}: seed {seed} ({index} of {count}){' — done before, kept' if metrics else ''} ===")
             if metrics is None:
-                metrics = run_once(name, net_class, Config(**{**vars(config), "seed": seed}), targets, data,
-                                   seed_out, command=command, log=log)
+                metrics = run_once(name, net_class, seed_config, targets, data, seed_out, command=command, log=log)
             results.append(metrics)
     rows = [dict(seed=seed, final_test_acc=m["final_test_acc"], last3_min_test_acc=min(m["last_test_accs"]),
                  passed=m["passed"], train_seconds=m["train_seconds"]) for seed, m in zip(seeds, results)]
