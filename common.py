@@ -1036,6 +1036,9 @@ def build_parser(name, defaults, description):
     if "dropout" in defaults:
         add("--dropout", type=probability, default=defaults["dropout"],
             help="dropout probability in the step's Net (default: %(default)s)")
+    if "design" in defaults:  # designs.py: a family of layouts and its widths, checked by the module's own parser
+        add("--design", type=defaults["design_type"], default=defaults["design"],
+            help="the candidate network, FAMILY-WIDTHS (default: %(default)s)")
     if "widths" in defaults:
         add("--widths", type=widths_list(len(defaults["widths"])), default=defaults["widths"],
             help="channels of the Net's convolutions, comma-separated (default: %(default)s)")
@@ -1091,7 +1094,7 @@ def check_writable(folder):
 
 
 def config_from_args(args):
-    net_kwargs = {key: getattr(args, key) for key in ("widths", "dropout") if hasattr(args, key)}
+    net_kwargs = {key: getattr(args, key) for key in ("widths", "dropout", "design") if hasattr(args, key)}
     train_size = min(args.subset or TRAIN_IMAGES, TRAIN_IMAGES)
     if args.val >= train_size:
         raise UsageError(f"argument --val: {args.val} validation images would leave nothing to train on "

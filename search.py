@@ -24,7 +24,7 @@ from common import (OneLineParser, UsageError, atomic_write_json, atomic_write_t
                     positive_int, run_commands, stop_on_sigterm)
 
 ROOT = Path(__file__).resolve().parent
-STEPS = ("model1", "model2", "model3", "model4")
+STEPS = ("model1", "model2", "model3", "model4", "designs")
 RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 

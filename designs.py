@@ -1,0 +1,94 @@
+"""Candidate networks for step 4, screened on the validation split beside model4's own: other layouts, not
+only other widths. A design is a family and its widths, e.g. `pool-6.10.6.12.14.14`; everything else is step 4's
+recipe (model4's DEFAULTS and flags).
+
+    python designs.py --design ds-12.24.32.32.32 --val 10000 --seed 1
+    python search.py designs results/model4/search-recipes-designs.txt --seeds 3 --jobs 2
+
+Families (receptive field 21 or more at the last 3×3, a 1×1 to the classes after global averaging, as step 4):
+    m4       model4's Net: one 3×3 at 28×28, a strided 3×3 to 12×12, 1×1 squeeze, two 3×3, a dilated 3×3 to 4×4
+    pad      the same, the first two 3×3 padded: 28 → 28 → 14, ending on 6×6 — more positions for the same weights
+    pool     two 3×3 at full size, max-pool to 12×12, then as m4: the classic transition after an RF of 5
+    ds       m4's layout with every 3×3 after the first depthwise-separable (a 3×3 per channel, then a 1×1
+             across channels): about 9/c of the weights of a full 3×3 of c channels, so twice the channels
+    pool_ds  pool's start, then depthwise-separable blocks
+"""
+import argparse
+import re
+
+import torch.nn as nn
+
+import model4
+from common import conv_bn_relu, gap_head, run_step
+
+
+def separable_bn_relu(in_channels, out_channels, stride=1, dilation=1, padding=0):
+    """A 3×3 per input channel (no mixing), then a 1×1 that mixes them: in·9 + in·out weights, not in·out·9."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, in_channels, 3, stride=stride, padding=padding, dilation=dilation,
+                  groups=in_channels, bias=False),
+        nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU())
+
+
+def pad_features(a, b, squeeze, c, d, e):
+    return [conv_bn_relu(1, a, padding=1), conv_bn_relu(a, b, stride=2, padding=1),   # 28 -> 28 -> 14
+            conv_bn_relu(b, squeeze, kernel_size=1), conv_bn_relu(squeeze, c), conv_bn_relu(c, d),  # -> 12 -> 10
+            conv_bn_relu(d, e, dilation=2)]                                            # -> 6, RF 21
+
+
+def pool_features(a, b, squeeze, c, d, e):
+    return [conv_bn_relu(1, a), conv_bn_relu(a, b), nn.MaxPool2d(2),                  # 28 -> 26 -> 24 -> 12, RF 6
+            conv_bn_relu(b, squeeze, kernel_size=1), conv_bn_relu(squeeze, c), conv_bn_relu(c, d),  # -> 10 -> 8
+            conv_bn_relu(d, e, dilation=2)]                                            # -> 4, RF 22
+
+
+def ds_features(a, b, c, d, e):
+    return [conv_bn_relu(1, a), separable_bn_relu(a, b, stride=2),                   # 28 -> 26 -> 12
+            separable_bn_relu(b, c), separable_bn_relu(c, d),                          # -> 10 -> 8
+            separable_bn_relu(d, e, dilation=2)]                                       # -> 4, RF 21
+
+
+def pool_ds_features(a, b, c, d, e):
+    return [conv_bn_relu(1, a), conv_bn_relu(a, b), nn.MaxPool2d(2),                  # 28 -> 26 -> 24 -> 12
+            separable_bn_relu(b, c), separable_bn_relu(c, d),                          # -> 10 -> 8
+            separable_bn_relu(d, e, dilation=2)]                                       # -> 4, RF 22
+
+
+FAMILIES = dict(pad=pad_features, pool=pool_features, ds=ds_features, pool_ds=pool_ds_features)
+ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5)
+DESIGN = re.compile(r"^([a-z_0-9]+)-(\d+(?:\.\d+)*)$")
+
+
+def design_name(text):
+    """--design: FAMILY-W1.W2..., the family one of ARITY and as many widths (1..256) as it takes."""
+    match = DESIGN.match(text)
+    family, widths = (match[1], tuple(int(w) for w in match[2].split("."))) if match else (None, ())
+    if family not in ARITY or len(widths) != ARITY[family] or not all(0 < w <= 256 for w in widths):
+        raise argparse.ArgumentTypeError(
+            f"expected FAMILY-WIDTHS with FAMILY one of {', '.join(ARITY)} and that many widths in 1..256 "
+            f"({', '.join(f'{k}: {n}' for k, n in ARITY.items())}) joined by dots, e.g. pool-6.10.6.12.14.14; "
+            f"got {text!r}")
+    return text
+
+
+class Net(nn.Module):
+    def __init__(self, design="m4-6.12.6.12.14.14", dropout=0.0):
+        super().__init__()
+        family, widths = DESIGN.match(design_name(design)).groups()
+        widths = tuple(int(w) for w in widths.split("."))
+        if family == "m4":  # model4's own Net, for a control in the same table
+            net = model4.Net(widths)
+            self.features, self.head = net.features, net.head
+        else:
+            self.features = nn.Sequential(*FAMILIES[family](*widths))
+            self.head = gap_head(widths[-1])
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
+DEFAULTS = {key: value for key, value in model4.DEFAULTS.items() if key != "widths"} | dict(
+    design="m4-6.12.6.12.14.14", design_type=design_name)
+
+if __name__ == "__main__":
+    run_step("designs", Net, DEFAULTS, model4.TARGETS, __doc__)
