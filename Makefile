@@ -56,7 +56,7 @@ search: $(ENV)  ## STEP's recipes (results/STEP/search-recipes.txt) screened on 
 
 # One change at a time, ABLATION_SEEDS seeds each (flags joined by +); the "full" row is the step's own `make seeds`.
 ABLATIONS_model3 := clean-0:--clean-epochs=0  rotate-7:--rotate=7  no-augment:--no-augment  bf16:--precision=bf16
-ABLATIONS_model4 := widths-6.12.8.12.12.14:--widths=6,12,8,12,12,14  no-augment:--no-augment  aug-5-1:--rotate=5+--shift=1
+ABLATIONS_model4 := clean-0:--clean-epochs=0  no-augment:--no-augment  aug-5-1:--rotate=5+--shift=1
 ABLATION_DIR_model3 := results/ablation
 ABLATION_DIR_model4 := results/model4/ablation
 ABLATION_SEEDS ?= 3

@@ -327,6 +327,17 @@ def conv_bn_relu(in_channels, out_channels, kernel_size=3, padding=0, dropout=0.
     return nn.Sequential(*layers)
 
 
+def separable_bn_relu(in_channels, out_channels, stride=1, dilation=1, dropout=0.0):
+    """Step 4's unit: a depthwise-separable 3×3 — a 3×3 per input channel (no mixing), then a 1×1 that mixes them
+    — for in·9 + in·out weights where a full 3×3 needs in·out·9; batch norm and ReLU after, as conv_bn_relu."""
+    layers = [nn.Conv2d(in_channels, in_channels, 3, stride=stride, dilation=dilation, groups=in_channels,
+                        bias=False),
+              nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
 def gap_head(in_channels, classes=10):
     """The output of steps 2 and 3: a 1×1 convolution to one map per class, then global average pooling —
     10·(in_channels + 1) parameters where a dense layer over the whole map would need thousands."""

@@ -6,12 +6,13 @@ recipe (model4's DEFAULTS and flags).
     python search.py designs results/model4/search-recipes-designs.txt --seeds 3 --jobs 2
 
 Families (receptive field 21 or more at the last 3×3, a 1×1 to the classes after global averaging, as step 4):
-    m4       model4's Net: one 3×3 at 28×28, a strided 3×3 to 12×12, 1×1 squeeze, two 3×3, a dilated 3×3 to 4×4
+    m4       step 4's net of round 4: one 3×3 at 28×28, a strided 3×3 to 12×12, 1×1 squeeze, two 3×3, a dilated
+             3×3 to 4×4
     pad      the same, the first two 3×3 padded: 28 → 28 → 14, ending on 6×6 — more positions for the same weights
     pool     two 3×3 at full size, max-pool to 12×12, then as m4: the classic transition after an RF of 5
     ds       m4's layout with every 3×3 after the first depthwise-separable (a 3×3 per channel, then a 1×1
              across channels): about 9/c of the weights of a full 3×3 of c channels, so twice the channels
-    pool_ds  pool's start, then depthwise-separable blocks
+    pool_ds  pool's start, then depthwise-separable blocks: the design chosen, model4's Net
 """
 import argparse
 import re
@@ -19,15 +20,14 @@ import re
 import torch.nn as nn
 
 import model4
-from common import conv_bn_relu, gap_head, run_step
+from common import conv_bn_relu, gap_head, run_step, separable_bn_relu
 
 
-def separable_bn_relu(in_channels, out_channels, stride=1, dilation=1, padding=0):
-    """A 3×3 per input channel (no mixing), then a 1×1 that mixes them: in·9 + in·out weights, not in·out·9."""
-    return nn.Sequential(
-        nn.Conv2d(in_channels, in_channels, 3, stride=stride, padding=padding, dilation=dilation,
-                  groups=in_channels, bias=False),
-        nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU())
+def m4_features(a, b, squeeze, c, d, e):
+    """Step 4's net of round 4 (the control): the transition a strided 3×3 right after the first."""
+    return [conv_bn_relu(1, a), conv_bn_relu(a, b, stride=2),                        # 28 -> 26 -> 12, RF 5
+            conv_bn_relu(b, squeeze, kernel_size=1), conv_bn_relu(squeeze, c), conv_bn_relu(c, d),  # -> 10 -> 8
+            conv_bn_relu(d, e, dilation=2)]                                            # -> 4, RF 21
 
 
 def pad_features(a, b, squeeze, c, d, e):
@@ -48,13 +48,7 @@ def ds_features(a, b, c, d, e):
             separable_bn_relu(d, e, dilation=2)]                                       # -> 4, RF 21
 
 
-def pool_ds_features(a, b, c, d, e):
-    return [conv_bn_relu(1, a), conv_bn_relu(a, b), nn.MaxPool2d(2),                  # 28 -> 26 -> 24 -> 12
-            separable_bn_relu(b, c), separable_bn_relu(c, d),                          # -> 10 -> 8
-            separable_bn_relu(d, e, dilation=2)]                                       # -> 4, RF 22
-
-
-FAMILIES = dict(pad=pad_features, pool=pool_features, ds=ds_features, pool_ds=pool_ds_features)
+FAMILIES = dict(m4=m4_features, pad=pad_features, pool=pool_features, ds=ds_features)  # pool_ds: model4.Net
 ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5)
 DESIGN = re.compile(r"^([a-z_0-9]+)-(\d+(?:\.\d+)*)$")
 
@@ -76,7 +70,7 @@ class Net(nn.Module):
         super().__init__()
         family, widths = DESIGN.match(design_name(design)).groups()
         widths = tuple(int(w) for w in widths.split("."))
-        if family == "m4":  # model4's own Net, for a control in the same table
+        if family == "pool_ds":  # the design chosen: model4's own Net
             net = model4.Net(widths)
             self.features, self.head = net.features, net.head
         else:
@@ -87,7 +81,7 @@ class Net(nn.Module):
         return self.head(self.features(x))
 
 
-DEFAULTS = {key: value for key, value in model4.DEFAULTS.items() if key != "widths"} | dict(
+DEFAULTS = {key: value for key, value in model4.DEFAULTS.items() if key not in ("widths", "clean_epochs")} | dict(
     design="m4-6.12.6.12.14.14", design_type=design_name)
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57
             "model3": ("7,838", "99.22"), "model4": ("—", "no such step")}
 # Ablation variants: folder name -> what it changes. The flags are read back from each run's command.
 ABLATIONS = {"full": "nothing (the recipe as is)",
-             "clean-0": "no clean epochs: augmentation to the last epoch (step 3's recipe before round 3)",
-             "widths-6.12.8.12.12.14": "widths 6,12,8,12,12,14 (step 4's choice before round 4)",
+             "clean-0": "no clean epochs: augmentation to the last epoch (step 3's recipe before its round 3)",
+             "round-4-net": "step 4's net before round 5: a strided transition, full 3×3s, no clean epochs",
              "rotate-7": "rotation ±7° (step 3's recipe before its first search)",
              "no-augment": "no augmentation (rotation and shift)", "step-lr": "StepLR instead of OneCycle",
              "no-schedule": "no schedule (constant lr)", "bf16": "bf16 autocast in the training forward pass",
@@ -33,7 +33,8 @@ ABLATIONS = {"full": "nothing (the recipe as is)",
 ABLATION_DIRS = {"model3": "ablation", "model4": "model4/ablation"}
 # Rows that are the seeds run of a step's previous recipe, made when these flags were its defaults (so the
 # command it recorded does not show them).
-PREVIOUS_RECIPE_FLAGS = {"clean-0": "--clean-epochs=0", "widths-6.12.8.12.12.14": "--widths=6,12,8,12,12,14"}
+PREVIOUS_RECIPE_FLAGS = {"model3/clean-0": "--clean-epochs=0",
+                         "model4/round-4-net": "designs.py --design m4-6.12.6.12.14.14 --clean-epochs=0"}
 # `make bench` writes bench.json; runs on other devices, or repeated ones, go to bench-<name>.json (`--out`).
 BENCH_GLOB = "bench*.json"
 README_BEGIN, README_END = "<!-- results:begin (written by report.py) -->", "<!-- results:end -->"
@@ -135,7 +136,7 @@ def ablation_rows(results, step="model3"):
                 for r in summary["seeds"]]
         if any(m is None or m.get("subset") for m in runs):
             continue
-        flags = PREVIOUS_RECIPE_FLAGS.get(name) or re.sub(r"\s*--(seeds|jobs|out)(=|\s+)\S+", "",
+        flags = PREVIOUS_RECIPE_FLAGS.get(f"{step}/{name}") or re.sub(r"\s*--(seeds|jobs|out)(=|\s+)\S+", "",
                                                            summary["command"].split(".py", 1)[-1]).strip()
         lasts = [a for m in runs for a in m["last_test_accs"]]
         target = runs[0]["targets"]["min_test_acc"]
@@ -153,13 +154,13 @@ def ablation_rows(results, step="model3"):
 def ablation_table(rows):
     full = next((r for r in rows if r["variant"] == "full"), None)
     lines = ["| change | flags | seeds met | final test acc, mean (%) | last 3 epochs: mean (%) | min (%) "
-             "| gap of the min to 99.40 | Δ final vs full | final test loss | final train acc (%) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| gap of the min to 99.40 | Δ final vs full | final test loss | final train acc (%) | device |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         delta = f"{r['final_test_acc'] - full['final_test_acc']:+.2f}" if full else "n/a"
         lines.append(f"| {r['change']} | `{r['flags']}` | {r['met']}/{r['seeds']} | {r['final_test_acc']:.2f} "
                      f"| {r['last3_mean']:.2f} | {r['last3_min']:.2f} | {r['gap']:+.2f} | {delta} "
-                     f"| {r['final_test_loss']:.4f} | {r['final_train_acc']:.2f} |")
+                     f"| {r['final_test_loss']:.4f} | {r['final_train_acc']:.2f} | {r['device']} |")
     return "\n".join(lines)
 
 
@@ -224,8 +225,8 @@ def frontier_summary(results):
     if gains:
         sentence += (" Step 4's design against step 3's at the same parameter count (step 3's mean final accuracy "
                      "interpolated on the log axis): " + ", ".join(f"{g:+.2f} points at {p:,}" for p, g in gains)
-                     + (" — spending the last layer's weights on the middle blocks pays most where parameters are "
-                        "scarcest" if gains[0][1] > gains[-1][1] else "") + ".")
+                     + (" — step 4's layout pays most where parameters are scarcest"
+                        if gains[0][1] > gains[-1][1] else "") + ".")
     return f, sentence
 
 
@@ -404,9 +405,10 @@ def results_markdown(results="results"):
     parts += ["", "## How step 4 was chosen: on a validation split", ""]
     if screen or confirm:
         parts += ["Twenty designs on CPU: first each over one seed (step 4's layout, then step 3's thinned under "
-                  "5,000 parameters; bold marks each table's leader), then the leaders over three seeds. Then a "
-                  "fourth round on a GPU — one change of recipe at a time and the closest widths, four seeds each, "
-                  "then the leaders over ten — where the choice is made.", "",
+                  "5,000 parameters; bold marks each table's leader), then the leaders over three seeds. Then two "
+                  "rounds on a GPU: the fourth, one change of recipe at a time and the closest widths; the fifth, "
+                  "other layouts (`designs.py`: padded maps, max-pool, depthwise-separable 3×3s) — each over "
+                  "three or four seeds, then its leaders over ten, where the choice is made.", "",
                   "### Round 1: step 4's layout, one seed each", "", screen or "_Not run._",
                   "### Round 1: step 3's layout thinned, one seed each", "", layout3 or "_Not run._",
                   "### Rounds 2 and 3: the leaders, three seeds each — the choice before round 4", "",
@@ -414,7 +416,13 @@ def results_markdown(results="results"):
         wide, wide10 = (search_section(results, "model4", "search-wide", name) for name in ("wide", "wide-10"))
         if wide:
             parts += ["### Round 4, on a GPU: one change at a time and the closest widths, four seeds each", "",
-                      wide, "### Round 4: the leaders over ten seeds — the choice", "", wide10 or "_Not run._"]
+                      wide, "### Round 4: the leaders over ten seeds — the choice before round 5", "",
+                      wide10 or "_Not run._"]
+        designs, designs10 = (search_section(results, "model4", "search-designs", name)
+                              for name in ("designs", "designs-10"))
+        if designs:
+            parts += ["### Round 5, on a GPU: other layouts (designs.py), three seeds each", "", designs,
+                      "### Round 5: the leaders over ten seeds — the choice", "", designs10 or "_Not run._"]
     else:
         parts += ["_Not run yet: `make search STEP=model4`._"]
     frontier = frontier_section(results)

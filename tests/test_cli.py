@@ -46,6 +46,13 @@ def test_bad_flag_gets_one_line_and_exit_2(flag, value, allowed, capsys):
     assert flag in captured.err and allowed in captured.err and repr(value) in captured.err
 
 
+@pytest.mark.parametrize("design", ["pool", "nope-1.2.3.4.5", "ds-1.2.3", "ds-0.2.3.4.5", "pool_ds-8.12.32.32.999"])
+def test_a_bad_design_gets_one_line_and_exit_2(design):
+    result = run_script("designs.py", "--design", design, "--dry-run")
+    assert_clean_failure(result, 2, "argument --design: expected FAMILY-WIDTHS", repr(design))
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_a_bad_flag_from_the_command_line_gets_no_traceback():
     result = run_script("model2.py", "--epochs", "-3")
     assert_clean_failure(result, 2, "argument --epochs: expected a positive integer, got '-3'")

@@ -8,6 +8,7 @@ import model1
 import model2
 import model3
 import model4
+from conftest import ROOT
 
 STEPS = [model1, model2, model3, model4]
 
@@ -88,3 +89,30 @@ def test_rf_table_counts_batchnorm_with_its_convolution_and_renders():
     assert sum(r["params"] for r in rows) == common.count_params(model3.Net())
     text = common.rf_markdown(rows, "model3")
     assert "| features.0.0 | conv | 3 |" in text and "transition (first shrinking of the map) at RF 5" in text
+
+
+def _designs_screened():
+    import search
+    return [flags[flags.index("--design") + 1]
+            for _, flags in search.read_recipes(ROOT / "results/model4/search-recipes-designs.txt")]
+
+
+@pytest.mark.parametrize("design", _designs_screened())
+def test_every_design_screened_for_step4_is_under_its_budget_and_sees_the_digit(design):
+    import designs
+    net = designs.Net(design)
+    rows = common.receptive_field(net)
+    assert common.count_params(net) < model4.TARGETS.max_params and common.feature_rf(rows) >= 20
+    assert net.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_the_design_chosen_in_round_5_is_model4s_own_net():
+    import designs
+    chosen = "pool_ds-" + ".".join(map(str, model4.DEFAULTS["widths"]))
+    torch.manual_seed(0)
+    candidate = designs.Net(chosen).state_dict()
+    torch.manual_seed(0)
+    own = model4.Net().state_dict()
+    assert list(candidate) == list(own) and all(torch.equal(candidate[k], own[k]) for k in own)
+    # the separable 3×3: in·9 + in·out weights (and batch norm's 2·out), not in·out·9
+    assert common.count_params(common.separable_bn_relu(32, 40)) == 32 * 9 + 32 * 40 + 2 * 40

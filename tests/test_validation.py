@@ -159,7 +159,7 @@ def test_a_completed_run_is_reused_only_while_its_command_means_the_same_recipe(
     stale = dict(config, net_kwargs=dict(config["net_kwargs"], widths=[6, 12, 8, 12, 12, 14]))
     (tmp_path / "metrics.json").write_text(json.dumps(dict(command=command, config=stale)))
     assert common.completed_run(tmp_path, command, config) is None
-    older = {k: v for k, v in config.items() if k != "clean_epochs"}  # made before --clean-epochs existed
+    older = {k: v for k, v in config.items() if k != "clean_epochs"}  # made before --clean-epochs: it trained none
     (tmp_path / "metrics.json").write_text(json.dumps(dict(command=command, config=older)))
-    assert common.completed_run(tmp_path, command, config) is not None
-    assert common.completed_run(tmp_path, command, dict(config, clean_epochs=2)) is None
+    assert common.completed_run(tmp_path, command, dict(config, clean_epochs=0)) is not None
+    assert model4.DEFAULTS["clean_epochs"] > 0 and common.completed_run(tmp_path, command, config) is None
