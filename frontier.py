@@ -72,8 +72,13 @@ def summarise(design, widths, params, seeds, runs):
                    min_final_test_acc=min(finals), max_final_test_acc=max(finals),
                    min_last3_test_acc=min(min(m["last_test_accs"]) for m in done),
                    met=sum(min(m["last_test_accs"]) >= TARGET_ACC for m in done),
-                   epochs=done[0]["epochs"], subset=done[0].get("subset"), device=done[0]["device"])
+                   epochs=done[0]["epochs"], subset=done[0].get("subset"), device=devices_of(done))
     return row
+
+
+def devices_of(runs):
+    """Where the runs trained, each device once: a frontier completed on another machine says so."""
+    return " and ".join(dict.fromkeys(m["device"] for m in runs)) or "n/a"
 
 
 def frontier_markdown(summary):
@@ -82,15 +87,15 @@ def frontier_markdown(summary):
              f"{summary['device']}. 'met': seeds whose last 3 test accuracies were all ≥ {TARGET_ACC:.2f}. "
              f"Command: `{summary['command']}`.", "",
              "| design | widths | params | final test acc: mean (%) | min–max (%) | lowest of last 3 epochs (%) "
-             "| met |", "|---|---|---|---|---|---|---|"]
+             "| met | device |", "|---|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
         widths = ",".join(map(str, r["widths"]))
         if not r["completed"]:
-            lines.append(f"| {r['design']} | {widths} | {r['params']:,} | no run completed | | | |")
+            lines.append(f"| {r['design']} | {widths} | {r['params']:,} | no run completed | | | | |")
             continue
         lines.append(f"| {r['design']} | {widths} | {r['params']:,} | {r['mean_final_test_acc']:.3f} "
                      f"| {r['min_final_test_acc']:.2f}–{r['max_final_test_acc']:.2f} | {r['min_last3_test_acc']:.2f} "
-                     f"| {r['met']}/{r['completed']} |")
+                     f"| {r['met']}/{r['completed']} | {r.get('device', summary['device'])} |")
     return "\n".join(lines) + "\n"
 
 
@@ -178,7 +183,7 @@ def main(argv=None):
     by_run = dict(zip(runs, results))
     first = next((m for m in results if m is not None), None)
     summary = dict(seeds=len(seeds), seed_list=seeds, epochs=first["epochs"] if first else args.epochs,
-                   device=first["device"] if first else "n/a", subset=args.subset,
+                   device=devices_of([m for m in results if m is not None]), subset=args.subset,
                    command=" ".join(["python", "frontier.py", *(sys.argv[1:] if argv is None else argv)]),
                    rows=[summarise(d, w, p, len(seeds), [by_run[(d, w, p, s)] for s in seeds]) for d, w, p in points])
     atomic_write_json(out / "frontier.json", summary)
