@@ -1,6 +1,7 @@
 """Candidate networks for step 4, screened on the validation split beside model4's own: other layouts, not
 only other widths. A design is a family and its widths, e.g. `pool-6.10.6.12.14.14`; everything else is step 4's
-recipe (model4's DEFAULTS and flags).
+recipe as round 5 found it (model4's DEFAULTS and flags, no clean epochs unless a recipe adds --clean-epochs).
+--dropout, as in model4, goes after the two middle blocks.
 
     python designs.py --design ds-12.24.32.32.32 --val 10000 --seed 1
     python search.py designs results/model4/search-recipes-designs.txt --seeds 3 --jobs 2
@@ -23,28 +24,31 @@ import model4
 from common import conv_bn_relu, gap_head, run_step, separable_bn_relu
 
 
-def m4_features(a, b, squeeze, c, d, e):
+def m4_features(a, b, squeeze, c, d, e, dropout=0.0):
     """Step 4's net of round 4 (the control): the transition a strided 3×3 right after the first."""
     return [conv_bn_relu(1, a), conv_bn_relu(a, b, stride=2),                        # 28 -> 26 -> 12, RF 5
-            conv_bn_relu(b, squeeze, kernel_size=1), conv_bn_relu(squeeze, c), conv_bn_relu(c, d),  # -> 10 -> 8
+            conv_bn_relu(b, squeeze, kernel_size=1), conv_bn_relu(squeeze, c, dropout=dropout),
+            conv_bn_relu(c, d, dropout=dropout),                                       # -> 10 -> 8
             conv_bn_relu(d, e, dilation=2)]                                            # -> 4, RF 21
 
 
-def pad_features(a, b, squeeze, c, d, e):
+def pad_features(a, b, squeeze, c, d, e, dropout=0.0):
     return [conv_bn_relu(1, a, padding=1), conv_bn_relu(a, b, stride=2, padding=1),   # 28 -> 28 -> 14
-            conv_bn_relu(b, squeeze, kernel_size=1), conv_bn_relu(squeeze, c), conv_bn_relu(c, d),  # -> 12 -> 10
+            conv_bn_relu(b, squeeze, kernel_size=1), conv_bn_relu(squeeze, c, dropout=dropout),
+            conv_bn_relu(c, d, dropout=dropout),                                       # -> 12 -> 10
             conv_bn_relu(d, e, dilation=2)]                                            # -> 6, RF 21
 
 
-def pool_features(a, b, squeeze, c, d, e):
+def pool_features(a, b, squeeze, c, d, e, dropout=0.0):
     return [conv_bn_relu(1, a), conv_bn_relu(a, b), nn.MaxPool2d(2),                  # 28 -> 26 -> 24 -> 12, RF 6
-            conv_bn_relu(b, squeeze, kernel_size=1), conv_bn_relu(squeeze, c), conv_bn_relu(c, d),  # -> 10 -> 8
+            conv_bn_relu(b, squeeze, kernel_size=1), conv_bn_relu(squeeze, c, dropout=dropout),
+            conv_bn_relu(c, d, dropout=dropout),                                       # -> 10 -> 8
             conv_bn_relu(d, e, dilation=2)]                                            # -> 4, RF 22
 
 
-def ds_features(a, b, c, d, e):
+def ds_features(a, b, c, d, e, dropout=0.0):
     return [conv_bn_relu(1, a), separable_bn_relu(a, b, stride=2),                   # 28 -> 26 -> 12
-            separable_bn_relu(b, c), separable_bn_relu(c, d),                          # -> 10 -> 8
+            separable_bn_relu(b, c, dropout=dropout), separable_bn_relu(c, d, dropout=dropout),  # -> 10 -> 8
             separable_bn_relu(d, e, dilation=2)]                                       # -> 4, RF 21
 
 
@@ -71,10 +75,10 @@ class Net(nn.Module):
         family, widths = DESIGN.match(design_name(design)).groups()
         widths = tuple(int(w) for w in widths.split("."))
         if family == "pool_ds":  # the design chosen: model4's own Net
-            net = model4.Net(widths)
+            net = model4.Net(widths, dropout)
             self.features, self.head = net.features, net.head
         else:
-            self.features = nn.Sequential(*FAMILIES[family](*widths))
+            self.features = nn.Sequential(*FAMILIES[family](*widths, dropout=dropout))
             self.head = gap_head(widths[-1])
 
     def forward(self, x):

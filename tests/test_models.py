@@ -104,6 +104,8 @@ def test_every_design_screened_for_step4_is_under_its_budget_and_sees_the_digit(
     rows = common.receptive_field(net)
     assert common.count_params(net) < model4.TARGETS.max_params and common.feature_rf(rows) >= 20
     assert net.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    dropped = [m for m in designs.Net(design, dropout=0.1).modules() if isinstance(m, nn.Dropout)]
+    assert len(dropped) == 2 and not any(isinstance(m, nn.Dropout) for m in net.modules())  # --dropout is honoured
 
 
 def test_the_design_chosen_in_round_5_is_model4s_own_net():
