@@ -23,7 +23,7 @@ ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57
             "model3": ("7,838", "99.22"), "model4": ("—", "no such step")}
 # Ablation variants: folder name -> what it changes. The flags are read back from each run's command.
 ABLATIONS = {"full": "nothing (the recipe as is)",
-             "clean-0": "no clean epochs: augmentation to the last epoch (step 3's recipe before its round 3)",
+             "clean-0": "no clean epochs: augmentation to the last epoch",
              "round-4-net": "step 4's net before round 5: a strided transition, full 3×3s, no clean epochs",
              "rotate-7": "rotation ±7° (step 3's recipe before its first search)",
              "no-augment": "no augmentation (rotation and shift)", "step-lr": "StepLR instead of OneCycle",
