@@ -404,12 +404,13 @@ def results_markdown(results="results"):
     confirm = search_section(results, "model4")
     parts += ["", "## How step 4 was chosen: on a validation split", ""]
     if screen or confirm:
-        parts += ["Twenty designs on CPU: first each over one seed (step 4's layout, then step 3's thinned under "
+        parts += ["Twenty designs on CPU: first each over one seed (the layout of rounds 1–4, `m4`: a strided 3×3 as "
+                  "the transition and full 3×3s; then step 3's thinned under "
                   "5,000 parameters; bold marks each table's leader), then the leaders over three seeds. Then two "
                   "rounds on a GPU: the fourth, one change of recipe at a time and the closest widths; the fifth, "
                   "other layouts (`designs.py`: padded maps, max-pool, depthwise-separable 3×3s) — each over "
                   "three or four seeds, then its leaders over ten, where the choice is made.", "",
-                  "### Round 1: step 4's layout, one seed each", "", screen or "_Not run._",
+                  "### Round 1: the layout of rounds 1–4, one seed each", "", screen or "_Not run._",
                   "### Round 1: step 3's layout thinned, one seed each", "", layout3 or "_Not run._",
                   "### Rounds 2 and 3: the leaders, three seeds each — the choice before round 4", "",
                   confirm or "_Not run._"]
