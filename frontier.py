@@ -101,7 +101,7 @@ def frontier_markdown(summary):
 
 def frontier_figure(summary):
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
+    fig, ax = plt.subplots(figsize=(8, 6))
     for design, marker in zip(DESIGNS, "os"):
         rows = [r for r in summary["rows"] if r["design"] == design and r["completed"]]
         if not rows:
@@ -129,7 +129,7 @@ def frontier_figure(summary):
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"How small a CNN can be and still hold {TARGET_ACC:.2f} % ({summary['epochs']} epochs)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2)  # below: the plot is all data
     fig.tight_layout()
     return fig
 
