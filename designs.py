@@ -57,8 +57,8 @@ ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5)
 DESIGN = re.compile(r"^([a-z_0-9]+)-(\d+(?:\.\d+)*)$")
 
 
-def design_name(text):
-    """--design: FAMILY-W1.W2..., the family one of ARITY and as many widths (1..256) as it takes."""
+def parse_design(text):
+    """FAMILY-W1.W2... as (family, widths): the family one of ARITY and as many widths (1..256) as it takes."""
     match = DESIGN.match(text)
     family, widths = (match[1], tuple(int(w) for w in match[2].split("."))) if match else (None, ())
     if family not in ARITY or len(widths) != ARITY[family] or not all(0 < w <= 256 for w in widths):
@@ -66,14 +66,19 @@ def design_name(text):
             f"expected FAMILY-WIDTHS with FAMILY one of {', '.join(ARITY)} and that many widths in 1..256 "
             f"({', '.join(f'{k}: {n}' for k, n in ARITY.items())}) joined by dots, e.g. pool-6.10.6.12.14.14; "
             f"got {text!r}")
+    return family, widths
+
+
+def design_name(text):
+    """--design: the text itself, once parse_design accepts it (it is what the runs record)."""
+    parse_design(text)
     return text
 
 
 class Net(nn.Module):
     def __init__(self, design="m4-6.12.6.12.14.14", dropout=0.0):
         super().__init__()
-        family, widths = DESIGN.match(design_name(design)).groups()
-        widths = tuple(int(w) for w in widths.split("."))
+        family, widths = parse_design(design)
         if family == "pool_ds":  # the design chosen: model4's own Net
             net = model4.Net(widths, dropout)
             self.features, self.head = net.features, net.head

@@ -95,7 +95,7 @@ def frontier_markdown(summary):
             continue
         lines.append(f"| {r['design']} | {widths} | {r['params']:,} | {r['mean_final_test_acc']:.3f} "
                      f"| {r['min_final_test_acc']:.2f}–{r['max_final_test_acc']:.2f} | {r['min_last3_test_acc']:.2f} "
-                     f"| {r['met']}/{r['completed']} | {r.get('device', summary['device'])} |")
+                     f"| {r['met']}/{r['completed']} | {r['device']} |")
     return "\n".join(lines) + "\n"
 
 
