@@ -38,7 +38,7 @@ $(VENV)/.installed-test: $(VENV)/.installed requirements-test.txt
 	touch $@
 
 data: $(ENV)  ## verify MNIST in DATA_DIR, fetching it if absent
-	$(PYTHON) -c "import common, sys; sys.exit(common.data_command('$(DATA_DIR)'))"
+	$(PYTHON) -c "import sys; from harness.mnist import data_command; sys.exit(data_command('$(DATA_DIR)'))"
 
 model1 model2 model3 model4: $(ENV)  ## run a step with its defaults; fails when its targets fail
 	$(PYTHON) $@.py $(ARGS)

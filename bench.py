@@ -29,22 +29,23 @@ import torch.nn.functional as F
 import common
 import model3
 import report
+from harness import cli, cuda_step, errors, files, mnist, runs
 
 # ----------------------------------------------------------------------------------------------------------------
 # Settings
 
 
 def parse_args(argv):
-    parser = common.OneLineParser(prog="bench.py", description=__doc__,
+    parser = cli.OneLineParser(prog="bench.py", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", choices=common.DEVICES, default="auto", help="default: the best available")
-    parser.add_argument("--steps", type=common.positive_int, default=200, help="timed training steps per pipeline")
-    parser.add_argument("--warmup", type=common.positive_int, default=10, help="untimed steps first")
-    parser.add_argument("--repeats", type=common.positive_int, default=3,
+    parser.add_argument("--device", choices=cli.DEVICES, default="auto", help="default: the best available")
+    parser.add_argument("--steps", type=cli.positive_int, default=200, help="timed training steps per pipeline")
+    parser.add_argument("--warmup", type=cli.positive_int, default=10, help="untimed steps first")
+    parser.add_argument("--repeats", type=cli.positive_int, default=3,
                         help="rounds of all pipelines, interleaved; each row reports its median (default: 3)")
-    parser.add_argument("--workers", type=common.non_negative_int, default=2, help="reference DataLoader workers")
+    parser.add_argument("--workers", type=cli.non_negative_int, default=2, help="reference DataLoader workers")
     parser.add_argument("--skip-full", action="store_true", help="skip model3's full 15-epoch run")
-    parser.add_argument("--data-dir", default=common.default_data_dir())
+    parser.add_argument("--data-dir", default=mnist.default_data_dir())
     parser.add_argument("--out", default="results/bench.json", help="where to write the JSON")
     parser.add_argument("--pipeline", type=int, choices=range(len(PIPELINES)), help=argparse.SUPPRESS)  # internal: one row
     return parser.parse_args(argv)
@@ -84,15 +85,18 @@ def reference_step(net):
 
 
 def model3_config(device, *flags):
-    return common.config_from_args(common.build_parser("model3", model3.DEFAULTS, "").parse_args(
+    return cli.config_from_args(cli.build_parser("model3", model3.DEFAULTS, "").parse_args(
         ["--device", device.type, *flags]))
 
 
-def project_step(net, precision="fp32"):
-    """The project's step (common.TrainStep) with the project's SGD (fused, compiled and recorded as a graph, on
-    CUDA); the same learning rate as the reference, held constant. Compilation happens in the untimed warm-up."""
-    config = model3_config(next(net.parameters()).device, "--lr", "0.01", "--scheduler", "none")
-    return common.TrainStep(net, common.make_optimizer_and_scheduler(net, config, 1)[0], precision=precision)
+def project_step(net, precision="fp32", fast=True):
+    """The project's step (common.TrainStep) with the project's SGD (fused on CUDA, where `fast` also compiles it
+    and replays it as a CUDA graph); the same learning rate as the reference, held constant. Compilation happens in
+    the untimed warm-up."""
+    device = next(net.parameters()).device
+    config = model3_config(device, "--lr", "0.01", "--scheduler", "none")
+    step = common.TrainStep(net, common.make_optimizer_and_scheduler(net, config, 1)[0], precision=precision)
+    return cuda_step.GraphedStep(step) if fast and device.type == "cuda" else step
 
 
 def time_steps(batches, device, steps, warmup, make_step, seed=0):
@@ -169,8 +173,8 @@ def run_pipeline(args, device, data):
         make_step = reference_step
     else:
         label, batches = LABELS[name], project_batches(data, device)
-        make_step = lambda net: project_step(net, "bf16" if name == "project-bf16" else "fp32")  # noqa: E731
-        common.FAST_CUDA_STEPS = name != "project-eager"
+        make_step = lambda net: project_step(net, "bf16" if name == "project-bf16" else "fp32",  # noqa: E731
+                                             fast=name != "project-eager")
     rate = time_steps(batches, device, args.steps, args.warmup, make_step)
     return dict(pipeline=label, samples_per_s=round(rate, 1), epoch_s=round(60000 / rate, 2),
                 peak_memory_mb=round(peak_memory_mb(device), 1))
@@ -182,59 +186,47 @@ def run_pipeline(args, device, data):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.pipeline is not None:  # a child: the parent ends it, and nothing of its own needs tidying
-        return bench(args, argv)
-    common.stop_on_sigterm()
-    try:
-        return bench(args, argv)
-    except KeyboardInterrupt as stop:
-        common.end_processes()
-        print(f"\nbench.py: interrupted; {args.out} was not written, and whatever it held before is kept",
-              file=sys.stderr)
-        return common.interrupt_status(stop)
+
+    def interrupted():
+        runs.end_processes()  # the pipeline under way, if any
+        return f"{args.out} was not written, and whatever it held before is kept"
+    return errors.run_main("bench.py", lambda: bench(args, argv), interrupted)
 
 
 def bench(args, argv):
-    try:
-        device = torch.device(common.resolve_device(args.device))
-        common.check_writable(Path(args.out).parent)
-        data = common.prepare_data(args.data_dir)
-    except common.UsageError as e:
-        print(f"bench.py: error: {e}", file=sys.stderr)
-        return 2
-    except common.DataError as e:
-        print(f"bench.py: error: {e}", file=sys.stderr)
-        return 1
-    device_text = common.describe_device(device)
+    device = torch.device(cli.resolve_device(args.device))
+    files.check_writable(Path(args.out).parent)
+    data = common.prepare_data(args.data_dir)
+    device_text = cli.describe_device(device)
     if args.pipeline is not None:  # a child process: one pipeline, its row as JSON on the last line
         print(json.dumps(run_pipeline(args, device, data)))
         return 0
     print(f"bench: {device_text}; {args.warmup} warm-up + {args.steps} timed steps of batch 128 per pipeline, "
           f"each pipeline in its own process, {args.repeats} interleaved round(s)")
     names = pipelines_for(device)
-    runs = [[] for _ in names]
+    rounds = [[] for _ in names]
     # Rounds interleave the pipelines (A B C A B C ...), so a slow spell of a shared machine hits every row alike;
     # each row reports its median round.
     for round_index in range(args.repeats):
         for index, name in enumerate(names):
-            child = common.start_process([sys.executable, __file__, "--pipeline", str(PIPELINES.index(name)),
-                                          "--device", device.type, "--steps", str(args.steps),
-                                          "--warmup", str(args.warmup), "--workers", str(args.workers),
-                                          "--data-dir", args.data_dir],
-                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            child = runs.start_process([sys.executable, __file__, "--pipeline", str(PIPELINES.index(name)),
+                                        "--device", device.type, "--steps", str(args.steps),
+                                        "--warmup", str(args.warmup), "--workers", str(args.workers),
+                                        "--data-dir", args.data_dir],
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             stdout, stderr = child.communicate()
-            common.RUNNING.discard(child)
+            runs.RUNNING.discard(child)
             if child.returncode != 0:
                 print(f"bench.py: error: the pipeline {name!r} failed:\n{stderr.strip()}", file=sys.stderr)
                 return 1
             row = json.loads(stdout.strip().splitlines()[-1])
-            runs[index].append(row)
+            rounds[index].append(row)
             print(f"  round {round_index + 1}/{args.repeats}: {row['pipeline']}: {row['samples_per_s']:,.0f} "
                   f"samples/s, {row['epoch_s']:.2f} s/epoch")
-    rows = [median_row(row_runs) for row_runs in runs]
+    rows = [median_row(row_runs) for row_runs in rounds]
     project = rows[names.index("project")]
     speedup = rows[0]["epoch_s"] / project["epoch_s"]
-    command = " ".join(["python", "bench.py", *(sys.argv[1:] if argv is None else argv)])
+    command = cli.command_line("bench.py", sys.argv[1:] if argv is None else argv)
     result = dict(device=device_text, command=command,
                   date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), torch=torch.__version__, steps=args.steps,
                   warmup=args.warmup, repeats=args.repeats, pipelines=rows, reference_epoch_s=rows[0]["epoch_s"],
@@ -256,7 +248,7 @@ def bench(args, argv):
     result["table_markdown"] = report.bench_table(result)
     print("\n" + result["table_markdown"])
     print(f"speedup vs reference ({device_text}): {speedup:.1f}x")
-    common.atomic_write_json(args.out, result)
+    files.atomic_write_json(args.out, result)
     return 0
 
 

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 
 import common
+from harness import cli, errors, files, mnist
 
-STEPS = ("model1", "model2", "model3", "model4")
 MAX_BODY = 1 << 20           # bytes; a larger request is refused with 413
 DRAIN_LIMIT = 16 * MAX_BODY  # an oversized body up to this is read and dropped, so the client hears the 413
 MIN_SIDE, MAX_SIDE = 28, 280  # the canvas is sent as a square of this many grey levels a side
@@ -88,8 +88,8 @@ def parse_pixels(body):
     if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
         raise BadInput("every pixel must be a grey level in 0..1")
     step = request.get("step")
-    if step is not None and step not in STEPS:
-        raise BadInput(f"unknown step {step!r}; the steps are {', '.join(STEPS)}")
+    if step is not None and step not in common.STEPS:
+        raise BadInput(f"unknown step {step!r}; the steps are {', '.join(common.STEPS)}")
     return image, step
 
 
@@ -103,7 +103,7 @@ class Models:
     def __init__(self, results, data):
         self.mean, self.std = data["mean"], data["std"]
         self.nets, self.info, self.lock = {}, {}, threading.Lock()
-        for step in STEPS:
+        for step in common.STEPS:
             path = Path(results) / step / "model.pt"
             if not (Path(__file__).parent / f"{step}.py").exists():
                 continue
@@ -114,9 +114,9 @@ class Models:
             metrics = Path(results) / step / "metrics.json"
             net = module.Net(**self._net_kwargs(metrics))
             try:
-                net.load_state_dict(common.load_state_dict(path))
+                net.load_state_dict(files.load_state_dict(path))
             except (RuntimeError, OSError, ValueError) as e:
-                raise common.DataError(f"{path} cannot be loaded into {step}.Net ({str(e).splitlines()[0]}); "
+                raise errors.DataError(f"{path} cannot be loaded into {step}.Net ({str(e).splitlines()[0]}); "
                                        f"run `make {step}` to write it again") from None
             net.eval()
             self.nets[step] = net
@@ -258,37 +258,29 @@ def make_server(host, port, results, data_dir, log=print):
 
 
 def main(argv=None):
-    common.stop_on_sigterm()
-    parser = common.OneLineParser(prog="demo.py", description=__doc__,
-                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.OneLineParser(prog="demo.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
-    parser.add_argument("--port", type=common.number_parser(int, "a port in 1..65535", lambda v: 0 < v < 65536),
+    parser.add_argument("--port", type=cli.number_parser(int, "a port in 1..65535", lambda v: 0 < v < 65536),
                         default=8000, help="port (default: %(default)s)")
     parser.add_argument("--results", default="results", help="folder of the steps' runs (default: %(default)s)")
-    parser.add_argument("--data-dir", default=common.default_data_dir(),
+    parser.add_argument("--data-dir", default=mnist.default_data_dir(),
                         help="folder holding MNIST/raw, for the test digits (default: $MNIST_DATA_DIR, else data)")
     args = parser.parse_args(argv)
+    return errors.run_main("demo.py", lambda: serve(args), interrupted="the server stopped")
+
+
+def serve(args):
     try:
         server = make_server(args.host, args.port, args.results, args.data_dir)
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
-            print(f"demo.py: error: port {args.port} on {args.host} is already in use (choose another with --port)",
-                  file=sys.stderr)
-        else:
-            print(f"demo.py: error: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
-        return 2
-    except common.DataError as e:
-        print(f"demo.py: error: {e}", file=sys.stderr)
-        return 1
+            raise errors.UsageError(f"port {args.port} on {args.host} is already in use (choose another with --port)")
+        raise errors.UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
     print(f"demo: serving on http://{args.host}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
-    except KeyboardInterrupt as stop:
-        print("\ndemo: stopped", file=sys.stderr)
-        return common.interrupt_status(stop)
     finally:
         server.server_close()
-    return 0
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import (OneLineParser, UsageError, atomic_save_figure, atomic_write_json, atomic_write_text, count_params,
-                    check_writable, interrupt_status, non_negative_int, positive_int, pyplot, run_commands,
-                    stop_on_sigterm)
+from common import count_params, pyplot
+from harness.cli import OneLineParser, command_line, non_negative_int, positive_int
+from harness.errors import run_main
+from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text, check_writable
+from harness.runs import run_commands, step_run
 
 ROOT = Path(__file__).resolve().parent
 DESIGNS = ("model3", "model4")
@@ -55,12 +57,6 @@ def widths_for(net_class, widths, size):
         if best is None or abs(params - size) < abs(best[1] - size):
             best = (candidate, params)
     return best
-
-
-def run_argv(design, widths, seed, out, extra):
-    script = os.path.relpath(ROOT / f"{design}.py")
-    return [sys.executable, script, "--widths", ",".join(map(str, widths)), *extra, "--seed", str(seed),
-            "--out", str(out)]
 
 
 def summarise(design, widths, params, seeds, runs):
@@ -163,28 +159,26 @@ def main(argv=None):
             if all((design, params) != (d, p) for d, _, p in points):  # two sizes may round to one net
                 points.append((design, widths, params))
     out = Path(args.out)
-    try:
-        check_writable(out)
-    except UsageError as e:
-        parser.error(str(e))
+    return run_main("frontier.py", lambda: frontier(args, argv, points, extra, out),
+                    interrupted=f"completed runs are kept in {out}/runs and are reused by the next frontier run; "
+                                "frontier.json was not updated")
+
+
+def frontier(args, argv, points, extra, out):
+    check_writable(out)
     seeds = list(range(args.seed, args.seed + args.seeds))
     runs = [(design, widths, params, seed) for design, widths, params in points for seed in seeds]
-    folder = lambda design, params, seed: out / "runs" / f"{design}-{params}" / f"seed-{seed}"  # noqa: E731
-    stop_on_sigterm()
-    try:
-        print(f"frontier: {len(points)} nets × {len(seeds)} seeds = {len(runs)} runs, {args.jobs} at a time, "
-              f"into {out}/runs")
-        results = run_commands([(run_argv(d, w, s, folder(d, p, s), extra), folder(d, p, s)) for d, w, p, s in runs],
-                               args.jobs)
-    except KeyboardInterrupt as stop:
-        print(f"\nfrontier.py: interrupted; completed runs are kept in {out}/runs and are reused by the next "
-              "frontier run; frontier.json was not updated", file=sys.stderr)
-        return interrupt_status(stop)
+    defaults = {design: importlib.import_module(design).DEFAULTS for design, _, _ in points}
+    print(f"frontier: {len(points)} nets × {len(seeds)} seeds = {len(runs)} runs, {args.jobs} at a time, "
+          f"into {out}/runs")
+    results = run_commands([step_run(os.path.relpath(ROOT / f"{d}.py"), ["--widths", ",".join(map(str, w)), *extra],
+                                     s, out / "runs" / f"{d}-{p}" / f"seed-{s}", defaults[d]) for d, w, p, s in runs],
+                           args.jobs)
     by_run = dict(zip(runs, results))
     first = next((m for m in results if m is not None), None)
     summary = dict(seeds=len(seeds), seed_list=seeds, epochs=first["epochs"] if first else args.epochs,
                    device=devices_of([m for m in results if m is not None]), subset=args.subset,
-                   command=" ".join(["python", "frontier.py", *(sys.argv[1:] if argv is None else argv)]),
+                   command=command_line("frontier.py", sys.argv[1:] if argv is None else argv),
                    rows=[summarise(d, w, p, len(seeds), [by_run[(d, w, p, s)] for s in seeds]) for d, w, p in points])
     atomic_write_json(out / "frontier.json", summary)
     atomic_write_text(out / "frontier.md", frontier_markdown(summary))

@@ -5,6 +5,7 @@ docstring, so that no figure is ever typed by hand.
     python report.py --ablation-only  # results/ablation/ablation.md and .json (run by `make ablation`)
 """
 import argparse
+import importlib
 import json
 import math
 import re
@@ -14,10 +15,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from common import (atomic_save_figure, atomic_write_json, atomic_write_text, config_of_command, pyplot,
-                    recorded_config)
-
-STEPS = ("model1", "model2", "model3", "model4")
+from common import STEPS, pyplot
+from harness.cli import OneLineParser, settings_meant_by, settings_recorded_in
+from harness.errors import DataError, run_main
+from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text
 # The original write-up's figures, for comparison (its step 1 and 2 report the best test epoch).
 ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57 (best epoch)"),
             "model3": ("7,838", "99.22"), "model4": ("—", "no such step")}
@@ -41,7 +42,7 @@ README_BEGIN, README_END = "<!-- results:begin (written by report.py) -->", "<!-
 BENCH_BEGIN, BENCH_END = "<!-- bench:begin (written by report.py) -->", "<!-- bench:end -->"
 
 
-class DamagedResults(Exception):
+class DamagedResults(DataError):
     """A results file that exists but cannot be read as the run that wrote it meant: the report stops, naming it,
     rather than leaving that run out of RESULTS.md and the README without a word."""
 
@@ -253,16 +254,22 @@ def frontier_section(results):
             + frontier_recipe_note(results))
 
 
+def settings_today(command):
+    """The settings a step's recorded command `python STEP.py FLAGS` means under the step's DEFAULTS of today."""
+    script, *flags = shlex.split(command)[1:]
+    return settings_meant_by(flags, importlib.import_module(Path(script).stem).DEFAULTS)
+
+
 def frontier_recipe_note(results):
     """Which design's frontier runs were trained with a recipe its step has changed since, and how."""
     notes = []
     for design in ("model3", "model4"):
         run = min((Path(results) / "frontier" / "runs").glob(f"{design}-*/seed-*/metrics.json"), default=None)
         metrics = run and load_json(run, ("command", "config"))
-        today = metrics and config_of_command(shlex.split(metrics["command"]))
+        today = metrics and settings_today(metrics["command"])
         if not today:
             continue
-        then = recorded_config(metrics)
+        then = settings_recorded_in(metrics)
         changed = [(key, then.get(key), value) for key, value in today.items()
                    if key != "seed" and then.get(key) != value]
         if changed:
@@ -512,16 +519,20 @@ def planned_files(results, ablation_only=False):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="report.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="results", help="folder of runs (default: results)")
     parser.add_argument("--ablation-only", action="store_true", help="only the ablation table")
     args = parser.parse_args(argv)
+    return run_main("report.py", lambda: write_report(args.results, args.ablation_only),
+                    interrupted="each file is either as it was or rewritten whole")
+
+
+def write_report(results, ablation_only):
     try:
-        files = planned_files(args.results, args.ablation_only)
+        files = planned_files(results, ablation_only)
     except DamagedResults as e:
-        print(f"report.py: error: {e}; nothing was rewritten (rerun the step that writes it, or restore it with "
-              "`git checkout -- FILE`)", file=sys.stderr)
-        return 1
+        raise DamagedResults(f"{e}; nothing was rewritten (rerun the step that writes it, or restore it with "
+                             "`git checkout -- FILE`)") from None
     for path, content in files.items():
         if isinstance(content, str):
             atomic_write_text(path, content)

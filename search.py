@@ -13,6 +13,7 @@ reused, so an interrupted search goes on where it stopped. The table goes to OUT
 (OUT/NAME.* with --name).
 """
 import argparse
+import importlib
 import os
 import re
 import shlex
@@ -20,8 +21,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import (OneLineParser, UsageError, atomic_write_json, atomic_write_text, interrupt_status, non_negative_int,
-                    positive_int, run_commands, stop_on_sigterm)
+from harness.cli import OneLineParser, command_line, non_negative_int, positive_int
+from harness.errors import UsageError, run_main
+from harness.files import atomic_write_json, atomic_write_text
+from harness.runs import run_commands, step_run
 
 ROOT = Path(__file__).resolve().parent
 STEPS = ("model1", "model2", "model3", "model4", "designs")
@@ -59,11 +62,6 @@ def table_name(text):
     if not RECIPE_NAME.match(text):
         raise argparse.ArgumentTypeError(f"expected a file name of letters, digits and . _ + -, got {text!r}")
     return text
-
-
-def run_argv(step, flags, seed, val, out):
-    script = os.path.relpath(ROOT / f"{step}.py")  # as typed from the project's folder: `python model3.py ...`
-    return [sys.executable, script, *flags, "--val", str(val), "--seed", str(seed), "--out", str(out)]
 
 
 def summarise(name, flags, seeds, runs, min_acc):
@@ -139,35 +137,33 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not (ROOT / f"{args.step}.py").is_file():
         parser.error(f"argument step: {args.step}.py does not exist here")
-    try:
-        recipes = read_recipes(args.recipes)
-    except UsageError as e:
-        print(f"search.py: error: {e}", file=sys.stderr)
-        return 2
+    out = Path(args.out or f"results/{args.step}/search")
+    return run_main("search.py", lambda: search(args, argv, out),
+                    interrupted=f"completed runs are kept in {out}/runs and are reused by the next search; "
+                                f"{args.name}.json was not updated")
+
+
+def search(args, argv, out):
+    recipes = read_recipes(args.recipes)
     if args.only:
         wanted = set(args.only.split(","))
         unknown = wanted - {name for name, _ in recipes}
         if unknown:
-            parser.error(f"argument --only: no recipe named {', '.join(sorted(unknown))} in {args.recipes}")
+            raise UsageError(f"argument --only: no recipe named {', '.join(sorted(unknown))} in {args.recipes}")
         recipes = [r for r in recipes if r[0] in wanted]
-    out = Path(args.out or f"results/{args.step}/search")
+    script = os.path.relpath(ROOT / f"{args.step}.py")  # as typed from the project's folder: `python model3.py ...`
+    defaults = importlib.import_module(args.step).DEFAULTS
     seeds = list(range(args.seed, args.seed + args.seeds))
     runs = [(name, tuple(flags), seed) for name, flags in recipes for seed in seeds]
-    stop_on_sigterm()
-    try:
-        print(f"search: {len(recipes)} recipes × {len(seeds)} seeds = {len(runs)} runs, {args.jobs} at a time, "
-              f"into {out}/runs")
-        results = run_commands([(run_argv(args.step, flags, seed, args.val, out / "runs" / name / f"seed-{seed}"),
-                                 out / "runs" / name / f"seed-{seed}") for name, flags, seed in runs], args.jobs)
-    except KeyboardInterrupt as stop:
-        print(f"\nsearch.py: interrupted; completed runs are kept in {out}/runs and are reused by the next search; "
-              f"{args.name}.json was not updated", file=sys.stderr)
-        return interrupt_status(stop)
+    print(f"search: {len(recipes)} recipes × {len(seeds)} seeds = {len(runs)} runs, {args.jobs} at a time, "
+          f"into {out}/runs")
+    results = run_commands([step_run(script, [*flags, "--val", args.val], seed, out / "runs" / name / f"seed-{seed}",
+                                     defaults) for name, flags, seed in runs], args.jobs)
     by_run = dict(zip(runs, results))
     first = next((m for m in results if m is not None), None)
     summary = dict(step=args.step, val=args.val, seeds=len(seeds), seed_list=", ".join(map(str, seeds)),
                    min_acc=args.min_acc, device=first["device"] if first else "n/a",
-                   command=" ".join(["python", "search.py", *(sys.argv[1:] if argv is None else argv)]),
+                   command=command_line("search.py", sys.argv[1:] if argv is None else argv),
                    recipes=[summarise(name, flags, len(seeds), [by_run[(name, tuple(flags), s)] for s in seeds],
                                       args.min_acc) for name, flags in recipes])
     summary["chosen"] = choose(summary["recipes"], len(seeds))

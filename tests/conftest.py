@@ -11,11 +11,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import common  # noqa: E402
+from harness import mnist as mnist_files  # noqa: E402
 
 
 def _data_dir():
     for candidate in (os.environ.get("MNIST_DATA_DIR"), ROOT.parent / "shared" / "mnist", ROOT / "data"):
-        if candidate and all((Path(candidate) / common.RAW_SUBDIR / f).is_file() for f in common.MNIST_FILES):
+        if candidate and all((Path(candidate) / mnist_files.RAW_SUBDIR / f).is_file()
+                                for f in mnist_files.MNIST_FILES):
             return Path(candidate).resolve()  # absolute: tests link to these files from other folders
     return None
 

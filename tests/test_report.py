@@ -210,14 +210,13 @@ def test_the_frontier_names_the_smallest_net_of_each_design_that_held_on_every_s
 
 def test_the_frontier_says_which_points_an_older_recipe_trained(results, monkeypatch):
     """A frontier run made before its step's recipe changed is named as such, with the setting that changed."""
-    import common
     command = "python model3.py --widths 3,7,3,5,7,7 --seed 1 --out results/frontier/runs/model3-1952/seed-1"
-    today = common.config_of_command(command.split())
+    today = report.settings_today(command)
     then = {k: v for k, v in today.items() if k != "clean_epochs"}  # made before --clean-epochs existed
     _write(results / "frontier" / "runs" / "model3-1952" / "seed-1" / "metrics.json", dict(command=command, config=then))
-    monkeypatch.setattr(report, "config_of_command", lambda argv: dict(today, clean_epochs=0))
+    monkeypatch.setattr(report, "settings_today", lambda command: dict(today, clean_epochs=0))
     assert report.frontier_recipe_note(results) == ""  # what the recipe is today: no note
-    monkeypatch.setattr(report, "config_of_command", lambda argv: dict(today, clean_epochs=3))
+    monkeypatch.setattr(report, "settings_today", lambda command: dict(today, clean_epochs=3))
     note = report.frontier_recipe_note(results)
     assert "step 3's design was trained with clean_epochs 0, where its recipe today has 3" in note
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import common
+from harness import cli, cuda_step, files, runs as runs_module
 import model1
 import model2
 import model3
@@ -63,7 +64,7 @@ def test_saved_model3_scores_what_metrics_json_reports(smoke_runs, mnist):
     _, out = smoke_runs["model3"]
     metrics = json.loads((out / "metrics.json").read_text())
     net = model3.Net()
-    net.load_state_dict(common.load_state_dict(out / "model.pt"))
+    net.load_state_dict(files.load_state_dict(out / "model.pt"))
     net.eval()
     images, labels = mnist["test"][0][:1000], mnist["test"][1][:1000]
     x = (images.float().unsqueeze(1) / 255 - metrics["normalisation"]["mean"]) / metrics["normalisation"]["std"]
@@ -80,20 +81,20 @@ def test_committed_model3_scores_what_its_metrics_report(mnist):
         pytest.skip("no results/model3 run yet")
     metrics = json.loads((folder / "metrics.json").read_text())
     net = model3.Net()
-    net.load_state_dict(common.load_state_dict(folder / "model.pt"))
+    net.load_state_dict(files.load_state_dict(folder / "model.pt"))
     loader = common.DeviceLoader(*mnist["test"], 1000, "cpu", **metrics["normalisation"])
     _, accuracy, _ = common.evaluate(net, loader)
     assert accuracy == pytest.approx(metrics["final_test_acc"], abs=0.005)
 
 
 def test_same_seed_same_cpu_same_numbers(mnist):
-    config = common.Config(epochs=2, batch_size=64, test_batch_size=500, lr=0.05, momentum=0.9, nesterov=True,
-                           weight_decay=0.0, scheduler="onecycle", step_size=5, gamma=0.1, rotate=7.0, shift=2.0, seed=3,
-                           subset=640, net_kwargs={"dropout": 0.05})
-    runs = [common.fit(model3.Net, config, mnist, log=lambda *_: None)[1] for _ in range(2)]
+    config = cli.Config(epochs=2, batch_size=64, test_batch_size=500, lr=0.05, momentum=0.9, nesterov=True,
+                        weight_decay=0.0, scheduler="onecycle", step_size=5, gamma=0.1, rotate=7.0, shift=2.0, seed=3,
+                        subset=640, net_kwargs={"dropout": 0.05})
+    runs = [common.fit(model3.Net, config, mnist, log=lambda *_: None).history for _ in range(2)]
     strip = [[{k: v for k, v in h.items() if k != "seconds"} for h in run] for run in runs]
     assert strip[0] == strip[1]
-    other = common.fit(model3.Net, common.Config(**{**vars(config), "seed": 4}), mnist, log=lambda *_: None)[1]
+    other = common.fit(model3.Net, cli.Config(**{**vars(config), "seed": 4}), mnist, log=lambda *_: None).history
     assert [h["train_loss"] for h in other] != [h["train_loss"] for h in runs[0]]
 
 
@@ -140,19 +141,19 @@ def test_train_step_is_the_plain_training_loop():
 def test_warm_up_leaves_the_run_as_it_was():
     """The warm-up trains for real (it compiles and tunes on CUDA), then restores weights, batch-norm statistics
     and random streams, so a warmed-up run takes the same steps as a cold one."""
-    config = common.Config(epochs=1, batch_size=32, test_batch_size=500, lr=0.05, momentum=0.9, nesterov=True,
-                           weight_decay=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0, shift=0.0,
-                           seed=1)
+    config = cli.Config(epochs=1, batch_size=32, test_batch_size=500, lr=0.05, momentum=0.9, nesterov=True,
+                        weight_decay=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0, shift=0.0,
+                        seed=1)
     torch.manual_seed(0)
     x, y = torch.randn(2, 32, 1, 28, 28), torch.randint(0, 10, (2, 32))
     nets = [model3.Net() for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
     steps = [common.TrainStep(net, common.make_optimizer_and_scheduler(net, config, 1)[0]) for net in nets]
     torch.manual_seed(5)
-    steps[0].warm_up(config, [32, 17])
+    cuda_step.warm_up_steps(steps[0], common.make_optimizer_and_scheduler(nets[0], config, 1)[0], [32, 17])
     after_warm_up = torch.rand(1)
     torch.manual_seed(5)
-    assert torch.equal(after_warm_up, torch.rand(1)) and steps[0].setup_seconds > 0
+    assert torch.equal(after_warm_up, torch.rand(1))
     for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
         assert torch.equal(a, b)
     for i in range(2):
@@ -163,19 +164,21 @@ def test_warm_up_leaves_the_run_as_it_was():
     assert steps[0].loss_sum.item() == steps[1].loss_sum.item()
 
 
-def test_warm_up_epoch_leaves_the_batches_as_they_were(mnist):
+def test_warm_up_loader_leaves_the_batches_as_they_were(mnist):
     images, labels = mnist["train"]
     loaders = [common.DeviceLoader(images, labels, 50, "cpu", 0.13, 0.31, shuffle=True, rotate_degrees=7,
                                    shift_pixels=2, seed=3, limit=200) for _ in range(2)]
     test_loader = common.DeviceLoader(*mnist["test"], 100, "cpu", 0.13, 0.31, limit=200)
-    assert common.warm_up_epoch(model3.Net(), loaders[0], test_loader) > 0
+    evaluated = []
+    cuda_step.warm_up_loader(loaders[0], lambda: evaluated.append(common.evaluate(model3.Net(), test_loader)))
+    assert len(evaluated) == 1
     for (xa, ya), (xb, yb) in zip(loaders[0], loaders[1]):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
 
 def test_onecycle_keeps_the_momentum_flag(mnist):
-    config = common.Config(epochs=1, batch_size=64, test_batch_size=500, lr=0.05, momentum=0.8, nesterov=True,
-                           weight_decay=0.0, scheduler="onecycle", step_size=5, gamma=0.1, rotate=0.0, shift=0.0, seed=1)
+    config = cli.Config(epochs=1, batch_size=64, test_batch_size=500, lr=0.05, momentum=0.8, nesterov=True,
+                        weight_decay=0.0, scheduler="onecycle", step_size=5, gamma=0.1, rotate=0.0, shift=0.0, seed=1)
     optimizer, scheduler, every = common.make_optimizer_and_scheduler(model3.Net(), config, 10)
     for _ in range(5):
         optimizer.step()  # no gradients yet: changes nothing, but keeps the scheduler's order check quiet
@@ -205,8 +208,9 @@ def test_bf16_changes_the_forward_pass_and_fp32_does_not():
 
 
 def test_each_seed_has_its_own_command_line():
-    argv = common.seed_argv("model3", ["--seeds", "20", "--lr", "0.2", "--jobs=2", "--seed", "5"], 7, "out/seed-7")
-    assert argv[2:] == ["--lr", "0.2", "--seed", "5", "--seed", "7", "--out", "out/seed-7"]
+    flags = runs_module.seed_flags(["--seeds", "20", "--lr", "0.2", "--jobs=2", "--seed", "5"])
+    argv = runs_module.step_argv(common.STEPS_FOLDER / "model3.py", flags, 7, "out/seed-7")
+    assert list(argv[2:]) == ["--lr", "0.2", "--seed", "5", "--seed", "7", "--out", "out/seed-7"]
     assert argv[1].endswith("model3.py")
 
 

@@ -4,6 +4,7 @@ import json
 import pytest
 
 import common
+from harness import cli, runs
 import model3
 import model4
 from conftest import assert_clean_failure, run_script
@@ -12,7 +13,7 @@ from conftest import assert_clean_failure, run_script
 def _config(**changes):
     base = dict(epochs=1, batch_size=64, test_batch_size=500, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.0,
                 scheduler="onecycle", step_size=5, gamma=0.1, rotate=7.0, shift=2.0, seed=1)
-    return common.Config(**{**base, **changes})
+    return cli.Config(**{**base, **changes})
 
 
 @pytest.mark.parametrize("subset, val, sizes", [(None, 5000, (55000, 5000)), (None, 0, (60000, 0)),
@@ -30,7 +31,8 @@ def test_validation_is_scored_on_the_plain_images_every_epoch(mnist):
     """Each epoch's val loss is the model's loss on the held-out images as they are: an augmented (randomly rotated
     and shifted) validation split would give another loss."""
     config = _config(epochs=2, subset=600, val=200)
-    model, history, *_ = common.fit(model3.Net, config, mnist, log=lambda *_: None)
+    trained = common.fit(model3.Net, config, mnist, log=lambda *_: None)
+    model, history = trained.model, trained.history
     assert [set(h) >= {"val_loss", "val_acc"} for h in history] == [True, True]
     _, (val_x, val_y) = common.split_training(mnist["train"], config)
     plain = common.DeviceLoader(val_x, val_y, 500, "cpu", mnist["mean"], mnist["std"])
@@ -43,7 +45,7 @@ def test_validation_is_scored_on_the_plain_images_every_epoch(mnist):
 
 
 def test_a_run_without_val_has_no_val_fields(mnist):
-    history = common.fit(model3.Net, _config(subset=300), mnist, log=lambda *_: None)[1]
+    history = common.fit(model3.Net, _config(subset=300), mnist, log=lambda *_: None).history
     assert "val_acc" not in history[0] and "test_acc" in history[0]
 
 
@@ -96,10 +98,10 @@ def test_the_last_clean_epochs_train_on_the_digits_as_they_are(mnist, monkeypatc
 
 def test_a_steps_clean_epochs_fit_a_shorter_run():
     """model3's recipe ends on 3 clean epochs; `--epochs 2` (or --dry-run) makes both clean rather than failing."""
-    parse = common.build_parser("model3", model3.DEFAULTS, "").parse_args
-    assert common.config_from_args(parse(["--device", "cpu"])).clean_epochs == model3.DEFAULTS["clean_epochs"] == 3
-    assert common.config_from_args(parse(["--device", "cpu", "--epochs", "2"])).clean_epochs == 2
-    assert common.config_from_args(parse(["--device", "cpu", "--clean-epochs", "0"])).clean_epochs == 0
+    parse = cli.build_parser("model3", model3.DEFAULTS, "").parse_args
+    assert cli.config_from_args(parse(["--device", "cpu"])).clean_epochs == model3.DEFAULTS["clean_epochs"] == 3
+    assert cli.config_from_args(parse(["--device", "cpu", "--epochs", "2"])).clean_epochs == 2
+    assert cli.config_from_args(parse(["--device", "cpu", "--clean-epochs", "0"])).clean_epochs == 0
 
 
 def test_epoch_line_keeps_its_columns():
@@ -149,17 +151,17 @@ def test_a_malformed_recipes_file_is_one_line_and_exit_2(tmp_path):
 def test_a_completed_run_is_reused_only_while_its_command_means_the_same_recipe(tmp_path):
     """`python model4.py --seed 1` trains another net once model4's DEFAULTS change: a run made before is stale.
     A setting added since a run was made counts at its default, which is what that run did."""
-    argv = ["python", "model4.py", "--seed", "1", "--out", str(tmp_path)]
-    command, config = common.command_text(argv), common.config_of_command(argv)
+    flags = ["--seed", "1", "--out", str(tmp_path)]
+    command, config = cli.command_line("model4.py", flags), cli.settings_meant_by(flags, model4.DEFAULTS)
     assert config["net_kwargs"]["widths"] == list(model4.DEFAULTS["widths"]) and config["seed"] == 1
     metrics = dict(command=command, config=dict(config))
     (tmp_path / "metrics.json").write_text(json.dumps(metrics))
-    assert common.completed_run(tmp_path, command, config) == metrics
-    assert common.completed_run(tmp_path, command.replace("--seed 1", "--seed 2"), config) is None
+    assert runs.completed_run(tmp_path, command, config) == metrics
+    assert runs.completed_run(tmp_path, command.replace("--seed 1", "--seed 2"), config) is None
     stale = dict(config, net_kwargs=dict(config["net_kwargs"], widths=[6, 12, 8, 12, 12, 14]))
     (tmp_path / "metrics.json").write_text(json.dumps(dict(command=command, config=stale)))
-    assert common.completed_run(tmp_path, command, config) is None
+    assert runs.completed_run(tmp_path, command, config) is None
     older = {k: v for k, v in config.items() if k != "clean_epochs"}  # made before --clean-epochs: it trained none
     (tmp_path / "metrics.json").write_text(json.dumps(dict(command=command, config=older)))
-    assert common.completed_run(tmp_path, command, dict(config, clean_epochs=0)) is not None
-    assert model4.DEFAULTS["clean_epochs"] > 0 and common.completed_run(tmp_path, command, config) is None
+    assert runs.completed_run(tmp_path, command, dict(config, clean_epochs=0)) is not None
+    assert model4.DEFAULTS["clean_epochs"] > 0 and runs.completed_run(tmp_path, command, config) is None

@@ -1,0 +1,11 @@
+"""The machinery around the exercise: what a step needs but never shows a reader.
+
+    errors     the errors a user can cause, and the one place that turns them into a line and an exit status
+    mnist      the four MNIST files: sizes, MD5s, fetching (torchvision, else a pinned PyPI wheel), loading
+    files      atomic writes: a result on disk is the old one or the new one, never half of one
+    cli        the command line: Config, the flags and their checks, devices, the settings a run records
+    cuda_step  the fast path on a GPU: a training step compiled, recorded once as a CUDA graph and replayed
+    runs       many runs: one process per run, reuse of completed runs, a step over seeds
+
+Imports run downwards only: nothing here imports common.py or a step.
+"""

@@ -1,0 +1,239 @@
+"""The command line every step shares, in the pytorch/examples style: flags validated before any work starts, a
+`Config` of the run's settings, the device it trains on, and the settings a run records (how a completed run is
+recognised when the same command means the same recipe)."""
+import argparse
+import contextlib
+import json
+import math
+import platform
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from harness.errors import UsageError
+from harness.mnist import TRAIN_IMAGES, default_data_dir
+
+# Hyper-parameters every step shares; a step's DEFAULTS override any of them.
+BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, momentum=0.9, nesterov=False,
+                     weight_decay=0.0, label_smoothing=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0,
+                     shift=0.0, clean_epochs=0, seed=1)
+SCHEDULERS = ("onecycle", "step", "none")
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
+@dataclass
+class Config:
+    epochs: int
+    batch_size: int
+    test_batch_size: int
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    scheduler: str
+    step_size: int
+    gamma: float
+    rotate: float
+    shift: float
+    seed: int
+    device: str = "cpu"
+    subset: int = None
+    val: int = 0
+    label_smoothing: float = 0.0
+    precision: str = "fp32"
+    batchnorm: bool = True
+    clean_epochs: int = 0
+    net_kwargs: dict = field(default_factory=dict)
+
+
+def number_parser(kind, allowed, test):
+    """An argparse type: `kind(text)` that passes `test`, else one line saying what was `allowed`."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}") from None
+        if not test(value):
+            raise argparse.ArgumentTypeError(f"expected {allowed}, got {text!r}")
+        return value
+    return parse
+
+
+positive_int = number_parser(int, "a positive integer", lambda v: v > 0)
+non_negative_int = number_parser(int, "an integer ≥ 0", lambda v: v >= 0)
+positive_float = number_parser(float, "a positive finite number", lambda v: math.isfinite(v) and v > 0)
+probability = number_parser(float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
+momentum_value = number_parser(float, "a momentum in [0, 1)", lambda v: 0 <= v < 1)
+decay_factor = number_parser(float, "a factor in (0, 1]", lambda v: 0 < v <= 1)
+small_penalty = number_parser(float, "a weight decay in [0, 0.1]", lambda v: 0 <= v <= 0.1)
+degrees = number_parser(float, "degrees in [0, 180]", lambda v: 0 <= v <= 180)
+pixels = number_parser(float, "pixels in [0, 14)", lambda v: 0 <= v < 14)
+
+
+def widths_list(count):
+    """--widths: `count` positive integers separated by commas, e.g. 8,16,8,12,16,16."""
+    def parse(text):
+        try:
+            values = tuple(int(part) for part in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != count or min(values) <= 0 or max(values) > 4096:
+            raise argparse.ArgumentTypeError(f"expected {count} channel counts in 1..4096 separated by commas, "
+                                             f"got {text!r}")
+        return values
+    return parse
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a bad flag costs the user one line (the usage is one `--help` away), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(name, defaults, description):
+    d = {**BASE_DEFAULTS, **defaults}
+    parser = OneLineParser(prog=f"{name}.py", description=description, allow_abbrev=False,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--epochs", type=positive_int, default=d["epochs"], help="epochs to train (default: %(default)s)")
+    add("--batch-size", type=positive_int, default=d["batch_size"], help="training batch size (default: %(default)s)")
+    add("--test-batch-size", type=positive_int, default=d["test_batch_size"],
+        help="evaluation batch size (default: %(default)s)")
+    add("--lr", type=positive_float, default=d["lr"],
+        help="learning rate; the peak for onecycle (default: %(default)s)")
+    add("--momentum", type=momentum_value, default=d["momentum"], help="SGD momentum (default: %(default)s)")
+    add("--nesterov", action=argparse.BooleanOptionalAction, default=d["nesterov"], help="Nesterov momentum")
+    add("--weight-decay", type=small_penalty, default=d["weight_decay"], help="L2 penalty (default: %(default)s)")
+    add("--label-smoothing", type=probability, default=d["label_smoothing"],
+        help="weight of the uniform target mixed into each training label (default: %(default)s)")
+    add("--scheduler", choices=SCHEDULERS, default=d["scheduler"], help="learning-rate schedule (default: %(default)s)")
+    add("--step-size", type=positive_int, default=d["step_size"],
+        help="epochs between steps of 'step' (default: %(default)s)")
+    add("--gamma", type=decay_factor, default=d["gamma"], help="factor of each 'step' (default: %(default)s)")
+    add("--rotate", type=degrees, default=d["rotate"],
+        help="random rotation of training images, ± degrees; 0 turns it off (default: %(default)s)")
+    add("--shift", type=pixels, default=d["shift"],
+        help="random translation of training images, ± pixels in x and y; 0 turns it off (default: %(default)s)")
+    add("--no-augment", action="store_true", help="no augmentation at all (same as --rotate 0 --shift 0)")
+    add("--clean-epochs", type=non_negative_int, default=None, metavar="N",
+        help=f"train the last N epochs on the images as they are, augmentation off (default: {d['clean_epochs']}, "
+             "or every epoch of a shorter run)")
+    parser.set_defaults(step_clean_epochs=d["clean_epochs"])
+    if "dropout" in defaults:
+        add("--dropout", type=probability, default=defaults["dropout"],
+            help="dropout probability in the step's Net (default: %(default)s)")
+    if "design" in defaults:  # designs.py: a family of layouts and its widths, checked by the module's own parser
+        add("--design", type=defaults["design_type"], default=defaults["design"],
+            help="the candidate network, FAMILY-WIDTHS (default: %(default)s)")
+    if "widths" in defaults:
+        add("--widths", type=widths_list(len(defaults["widths"])), default=defaults["widths"],
+            help="channels of the Net's convolutions, comma-separated (default: %(default)s)")
+    add("--seed", type=non_negative_int, default=d["seed"], help="random seed (default: %(default)s)")
+    add("--seeds", type=positive_int, default=None, metavar="N",
+        help="train N times with seeds seed..seed+N-1 and write seeds.json and seeds.md")
+    add("--no-batchnorm", action="store_true",
+        help="replace every BatchNorm layer by identity: the step as it trains without batch norm")
+    add("--precision", choices=PRECISIONS, default="fp32",
+        help="bf16: the training forward pass under bfloat16 autocast, faster on CPUs with AVX512-BF16 or AMX; "
+             "evaluation stays fp32 (default: %(default)s)")
+    add("--jobs", type=positive_int, default=1, metavar="J",
+        help="with --seeds: run J seeds at once, each in its own process with 1/J of the cores (default: 1)")
+    add("--device", choices=DEVICES, default="auto", help="where to train (default: auto = cuda, else mps, else cpu)")
+    add("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else data)")
+    add("--out", default=None, help=f"output folder (default: results/{name}; results/{name}-subset with --subset)")
+    add("--val", type=non_negative_int, default=0, metavar="N",
+        help="hold out the last N training images (never augmented) as a validation split, evaluated every "
+             "epoch; choose designs on it, not on the test set (default: 0, none)")
+    add("--subset", type=positive_int, default=None, metavar="N",
+        help="use at most N images of each split: a smoke run whose accuracy is not judged")
+    add("--dry-run", action="store_true", help="one epoch on 256 images, nothing written: checks that it all runs")
+    return parser
+
+
+def resolve_device(requested):
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UsageError("argument --device: 'cuda' was asked for, but no CUDA GPU is available here "
+                         "(use --device cpu or auto)")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("argument --device: 'mps' was asked for, but Apple's MPS is not available here "
+                         "(use --device cpu or auto)")
+    return requested
+
+
+def describe_device(device):
+    device = torch.device(device)
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)})"
+    if device.type == "cpu":
+        model = platform.processor() or platform.machine()
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        threads = torch.get_num_threads()
+        return f"cpu ({model}, {threads} thread{'s' * (threads > 1)})"
+    return device.type
+
+
+def config_from_args(args):
+    net_kwargs = {key: getattr(args, key) for key in ("widths", "dropout", "design") if hasattr(args, key)}
+    train_size = min(args.subset or TRAIN_IMAGES, TRAIN_IMAGES)
+    if args.val >= train_size:
+        raise UsageError(f"argument --val: {args.val} validation images would leave nothing to train on "
+                         f"({train_size:,} training images{' with --subset or --dry-run' if args.subset else ''}; "
+                         "use fewer)")
+    if args.clean_epochs is None:  # the step's default, within a shorter run (--epochs 2, --dry-run)
+        args.clean_epochs = min(args.step_clean_epochs, args.epochs)
+    elif args.clean_epochs > args.epochs:
+        raise UsageError(f"argument --clean-epochs: {args.clean_epochs} is more than the {args.epochs} epochs "
+                         "of the run (use at most --epochs)")
+    return Config(epochs=args.epochs, batch_size=args.batch_size, test_batch_size=args.test_batch_size, lr=args.lr,
+                  momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
+                  label_smoothing=args.label_smoothing, scheduler=args.scheduler, step_size=args.step_size,
+                  gamma=args.gamma, rotate=0.0 if args.no_augment else args.rotate,
+                  shift=0.0 if args.no_augment else args.shift, seed=args.seed,
+                  device=resolve_device(args.device), subset=args.subset, val=args.val, precision=args.precision,
+                  batchnorm=not args.no_batchnorm, clean_epochs=args.clean_epochs, net_kwargs=net_kwargs)
+
+
+def command_line(script, args):
+    """How a command is recorded and shown: `python SCRIPT ARGS...`, whatever the interpreter's path."""
+    return " ".join(["python", Path(script).name, *map(str, args)])
+
+
+def settings_to_record(config):
+    """A run's settings as metrics.json keeps them (JSON types; where and on how much data it ran are kept apart)."""
+    return json.loads(json.dumps({k: v for k, v in vars(config).items() if k not in ("device", "subset")}))
+
+
+def settings_recorded_in(metrics):
+    """A run's settings from its metrics.json, with any setting added since the run was made at its default (what
+    the run then did), so that it compares with settings_to_record of today."""
+    recorded = dict(metrics.get("config") or {})
+    for f in fields(Config):
+        if f.name not in recorded and f.name not in ("device", "subset"):
+            if f.default is not MISSING:
+                recorded[f.name] = f.default
+            elif f.default_factory is not MISSING:
+                recorded[f.name] = f.default_factory()
+    return json.loads(json.dumps(recorded))
+
+
+def settings_meant_by(flags, defaults):
+    """The settings a step's flags mean today, given the step's DEFAULTS, or None where that cannot be told: the
+    same command can mean another recipe once a step's DEFAULTS change."""
+    try:
+        args = build_parser("step", defaults, "").parse_args([str(flag) for flag in flags])
+        return settings_to_record(config_from_args(args))
+    except (Exception, SystemExit):
+        return None

@@ -1,0 +1,57 @@
+"""Errors a user can cause. They end a program with one line and an exit status, never a traceback."""
+import signal
+import sys
+
+
+class UsageError(Exception):
+    """A bad flag or argument: exit status 2."""
+
+
+class DataError(Exception):
+    """Missing, corrupt or unobtainable data, or an unwritable folder: exit status 1."""
+
+
+class TrainingError(Exception):
+    """Training itself went wrong (a non-finite loss, a failed seed): exit status 1."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (from `timeout`, `kill`, a job scheduler or a container stop), raised where Ctrl-C raises
+    KeyboardInterrupt, so that both stop a run the same way: one line, nothing written, exit 128 + 15."""
+    exit_status = 143
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def stop_on_sigterm():
+    """From now on SIGTERM stops this process as Ctrl-C does (see Terminated)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def interrupt_status(error):
+    """Exit status for a KeyboardInterrupt: 130 for Ctrl-C (SIGINT), 143 for SIGTERM."""
+    return getattr(error, "exit_status", 130)
+
+
+def run_main(prog, main, interrupted="nothing was written"):
+    """Run `main()` as the body of program `prog` and return its exit status: main's own (None counts as 0), 2 for
+    a UsageError, 1 for a DataError, a TrainingError or a failed write, 130 on Ctrl-C and 143 on SIGTERM — each
+    failure said in one line. `interrupted` (text, or a function giving it) says what an interrupt left behind.
+    Every program of the project ends through here."""
+    stop_on_sigterm()
+    try:
+        return main() or 0
+    except UsageError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except (DataError, TrainingError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a disk that fills up or a folder removed mid-run; earlier files are still whole
+        print(f"{prog}: error: could not write the results: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as stop:
+        print(f"\n{prog}: interrupted; {interrupted() if callable(interrupted) else interrupted}", file=sys.stderr)
+        return interrupt_status(stop)
