@@ -7,7 +7,7 @@
 The reference is what most solutions of this exercise run: torchvision's MNIST dataset with per-sample PIL
 transforms (RandomRotation(7), ToTensor, Normalize) in a DataLoader with 2 workers, batch 128, and an eager
 training step. The project's pipeline keeps the uint8 split on the device, augments whole batches there
-(common.DeviceLoader) and trains with common.TrainStep (compiled and recorded as a CUDA graph on a GPU). On a GPU
+(common.DeviceLoader) and trains with common.TrainBatch (compiled and recorded as a CUDA graph on a GPU). On a GPU
 a row runs the project's steps eagerly, to show what compiling and recording are worth; a last row runs the
 project with --precision bf16 (bfloat16 autocast in the forward pass). Each row trains model3's Net with SGD for the same number
 of steps after a warm-up, in a fresh process of its own, and the rows take turns for --repeats rounds; each row's
@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import common
 import model3
 import report
-from harness import cli, cuda_step, errors, files, mnist, runs
+from harness import cli, cuda_graph, errors, files, mnist, runs
 
 # ----------------------------------------------------------------------------------------------------------------
 # Settings
@@ -90,13 +90,13 @@ def model3_config(device, *flags):
 
 
 def project_step(net, precision="fp32", fast=True):
-    """The project's step (common.TrainStep) with the project's SGD (fused on CUDA, where `fast` also compiles it
+    """The project's update (common.TrainBatch) with the project's SGD (fused on CUDA, where `fast` also compiles it
     and replays it as a CUDA graph); the same learning rate as the reference, held constant. Compilation happens in
     the untimed warm-up."""
     device = next(net.parameters()).device
     config = model3_config(device, "--lr", "0.01", "--scheduler", "none")
-    step = common.TrainStep(net, common.make_optimizer_and_scheduler(net, config, 1)[0], precision=precision)
-    return cuda_step.GraphedStep(step) if fast and device.type == "cuda" else step
+    train_batch = common.TrainBatch(net, common.make_optimizer_and_scheduler(net, config, 1)[0], precision=precision)
+    return cuda_graph.GraphedTrainBatch(train_batch) if fast and device.type == "cuda" else train_batch
 
 
 def time_steps(batches, device, steps, warmup, make_step, seed=0):
@@ -156,7 +156,7 @@ def project_batches(data, device):
 # the reference's time over the "project" row's (the defaults a user gets).
 PIPELINES = ("reference", "project-eager", "project", "project-bf16")
 LABELS = {"project-eager": "project, eager steps (no compile, no CUDA graph)",
-          "project": "project (in-memory batches, common.TrainStep)",
+          "project": "project (in-memory batches, common.TrainBatch)",
           "project-bf16": "project, --precision bf16"}
 
 

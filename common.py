@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from harness import cuda_step
+from harness import cuda_graph
 from harness.cli import build_parser, command_line, config_from_args, describe_device, settings_to_record
 from harness.errors import TrainingError, run_main
 from harness.files import (atomic_save_figure, atomic_save_state_dict, atomic_write_json, atomic_write_text,
@@ -295,10 +295,10 @@ def summary_text(model, input_size=(1, 28, 28)):
 # Training and testing: the optimizer, one update, an epoch, an evaluation, `fit`
 
 
-def make_optimizer_and_scheduler(model, config, steps_per_epoch):
+def make_optimizer_and_scheduler(model, config, batches_per_epoch):
     """SGD with momentum for every step; the schedule is a step's choice (model3 relies on OneCycle).
 
-    On CUDA the learning rate lives in a device tensor that the scheduler overwrites in place, so a training step
+    On CUDA the learning rate lives in a device tensor that the scheduler overwrites in place, so a training update
     recorded once as a CUDA graph reads the current rate at every replay; the fused update is one kernel."""
     cuda = next(model.parameters()).device.type == "cuda"
     lr = torch.tensor(config.lr, device="cuda") if cuda else config.lr
@@ -309,7 +309,7 @@ def make_optimizer_and_scheduler(model, config, steps_per_epoch):
         # Momentum stays at --momentum: OneCycle's default of cycling it too would override the flag (and a
         # recorded CUDA graph keeps the momentum it was recorded with).
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
-                                                        steps_per_epoch=steps_per_epoch, cycle_momentum=False)
+                                                        steps_per_epoch=batches_per_epoch, cycle_momentum=False)
         return optimizer, scheduler, "batch"
     if config.scheduler == "step":
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
@@ -317,10 +317,10 @@ def make_optimizer_and_scheduler(model, config, steps_per_epoch):
     return optimizer, None, None
 
 
-class TrainStep:
+class TrainBatch:
     """One SGD update on a batch — the body of every textbook loop — with the loss and the correct predictions
     summed on the device, so that nothing waits for the device between updates. On a GPU, `fit` hands it to
-    harness/cuda_step.py, which compiles it and replays it as a CUDA graph."""
+    harness/cuda_graph.py, which compiles it and replays it as a CUDA graph."""
     setup_seconds = 0.0  # one-time costs before the first epoch: none here
 
     def __init__(self, model, optimizer, scheduler=None, label_smoothing=0.0, precision="fp32"):
@@ -355,23 +355,23 @@ class TrainStep:
         self.correct.zero_()
 
 
-def train_epoch(step, loader, progress, check_every=20):
-    """One pass over the training data. Loss and correct counts are read only every `check_every` steps (for the
-    progress bar and the non-finite-loss check), so the device is not stalled each step."""
-    step.model.train()
-    step.reset_sums()
+def train_epoch(train_batch, loader, progress, check_every=20):
+    """One pass over the training data. Loss and correct counts are read only every `check_every` batches (for the
+    progress bar and the non-finite-loss check), so the device is not stalled at every batch."""
+    train_batch.model.train()
+    train_batch.reset_sums()
     seen = 0
     for index, (x, y) in enumerate(progress(loader), 1):
-        step(x, y)
+        train_batch(x, y)
         seen += len(y)
         if index % check_every == 0 or index == len(loader):
-            mean_loss = step.loss_sum.item() / seen
+            mean_loss = train_batch.loss_sum.item() / seen
             if not math.isfinite(mean_loss):
-                raise TrainingError(f"the training loss became {mean_loss} at step {index}; the learning rate "
-                                    f"{float(step.optimizer.param_groups[0]['lr']):g} is probably too high "
+                raise TrainingError(f"the training loss became {mean_loss} at batch {index}; the learning rate "
+                                    f"{float(train_batch.optimizer.param_groups[0]['lr']):g} is probably too high "
                                     "(try a smaller --lr)")
-            progress.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{100 * step.correct.item() / seen:.2f}%")
-    return step.loss_sum.item() / seen, 100.0 * step.correct.item() / seen
+            progress.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{100 * train_batch.correct.item() / seen:.2f}%")
+    return train_batch.loss_sum.item() / seen, 100.0 * train_batch.correct.item() / seen
 
 
 @torch.inference_mode()
@@ -442,18 +442,18 @@ def fit(net_factory, config, data, log=print):
     test_loader = DeviceLoader(*data["test"], config.test_batch_size, device, data["mean"], data["std"],
                                limit=config.subset)
     optimizer, scheduler, schedule_every = make_optimizer_and_scheduler(model, config, len(train_loader))
-    step = TrainStep(model, optimizer, scheduler if schedule_every == "batch" else None, config.label_smoothing,
-                     config.precision)
+    train_batch = TrainBatch(model, optimizer, scheduler if schedule_every == "batch" else None,
+                             config.label_smoothing, config.precision)
     if device.type == "cuda":  # the fast path: compiled, replayed as a CUDA graph, warmed up before the clock starts
-        step = cuda_step.fast(step, train_loader, lambda: evaluate(model, test_loader),
-                              throwaway_optimizer=make_optimizer_and_scheduler(model, config, 1)[0])
+        train_batch = cuda_graph.fast(train_batch, train_loader, lambda: evaluate(model, test_loader),
+                                      throwaway_optimizer=make_optimizer_and_scheduler(model, config, 1)[0])
     history = []
     for epoch in range(1, config.epochs + 1):
-        started, setup_before = time.perf_counter(), step.setup_seconds
+        started, setup_before = time.perf_counter(), train_batch.setup_seconds
         lr = float(optimizer.param_groups[0]["lr"])
         if epoch == config.epochs - config.clean_epochs + 1:  # the last --clean-epochs see the digits unaugmented
             train_loader.rotate_degrees = train_loader.shift_pixels = 0.0
-        train_loss, train_acc = train_epoch(step, train_loader, Progress(f"epoch {epoch}/{config.epochs}"))
+        train_loss, train_acc = train_epoch(train_batch, train_loader, Progress(f"epoch {epoch}/{config.epochs}"))
         if schedule_every == "epoch":
             scheduler.step()
         row = dict(epoch=epoch, train_loss=round(train_loss, 5), train_acc=round(train_acc, 2))
@@ -461,11 +461,11 @@ def fit(net_factory, config, data, log=print):
             val_loss, val_acc, _ = evaluate(model, val_loader)
             row.update(val_loss=round(val_loss, 5), val_acc=round(val_acc, 2))
         test_loss, test_acc, predictions = evaluate(model, test_loader)
-        seconds = time.perf_counter() - started - (step.setup_seconds - setup_before)  # one-time costs apart
+        seconds = time.perf_counter() - started - (train_batch.setup_seconds - setup_before)  # one-time costs apart
         row.update(test_loss=round(test_loss, 5), test_acc=round(test_acc, 2), lr=lr, seconds=round(seconds, 3))
         history.append(row)
         log(epoch_line(row, config.epochs))
-    return Trained(model, history, predictions, test_loader.labels.cpu(), step.setup_seconds)
+    return Trained(model, history, predictions, test_loader.labels.cpu(), train_batch.setup_seconds)
 
 
 # -----------------------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
     mnist      the four MNIST files: sizes, MD5s, fetching (torchvision, else a pinned PyPI wheel), loading
     files      atomic writes: a result on disk is the old one or the new one, never half of one
     cli        the command line: Config, the flags and their checks, devices, the settings a run records
-    cuda_step  the fast path on a GPU: a training step compiled, recorded once as a CUDA graph and replayed
+    cuda_graph the fast path on a GPU: the training update compiled, recorded once as a CUDA graph, replayed
     runs       many runs: one process per run, reuse of completed runs, a step over seeds
 
 Imports run downwards only: nothing here imports common.py or a step.

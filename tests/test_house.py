@@ -10,7 +10,7 @@ from conftest import ROOT
 from harness import cli
 
 # harness's modules from the bottom up: each may import only those before it.
-LAYERS = ["errors", "files", "mnist", "cli", "cuda_step", "runs"]
+LAYERS = ["errors", "files", "mnist", "cli", "cuda_graph", "runs"]
 
 
 def _imports(path):
@@ -37,10 +37,10 @@ def test_harness_imports_downwards_only():
 
 
 def test_fit_on_the_cpu_runs_the_plain_step(mnist, monkeypatch):
-    """Off CUDA, fit trains with common.TrainStep as it is: every update goes through its plain `update`."""
+    """Off CUDA, fit trains with common.TrainBatch as it is: every update goes through its plain `update`."""
     updates = []
-    plain = common.TrainStep.update
-    monkeypatch.setattr(common.TrainStep, "update", lambda self, x, y: updates.append(len(y)) or plain(self, x, y))
+    plain = common.TrainBatch.update
+    monkeypatch.setattr(common.TrainBatch, "update", lambda self, x, y: updates.append(len(y)) or plain(self, x, y))
     config = cli.config_from_args(cli.build_parser("model3", model3.DEFAULTS, "").parse_args(
         ["--device", "cpu", "--epochs", "1", "--subset", "200", "--batch-size", "64"]))
     trained = common.fit(model3.Net, config, mnist, log=lambda *_: None)

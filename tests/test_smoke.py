@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import common
-from harness import cli, cuda_step, files, runs as runs_module
+from harness import cli, cuda_graph, files, runs as runs_module
 import model1
 import model2
 import model3
@@ -121,13 +121,13 @@ def test_judge_uses_the_last_epochs_not_the_best():
 
 
 def test_train_step_is_the_plain_training_loop():
-    """TrainStep (the eager path every device but CUDA takes) does what the textbook loop does, to the bit."""
+    """TrainBatch (the eager path every device but CUDA takes) does what the textbook loop does, to the bit."""
     torch.manual_seed(0)
     x, y = torch.randn(3, 32, 1, 28, 28), torch.randint(0, 10, (3, 32))
     nets = [model3.Net(dropout=0.0) for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
     optimizers = [torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True) for net in nets]
-    step = common.TrainStep(nets[0], optimizers[0])
+    step = common.TrainBatch(nets[0], optimizers[0])
     for i in range(3):
         step(x[i], y[i])
         optimizers[1].zero_grad()
@@ -148,9 +148,9 @@ def test_warm_up_leaves_the_run_as_it_was():
     x, y = torch.randn(2, 32, 1, 28, 28), torch.randint(0, 10, (2, 32))
     nets = [model3.Net() for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
-    steps = [common.TrainStep(net, common.make_optimizer_and_scheduler(net, config, 1)[0]) for net in nets]
+    steps = [common.TrainBatch(net, common.make_optimizer_and_scheduler(net, config, 1)[0]) for net in nets]
     torch.manual_seed(5)
-    cuda_step.warm_up_steps(steps[0], common.make_optimizer_and_scheduler(nets[0], config, 1)[0], [32, 17])
+    cuda_graph.warm_up_updates(steps[0], common.make_optimizer_and_scheduler(nets[0], config, 1)[0], [32, 17])
     after_warm_up = torch.rand(1)
     torch.manual_seed(5)
     assert torch.equal(after_warm_up, torch.rand(1))
@@ -170,7 +170,7 @@ def test_warm_up_loader_leaves_the_batches_as_they_were(mnist):
                                    shift_pixels=2, seed=3, limit=200) for _ in range(2)]
     test_loader = common.DeviceLoader(*mnist["test"], 100, "cpu", 0.13, 0.31, limit=200)
     evaluated = []
-    cuda_step.warm_up_loader(loaders[0], lambda: evaluated.append(common.evaluate(model3.Net(), test_loader)))
+    cuda_graph.warm_up_loader(loaders[0], lambda: evaluated.append(common.evaluate(model3.Net(), test_loader)))
     assert len(evaluated) == 1
     for (xa, ya), (xb, yb) in zip(loaders[0], loaders[1]):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
@@ -199,7 +199,7 @@ def test_bf16_changes_the_forward_pass_and_fp32_does_not():
     torch.manual_seed(0)
     net, x, y = model3.Net(), torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
     optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
-    losses = {p: common.TrainStep(net, optimizer, precision=p).loss_and_correct(x, y)[0].item()
+    losses = {p: common.TrainBatch(net, optimizer, precision=p).loss_and_correct(x, y)[0].item()
               for p in ("fp32", "bf16")}
     with torch.no_grad():
         plain = torch.nn.functional.cross_entropy(net(x), y).item()
