@@ -362,6 +362,44 @@ def batchnorm_section(results):
                "learning and not" if final >= 30 else "") + ". (Compare the times only where the devices match.)")
 
 
+def model4_search_parts(results):
+    """Every round of step 4's search, each table under its heading (the rounds as RESULTS.md tells them)."""
+    screen, layout3 = search_section(results, "model4", name="screen"), search_section(results, "model4",
+                                                                                        "search-step3-layout")
+    confirm = search_section(results, "model4")
+    parts = []
+    if screen or confirm:
+        parts += ["Twenty designs on CPU: first each over one seed (the layout of rounds 1–4, `m4`: a strided 3×3 as "
+                  "the transition and full 3×3s; then step 3's thinned under "
+                  "5,000 parameters; bold marks each table's leader), then the leaders over three seeds. Then two "
+                  "rounds on a GPU: the fourth, one change of recipe at a time and the closest widths; the fifth, "
+                  "other layouts (`designs.py`: padded maps, max-pool, depthwise-separable 3×3s) — each over "
+                  "three or four seeds, then its leaders over ten, where the choice is made.", "",
+                  "### Round 1: the layout of rounds 1–4, one seed each", "", screen or "_Not run._",
+                  "### Round 1: step 3's layout thinned, one seed each", "", layout3 or "_Not run._",
+                  "### Rounds 2 and 3: the leaders, three seeds each — the choice before round 4", "",
+                  confirm or "_Not run._"]
+        wide, wide10 = (search_section(results, "model4", "search-wide", name) for name in ("wide", "wide-10"))
+        if wide:
+            parts += ["### Round 4, on a GPU: one change at a time and the closest widths, four seeds each", "",
+                      wide, "### Round 4: the leaders over ten seeds — the choice before round 5", "",
+                      wide10 or "_Not run._"]
+        designs, designs10 = (search_section(results, "model4", "search-designs", name)
+                              for name in ("designs", "designs-10"))
+        if designs:
+            parts += ["### Round 5, on a GPU: other layouts (designs.py), three seeds each", "", designs,
+                      "### Round 5: the leaders over ten seeds — the choice", "", designs10 or "_Not run._"]
+        under4000, under4000_10 = (search_section(results, "model4", "search-under-4000", name)
+                                   for name in ("under-4000", "under-4000-10"))
+        if under4000:
+            parts += ["### Round 6, on CPU: the chosen layout under 4,000 parameters, three seeds each", "",
+                      under4000, *(["### Round 6: the leaders over more seeds", "", under4000_10]
+                                   if under4000_10 else [])]
+    else:
+        parts += ["_Not run yet: `make search STEP=model4`._"]
+    return parts
+
+
 def results_markdown(results="results"):
     rows = step_rows(results)
     parts = ["# Results", "", "Written by `python report.py` from the runs in `results/`; every figure below comes "
@@ -406,33 +444,7 @@ def results_markdown(results="results"):
                   layout or "_Not run._",
                   "### Round 3: step 4's layout at step 3's budget, the leaders over ten seeds", "",
                   layout10 or "_Not run._"]
-    screen, layout3 = search_section(results, "model4", name="screen"), search_section(results, "model4",
-                                                                                        "search-step3-layout")
-    confirm = search_section(results, "model4")
-    parts += ["", "## How step 4 was chosen: on a validation split", ""]
-    if screen or confirm:
-        parts += ["Twenty designs on CPU: first each over one seed (the layout of rounds 1–4, `m4`: a strided 3×3 as "
-                  "the transition and full 3×3s; then step 3's thinned under "
-                  "5,000 parameters; bold marks each table's leader), then the leaders over three seeds. Then two "
-                  "rounds on a GPU: the fourth, one change of recipe at a time and the closest widths; the fifth, "
-                  "other layouts (`designs.py`: padded maps, max-pool, depthwise-separable 3×3s) — each over "
-                  "three or four seeds, then its leaders over ten, where the choice is made.", "",
-                  "### Round 1: the layout of rounds 1–4, one seed each", "", screen or "_Not run._",
-                  "### Round 1: step 3's layout thinned, one seed each", "", layout3 or "_Not run._",
-                  "### Rounds 2 and 3: the leaders, three seeds each — the choice before round 4", "",
-                  confirm or "_Not run._"]
-        wide, wide10 = (search_section(results, "model4", "search-wide", name) for name in ("wide", "wide-10"))
-        if wide:
-            parts += ["### Round 4, on a GPU: one change at a time and the closest widths, four seeds each", "",
-                      wide, "### Round 4: the leaders over ten seeds — the choice before round 5", "",
-                      wide10 or "_Not run._"]
-        designs, designs10 = (search_section(results, "model4", "search-designs", name)
-                              for name in ("designs", "designs-10"))
-        if designs:
-            parts += ["### Round 5, on a GPU: other layouts (designs.py), three seeds each", "", designs,
-                      "### Round 5: the leaders over ten seeds — the choice", "", designs10 or "_Not run._"]
-    else:
-        parts += ["_Not run yet: `make search STEP=model4`._"]
+    parts += ["", "## How step 4 was chosen: on a validation split", "", *model4_search_parts(results)]
     frontier = frontier_section(results)
     parts += ["", "## The frontier: parameters against accuracy", "", frontier or "_Not run yet: `make frontier`._"]
     for step in ("model3", "model4"):
