@@ -31,6 +31,8 @@ from harness.runs import run_seeds
 
 STEPS = ("model1", "model2", "model3", "model4")  # the exercise, in order
 STEPS_FOLDER = Path(__file__).resolve().parent  # where model1.py ... model4.py live
+
+
 # -----------------------------------------------------------------------------------------------------------------
 # Data: both splits in memory, their statistics, a validation split, batches made on the device
 
