@@ -194,13 +194,16 @@ def main(argv=None):
 def run_child(argv):
     """Run one pipeline's process to its end: (exit status, stdout, stderr). A session of its own, so that Ctrl-C
     reaches this process alone, which ends the child before it stops."""
-    child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
+    child = None
     try:
+        with errors.interrupts_held():  # an interrupt inside Popen would leave a child that nothing ends
+            child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
         stdout, stderr = child.communicate()
     except KeyboardInterrupt:
-        child.terminate()  # the child stops as on Ctrl-C, within a second or two
-        child.wait()
+        if child is not None:
+            child.terminate()  # the child stops as on Ctrl-C, within a second or two
+            child.wait()
         raise
     return child.returncode, stdout, stderr
 
