@@ -146,8 +146,8 @@ def dask_client(address, jobs):
         with client:
             yield client, (None, passed, ())
         return
-    # The environment as it is now: starting the cluster adds the nanny's variables to this process's.
-    env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs)), "PYTHONUNBUFFERED": "1"}
+    before = dict(os.environ)  # as it is now: starting the cluster adds the nanny's variables to this process's
+    env = {**before, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs)), "PYTHONUNBUFFERED": "1"}
     where = (os.getcwd(), env, visible_gpus())
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}):  # a run whose worker died: once more
         cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
@@ -157,6 +157,8 @@ def dask_client(address, jobs):
             yield client, where
     finally:
         cluster.close()
+        os.environ.clear()  # without the nanny's OMP_NUM_THREADS=1 and the like: this process goes on as it was
+        os.environ.update(before)
 
 
 def visible_gpus():
@@ -185,7 +187,8 @@ def run_on_worker(argv, cwd, env, gpus):
 
     `cwd` is the driver's folder on the embedded cluster, on the same machine: the run is the process it was
     before, in that folder, with the whole environment `env`. None on an external cluster: the run is the project's
-    script on this worker's checkout (PROJECT), in that folder, with this worker's environment and `env` over it.
+    script on this worker's checkout (PROJECT, importable there: `PYTHONPATH=$PWD dask worker` in it), in that
+    folder, with this worker's environment and `env` over it.
     With `gpus`, the worker's runs see only gpu_for(its index) (the embedded cluster's workers are 0..J-1).
     The child has a session of its own, is killed when the driver cancels the task, and on Linux dies with the
     worker (PR_SET_PDEATHSIG)."""
