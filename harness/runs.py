@@ -141,8 +141,9 @@ def dask_client(address, jobs):
             raise UsageError(f"argument --cluster: no Dask scheduler answered at {address!r} within "
                              f"{CONNECT_SECONDS} s ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
                              f"start one with `dask scheduler`, or check the address") from None
-        passed = {"PYTHONUNBUFFERED": "1", **{key: os.environ[key] for key in ("MNIST_DATA_DIR",)
-                                                if key in os.environ}}
+        passed = {"PYTHONUNBUFFERED": "1"}
+        if "MNIST_DATA_DIR" in os.environ:  # the driver's data folder, for workers of the same layout
+            passed["MNIST_DATA_DIR"] = os.environ["MNIST_DATA_DIR"]
         with client:
             yield client, (None, passed, ())
         return
