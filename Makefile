@@ -2,6 +2,7 @@
 # On a fresh machine with only Python 3 and make, `make model3` and `make test` set everything up themselves.
 #   PYTHON=...    use an existing environment instead of .venv
 #   DATA_DIR=...  where MNIST/raw lives (default: $MNIST_DATA_DIR, else data)
+#   CLUSTER=tcp://HOST:8786  sweeps (seeds, search, ablation, frontier) run on that Dask scheduler's workers
 
 SHELL := /bin/bash
 VENV := .venv
@@ -19,6 +20,7 @@ STEP ?= model3
 N ?= 20
 JOBS ?= 1
 ARGS ?=
+CLUSTER_FLAG := $(if $(CLUSTER),--cluster $(CLUSTER))
 
 .PHONY: help setup data model1 model2 model3 model4 all test seeds search ablation frontier report bench demo clean
 
@@ -49,10 +51,10 @@ test: $(ENV) $(TEST_ENV) data  ## the test suite: smoke runs on small subsets, a
 	$(PYTHON) -m pytest -q tests
 
 seeds: $(ENV)  ## STEP over N seeds (default 20), JOBS at once: make seeds STEP=model3 N=20 JOBS=2
-	$(PYTHON) $(STEP).py --seeds $(N) --jobs $(JOBS) $(ARGS)
+	$(PYTHON) $(STEP).py --seeds $(N) --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)
 
 search: $(ENV)  ## STEP's recipes (results/STEP/search-recipes.txt) screened on a validation split, 3 seeds each
-	$(PYTHON) search.py $(STEP) results/$(STEP)/search-recipes.txt --jobs $(JOBS) $(ARGS)
+	$(PYTHON) search.py $(STEP) results/$(STEP)/search-recipes.txt --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)
 
 # One change at a time, ABLATION_SEEDS seeds each (flags joined by +); the "full" row is the step's own `make seeds`.
 ABLATIONS_model3 := clean-0:--clean-epochs=0  rotate-7:--rotate=7  no-augment:--no-augment  bf16:--precision=bf16
@@ -63,14 +65,15 @@ ABLATION_SEEDS ?= 3
 ablation: $(ENV)  ## STEP (model3 or model4) with one thing changed at a time, ABLATION_SEEDS seeds each, then the table
 	@set -e; for item in $(ABLATIONS_$(STEP)); do name=$${item%%:*}; flags=$${item#*:}; flags=$${flags//+/ }; \
 	  echo "=== ablation of $(STEP): $$name ($${flags:-defaults}) ==="; \
-	  $(PYTHON) $(STEP).py $$flags --seeds $(ABLATION_SEEDS) --jobs $(JOBS) --out $(ABLATION_DIR_$(STEP))/$$name \
+	  $(PYTHON) $(STEP).py $$flags --seeds $(ABLATION_SEEDS) --jobs $(JOBS) $(CLUSTER_FLAG) \
+	    --out $(ABLATION_DIR_$(STEP))/$$name \
 	    $(ARGS) || true; done
 	$(PYTHON) report.py --ablation-only
 
 SIZES ?= 2000,3500,5000,8000,12000,20000
 frontier: N = 3
 frontier: $(ENV)  ## steps 3 and 4 at several SIZES (parameters), N seeds each (default 3): results/frontier/
-	$(PYTHON) frontier.py --sizes $(SIZES) --seeds $(N) --jobs $(JOBS) $(ARGS)
+	$(PYTHON) frontier.py --sizes $(SIZES) --seeds $(N) --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)
 
 demo: $(ENV)  ## a local page: draw a digit, see every step's prediction and feature maps (ARGS="--port 8080")
 	$(PYTHON) demo.py $(ARGS)

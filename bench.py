@@ -29,7 +29,7 @@ import torch.nn.functional as F
 import common
 import model3
 import report
-from harness import cli, cuda_graph, errors, files, mnist, runs
+from harness import cli, cuda_graph, errors, files, mnist
 
 # ----------------------------------------------------------------------------------------------------------------
 # Settings
@@ -187,10 +187,25 @@ def run_pipeline(args, device, data):
 def main(argv=None):
     args = parse_args(argv)
 
-    def interrupted():
-        runs.end_processes()  # the pipeline under way, if any
-        return f"{args.out} was not written, and whatever it held before is kept"
-    return errors.run_main("bench.py", lambda: bench(args, argv), interrupted)
+    return errors.run_main("bench.py", lambda: bench(args, argv),
+                           f"{args.out} was not written, and whatever it held before is kept")
+
+
+def run_child(argv):
+    """Run one pipeline's process to its end: (exit status, stdout, stderr). A session of its own, so that Ctrl-C
+    reaches this process alone, which ends the child before it stops."""
+    child = None
+    try:
+        with errors.interrupts_held():  # an interrupt inside Popen would leave a child that nothing ends
+            child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+        stdout, stderr = child.communicate()
+    except KeyboardInterrupt:
+        if child is not None:
+            child.terminate()  # the child stops as on Ctrl-C, within a second or two
+            child.wait()
+        raise
+    return child.returncode, stdout, stderr
 
 
 def bench(args, argv):
@@ -209,14 +224,11 @@ def bench(args, argv):
     # each row reports its median round.
     for round_index in range(args.repeats):
         for index, name in enumerate(names):
-            child = runs.start_process([sys.executable, __file__, "--pipeline", str(PIPELINES.index(name)),
-                                        "--device", device.type, "--steps", str(args.steps),
-                                        "--warmup", str(args.warmup), "--workers", str(args.workers),
-                                        "--data-dir", args.data_dir],
-                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            stdout, stderr = child.communicate()
-            runs.RUNNING.discard(child)
-            if child.returncode != 0:
+            returncode, stdout, stderr = run_child([sys.executable, __file__, "--pipeline",
+                                                    str(PIPELINES.index(name)), "--device", device.type,
+                                                    "--steps", str(args.steps), "--warmup", str(args.warmup),
+                                                    "--workers", str(args.workers), "--data-dir", args.data_dir])
+            if returncode != 0:
                 print(f"bench.py: error: the pipeline {name!r} failed:\n{stderr.strip()}", file=sys.stderr)
                 return 1
             row = json.loads(stdout.strip().splitlines()[-1])

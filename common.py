@@ -10,6 +10,7 @@ import contextlib
 import copy
 import io
 import math
+import os
 import random
 import sys
 import time
@@ -27,7 +28,7 @@ from harness.errors import TrainingError, run_main
 from harness.files import (atomic_save_figure, atomic_save_state_dict, atomic_write_json, atomic_write_text,
                            check_writable)
 from harness.mnist import ensure_mnist, load_split
-from harness.runs import run_seeds
+from harness.runs import RUN_FOLDER_ENV, run_seeds
 
 STEPS = ("model1", "model2", "model3", "model4")  # the exercise, in order
 STEPS_FOLDER = Path(__file__).resolve().parent  # where model1.py ... model4.py live
@@ -676,7 +677,9 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
     """The whole command line of a step: parse and validate flags, get the data, train, judge, save, exit."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(name, defaults, doc).parse_args(argv)
-    out = Path(args.out or (f"results/{name}-subset" if args.subset else f"results/{name}"))
+    # A sweep's worker names a folder of its own (harness.runs.run_on_worker); the command recorded is as typed.
+    out = Path(os.environ.get(RUN_FOLDER_ENV) or args.out or
+               (f"results/{name}-subset" if args.subset else f"results/{name}"))
 
     def main():
         if args.dry_run:
@@ -690,7 +693,7 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
             train = lambda seed_config, seed_out, command: run_once(  # noqa: E731
                 name, net_class, seed_config, targets, data, seed_out, command=command)
             all_met = run_seeds(name, STEPS_FOLDER / f"{name}.py", config, targets, out, args.seeds, argv, train,
-                                args.jobs)
+                                args.jobs, cluster=args.cluster)
             return 0 if all_met or config.subset else 1
         metrics = run_once(name, net_class, config, targets, data, None if args.dry_run else out, analyse_data,
                            command_line(f"{name}.py", argv))

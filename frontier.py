@@ -6,8 +6,8 @@ For every design and every size (a parameter count), the design's default widths
 (rounded, at least 1 channel each) to the count nearest that size, and the step's own net is always a point.
 Each run is the step's own command line with --widths set, trained on the full training set and judged on the
 test set (the frontier measures designs already chosen on validation; it chooses nothing). Runs go to
-OUT/runs/DESIGN-PARAMS/seed-S, one process each, `--jobs` at once; a run already completed by the same command
-is reused, so an interrupted frontier goes on where it stopped.
+OUT/runs/DESIGN-PARAMS/seed-S, one process each, `--jobs` at once (or on the Dask cluster at `--cluster`); a run
+already completed by the same command is reused, so an interrupted frontier goes on where it stopped.
 Writes OUT/frontier.json, frontier.md and frontier.png: parameters (log axis) against final test accuracy (mean,
 min–max over seeds) and the lowest of the last 3 epochs, with the 99.40 % target, the 8,000 budget and the
 original write-up's point drawn.
@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from common import count_params, pyplot
-from harness.cli import OneLineParser, command_line, non_negative_int, positive_int
+from harness.cli import OneLineParser, add_cluster_flag, command_line, non_negative_int, positive_int
 from harness.errors import run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text, check_writable
 from harness.runs import run_commands, step_run
@@ -140,6 +140,7 @@ def main(argv=None):
     parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per point (default: %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=1, help="the first seed (default: %(default)s)")
     parser.add_argument("--jobs", type=positive_int, default=1, help="runs at once (default: %(default)s)")
+    add_cluster_flag(parser)
     parser.add_argument("--epochs", type=positive_int, default=None, help="passed to every run (default: the step's)")
     parser.add_argument("--subset", type=positive_int, default=None, help="passed to every run: train on N images")
     parser.add_argument("--out", default="results/frontier", help="output folder (default: %(default)s)")
@@ -173,7 +174,7 @@ def frontier(args, argv, points, extra, out):
           f"into {out}/runs")
     results = run_commands([step_run(os.path.relpath(ROOT / f"{d}.py"), ["--widths", ",".join(map(str, w)), *extra],
                                      s, out / "runs" / f"{d}-{p}" / f"seed-{s}", defaults[d]) for d, w, p, s in runs],
-                           args.jobs)
+                           args.jobs, cluster=args.cluster)
     by_run = dict(zip(runs, results))
     first = next((m for m in results if m is not None), None)
     summary = dict(seeds=len(seeds), seed_list=seeds, epochs=first["epochs"] if first else args.epochs,

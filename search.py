@@ -8,9 +8,9 @@ validation accuracy on the last 3 epochs, and the test set, though each run stil
 so a choice made from this table is never a choice made on the test set.
 
 Each run is the step's own command line in a subprocess (`--jobs` of them at once, the cores shared out between
-them), writing into OUT/runs/NAME/seed-S; a run whose metrics.json is already there from the same command is
-reused, so an interrupted search goes on where it stopped. The table goes to OUT/search.json and OUT/search.md
-(OUT/NAME.* with --name).
+them, or on the Dask cluster at `--cluster`), writing into OUT/runs/NAME/seed-S; a run whose metrics.json is
+already there from the same command is reused, so an interrupted search goes on where it stopped. The table goes
+to OUT/search.json and OUT/search.md (OUT/NAME.* with --name).
 """
 import argparse
 import importlib
@@ -21,7 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from harness.cli import OneLineParser, command_line, non_negative_int, positive_int
+from harness.cli import OneLineParser, add_cluster_flag, command_line, non_negative_int, positive_int
 from harness.errors import UsageError, run_main
 from harness.files import atomic_write_json, atomic_write_text
 from harness.runs import run_commands, step_run
@@ -128,6 +128,7 @@ def main(argv=None):
     parser.add_argument("--val", type=positive_int, default=10000,
                         help="validation images held out from the end of the training split (default: %(default)s)")
     parser.add_argument("--jobs", type=positive_int, default=1, help="runs at once (default: %(default)s)")
+    add_cluster_flag(parser)
     parser.add_argument("--min-acc", type=float, default=99.40, help="the line 'met' counts (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output folder (default: results/STEP/search)")
     parser.add_argument("--only", default=None, help="run only these recipes (comma-separated names)")
@@ -158,7 +159,7 @@ def search(args, argv, out):
     print(f"search: {len(recipes)} recipes × {len(seeds)} seeds = {len(runs)} runs, {args.jobs} at a time, "
           f"into {out}/runs")
     results = run_commands([step_run(script, [*flags, "--val", args.val], seed, out / "runs" / name / f"seed-{seed}",
-                                     defaults) for name, flags, seed in runs], args.jobs)
+                                     defaults) for name, flags, seed in runs], args.jobs, cluster=args.cluster)
     by_run = dict(zip(runs, results))
     first = next((m for m in results if m is not None), None)
     summary = dict(step=args.step, val=args.val, seeds=len(seeds), seed_list=", ".join(map(str, seeds)),

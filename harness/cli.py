@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import platform
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -21,6 +22,7 @@ BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, m
 SCHEDULERS = ("onecycle", "step", "none")
 PRECISIONS = ("fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+CLUSTER_ENV = "MNIST_DASK_CLUSTER"  # the scheduler sweeps submit to when --cluster is not given
 
 
 @dataclass
@@ -86,6 +88,13 @@ def widths_list(count):
     return parse
 
 
+def add_cluster_flag(parser):
+    """--cluster, beside --jobs in every program that runs sweeps (harness.runs.run_commands)."""
+    parser.add_argument("--cluster", default=os.environ.get(CLUSTER_ENV) or None, metavar="ADDRESS",
+                        help="send the runs to the Dask scheduler at ADDRESS (tcp://HOST:PORT) instead of starting "
+                             "--jobs workers here (default: $MNIST_DASK_CLUSTER, else none)")
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse, but a bad flag costs the user one line (the usage is one `--help` away), exit status 2."""
 
@@ -141,6 +150,7 @@ def build_parser(name, defaults, description):
              "evaluation stays fp32 (default: %(default)s)")
     add("--jobs", type=positive_int, default=1, metavar="J",
         help="with --seeds: run J seeds at once, each in its own process with 1/J of the cores (default: 1)")
+    add_cluster_flag(parser)
     add("--device", choices=DEVICES, default="auto", help="where to train (default: auto = cuda, else mps, else cpu)")
     add("--data-dir", default=default_data_dir(), help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else data)")
     add("--out", default=None, help=f"output folder (default: results/{name}; results/{name}-subset with --subset)")

@@ -1,4 +1,5 @@
 """Errors a user can cause. They end a program with one line and an exit status, never a traceback."""
+import contextlib
 import signal
 import sys
 
@@ -28,6 +29,22 @@ def _raise_terminated(signum, frame):
 def stop_on_sigterm():
     """From now on SIGTERM stops this process as Ctrl-C does (see Terminated)."""
     signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+@contextlib.contextmanager
+def interrupts_held():
+    """Ctrl-C and SIGTERM held back while the block runs, then raised as they would have been: for a step that
+    must not be cut in half, such as starting a child process that must be ended on the way out."""
+    held = []
+    previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum))
+                for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if held:
+        signal.raise_signal(held[0])
 
 
 def interrupt_status(error):

@@ -1,23 +1,30 @@
-"""Many runs: each run a process of its own, `jobs` at once; a run already completed with the same command and
-the same settings is reused, so an interrupted sweep goes on where it stopped; and a step over several seeds.
+"""Many runs: each run a process of its own, executed by a Dask task (`--jobs J` of them at once on a LocalCluster
+started for the sweep, or on the workers of a running scheduler with `--cluster`); a run already completed with
+the same command and the same settings is reused, so an interrupted sweep goes on where it stopped; and a step
+over several seeds.
 
 A run's process records its own command (harness.cli.command_line) and settings in its metrics.json; the reuse
-check compares both, since the same command can mean another recipe once a step's DEFAULTS change.
+check compares both, since the same command can mean another recipe once a step's DEFAULTS change. Dask is
+imported only once a sweep has a run to do: a single run never starts it.
 """
+import contextlib
+import ctypes
 import dataclasses
 import json
+import logging
 import os
+import signal
 import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from harness.cli import command_line, settings_meant_by, settings_recorded_in, settings_to_record
-from harness.errors import TrainingError
-from harness.files import atomic_write_json, atomic_write_text
+from harness.errors import TrainingError, UsageError
+from harness.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,130 +63,225 @@ def completed_run(out, command, settings=None):
     return metrics
 
 
-RUNNING, STOPPING = set(), threading.Event()  # child processes under way; set once they are being ended
-_RUNNING_LOCK = threading.Lock()  # a child is registered, or the set is emptied for ending, never both at once
-STARTING = set()  # an Event for each start under way, set once its child is registered or ended
+RUN_FOLDER_ENV = "MNIST_RUN_FOLDER"  # set by run_on_worker: where the run writes instead of its --out
+CONNECT_SECONDS = 10
+POLL_SECONDS = 0.5  # how often a task looks whether the driver still wants its run
+PROJECT = Path(__file__).resolve().parent.parent  # the checkout; every worker runs one at its own path
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def start_process(argv, **popen_kwargs):
-    """subprocess.Popen, registered so that end_processes() ends it. Ctrl-C and SIGTERM are raised in the main
-    thread, wherever it is — even inside Thread.start — so the start and the registration both happen in a helper
-    thread that no signal interrupts; end_processes() waits for a start under way, and a child started after it
-    ran is ended by the helper itself."""
-    started, done = {}, threading.Event()
-
-    def start():
-        try:
-            process = subprocess.Popen(argv, **popen_kwargs)
-        except OSError as e:
-            started["error"] = e
-        else:
-            with _RUNNING_LOCK:
-                stopping = STOPPING.is_set()
-                if not stopping:
-                    RUNNING.add(process)
-            if stopping:
-                _end([process])
-            started["process"] = process
-        finally:
-            done.set()
-            STARTING.discard(done)
-
-    STARTING.add(done)  # before the thread exists, so that an interrupt inside Thread.start still finds it
-    threading.Thread(target=start).start()
-    done.wait()
-    if "error" in started:
-        raise started["error"]
-    return started["process"]
-
-
-def _end(processes, grace=5.0):
-    """SIGTERM to each (a step stops as on Ctrl-C and writes nothing), then SIGKILL to any still running after
-    `grace` seconds."""
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def end_processes(grace=5.0):
-    """End every child process under way, and any started from now on."""
-    with _RUNNING_LOCK:
-        STOPPING.set()
-        processes = list(RUNNING)
-        RUNNING.clear()
-    for starting in list(STARTING):  # its helper ends the child itself; an interrupt before the helper existed
-        starting.wait(grace)          # leaves an Event that is never set, hence the time limit
-    _end(processes, grace)
-
-
-def run_commands(runs, jobs, report=print):
-    """Do each Run as a subprocess of its own, `jobs` at a time, the cores shared out between them (each with
-    cpu_count // jobs threads), the output of each in out/log.txt. A run already completed is reused. Returns each
-    run's metrics, or None where it failed; an interrupt ends the runs under way."""
-    from concurrent.futures import ThreadPoolExecutor
-    threads = max(1, (os.cpu_count() or 1) // jobs)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
+def run_commands(runs, jobs, report=print, cluster=None):
+    """Do each Run as a subprocess of its own, each executed by a Dask task, and return each run's metrics, or
+    None where it failed. A run already completed is reused without Dask. The rest go to the scheduler at
+    `cluster` (tcp://HOST:PORT), else to a LocalCluster of `jobs` single-threaded worker processes started here,
+    each run with cpu_count // jobs threads. The driver writes each run's log.txt and files into its folder
+    (run_on_worker: no shared filesystem needed). Ctrl-C or SIGTERM cancels the runs under way, and the cluster
+    started here is closed."""
     started = time.perf_counter()
+    commands = [command_line(run.argv[1], run.argv[2:]) for run in runs]
+    results = [completed_run(run.out, command, run.settings) for run, command in zip(runs, commands)]
+    for run, metrics in zip(runs, results):
+        if metrics is not None:
+            report(outcome_line(run, metrics, started))
+    to_do = [index for index, metrics in enumerate(results) if metrics is None]
+    if not to_do:
+        return results
+    from distributed import as_completed
+    with dask_client(cluster, jobs) as (client, where):
+        futures = {client.submit(run_on_worker, runs[i].argv, *where, pure=False, retries=1): i for i in to_do}
+        try:
+            for future in as_completed(futures):
+                index = futures[future]
+                results[index] = keep_run(runs[index], commands[index], future)
+                report(outcome_line(runs[index], results[index], started))
+        except KeyboardInterrupt:
+            client.cancel(list(futures))  # each task kills its run (run_on_worker)
+            raise
+    return results
 
-    def run(item):
-        command = command_line(item.argv[1], item.argv[2:])
-        metrics = completed_run(item.out, command, item.settings)
-        if metrics is None:
-            Path(item.out).mkdir(parents=True, exist_ok=True)
-            with open(Path(item.out) / "log.txt", "w") as log:
-                # A session of its own: Ctrl-C reaches the parent alone, which ends the runs under way.
-                process = start_process(item.argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
-                process.wait()
-                RUNNING.discard(process)
-            metrics = completed_run(item.out, command, item.settings)
-        report(f"  {item.out}: " + ("failed (see log.txt there)" if metrics is None else
-                                    "last epochs " + "/".join(f"{a:.2f}" for a in metrics.get("last_val_accs") or
-                                                              metrics["last_test_accs"])
-                                    + (" (validation)" if metrics.get("last_val_accs") else " (test)"))
-               + f"  [{time.perf_counter() - started:.0f} s]")
-        return metrics
 
-    pool = ThreadPoolExecutor(jobs)
+def outcome_line(run, metrics, started):
+    return (f"  {run.out}: " + ("failed (see log.txt there)" if metrics is None else
+                                "last epochs " + "/".join(f"{a:.2f}" for a in metrics.get("last_val_accs") or
+                                                          metrics["last_test_accs"])
+                                + (" (validation)" if metrics.get("last_val_accs") else " (test)"))
+            + f"  [{time.perf_counter() - started:.0f} s]")
+
+
+def keep_run(run, command, future):
+    """Write what a finished task sent back into the run's folder: log.txt, then the run's files with
+    metrics.json last, each atomically; return the run's metrics as completed_run reads them back, else None."""
+    if future.status == "error":  # its workers died, or the task itself failed: the run is lost, the sweep goes on
+        metrics, log, files = None, f"the run was lost: {future.exception()!r}\n", {}
+    else:
+        metrics, log, files = future.result()
+    out = Path(run.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "log.txt", log)
+    if metrics is None:
+        return None
+    for name in sorted(files, key=lambda name: name == "metrics.json"):
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out / name, files[name])
+    return completed_run(out, command, run.settings)
+
+
+@contextlib.contextmanager
+def dask_client(address, jobs):
+    """A Dask Client, and where its tasks run (run_on_worker's cwd, env and gpus): of the scheduler at `address`,
+    or of a LocalCluster of `jobs` worker processes started here and closed on the way out. A scheduler that does
+    not answer within CONNECT_SECONDS is a UsageError, before any run starts."""
+    import dask
+    from distributed import Client, LocalCluster
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)  # its notes on shutting down are not the user's
+    if address:
+        try:
+            client = Client(address, timeout=CONNECT_SECONDS)
+        except (OSError, ValueError, TimeoutError) as e:
+            raise UsageError(f"argument --cluster: no Dask scheduler answered at {address!r} within "
+                             f"{CONNECT_SECONDS} s ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                             f"start one with `dask scheduler`, or check the address") from None
+        passed = {"PYTHONUNBUFFERED": "1"}
+        if "MNIST_DATA_DIR" in os.environ:  # the driver's data folder, for workers of the same layout
+            passed["MNIST_DATA_DIR"] = os.environ["MNIST_DATA_DIR"]
+        with client:
+            yield client, (None, passed, ())
+        return
+    before = dict(os.environ)  # as it is now: starting the cluster adds the nanny's variables to this process's
+    env = {**before, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // jobs)), "PYTHONUNBUFFERED": "1"}
+    where = (os.getcwd(), env, visible_gpus())
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):  # a run whose worker died: once more
+        cluster = LocalCluster(n_workers=jobs, threads_per_worker=1, processes=True, dashboard_address=None,
+                               host="127.0.0.1", silence_logs=logging.CRITICAL)
     try:
-        return list(pool.map(run, runs))
-    except KeyboardInterrupt:
-        pool.shutdown(wait=False, cancel_futures=True)
-        end_processes()
-        raise
+        with Client(cluster) as client:
+            yield client, where
+    finally:
+        cluster.close()
+        os.environ.clear()  # without the nanny's OMP_NUM_THREADS=1 and the like: this process goes on as it was
+        os.environ.update(before)
+
+
+def visible_gpus():
+    """This machine's GPUs as CUDA_VISIBLE_DEVICES names them (all of them where it is unset)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return tuple(gpu.strip() for gpu in visible.split(",") if gpu.strip())
+    import torch
+    return tuple(str(index) for index in range(torch.cuda.device_count()))
+
+
+def gpu_for(worker_index, gpus):
+    """The GPU worker `worker_index` of the embedded cluster gives its runs: the workers take the GPUs in turn, so
+    --jobs N×K on a machine with N GPUs puts K runs on each."""
+    return gpus[worker_index % len(gpus)]
+
+
+def run_on_worker(argv, cwd, env, gpus):
+    """A Dask task: one run's command line `argv` in a subprocess on this worker, returning (its metrics or None,
+    its output as text, {file name: bytes} of the files it wrote) for the driver to write into the run's folder.
+
+    The rule that keeps a run's recorded command as it always was, with no shared filesystem: the child gets the
+    run's argv unchanged (its --out included, which is what its metrics.json records and what completed_run
+    compares), and MNIST_RUN_FOLDER, a folder of this worker's own, where the step writes instead of --out
+    (common.run_step). Relative or absolute, --out is only ever written by the driver.
+
+    `cwd` is the driver's folder on the embedded cluster, on the same machine: the run is the process it was
+    before, in that folder, with the whole environment `env`. None on an external cluster: the run is the project's
+    script on this worker's checkout (PROJECT, importable there: `PYTHONPATH=$PWD dask worker` in it), in that
+    folder, with this worker's environment and `env` over it.
+    With `gpus`, the worker's runs see only gpu_for(its index) (the embedded cluster's workers are 0..J-1).
+    The child has a session of its own, is killed when the driver cancels the task, and on Linux dies with the
+    worker (PR_SET_PDEATHSIG)."""
+    from distributed import get_worker
+    worker = get_worker()
+    if cwd is None:
+        cwd, argv, env = PROJECT, (argv[0], str(PROJECT / Path(argv[1]).name), *argv[2:]), {**os.environ, **env}
+    with tempfile.TemporaryDirectory(prefix="run-", dir=worker.local_directory) as scratch:
+        folder, log_path = Path(scratch) / "out", Path(scratch) / "log.txt"
+        env = {**env, RUN_FOLDER_ENV: str(folder)}
+        if gpus and isinstance(worker.name, int):
+            env["CUDA_VISIBLE_DEVICES"] = gpu_for(worker.name, gpus)
+        with open(log_path, "wb") as log:
+            returncode = run_child((sys.executable, *argv[1:]), cwd, env, log, lambda: wanted(worker))
+        files = {path.relative_to(folder).as_posix(): path.read_bytes()
+                 for path in sorted(folder.rglob("*")) if path.is_file()}
+        log_text = log_path.read_text(errors="replace")
+    metrics = json.loads(files["metrics.json"]) if returncode == 0 and "metrics.json" in files else None
+    return metrics, log_text, files
+
+
+def wanted(worker):
+    """False once the driver has cancelled the task this worker thread runs, or the worker is closing."""
+    task = worker.state.tasks.get(worker.get_current_task())
+    return (task is not None and task.state != "cancelled"
+            and worker.status.name not in ("closing", "closed", "failed"))
+
+
+def run_child(argv, cwd, env, log, still_wanted):
+    """Run `argv` to its end and return its exit status; or kill it, its whole session, once `still_wanted()`
+    says no, and return None."""
+    child = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                             start_new_session=True, preexec_fn=dies_with_parent())
+    try:
+        while True:
+            try:
+                return child.wait(POLL_SECONDS)
+            except subprocess.TimeoutExpired:
+                if not still_wanted():
+                    return None
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+
+
+def dies_with_parent():
+    """A preexec_fn that has Linux SIGKILL the child when the thread that started it ends (a worker killed mid-run
+    leaves no training behind); None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork: the child only calls it
+    parent = os.getpid()
+
+    def preexec():
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the worker died before prctl took hold: no signal would come
+            os._exit(1)
+    return preexec
+
+
+SWEEP_FLAGS = ("--seeds", "--jobs", "--cluster")  # how a step's runs are shared out, not what one run does
 
 
 def seed_flags(argv):
-    """A --seeds command's flags as one seed's run takes them: --seeds and --jobs dropped (the seed and the folder
-    come after, and argparse keeps the last --seed and --out)."""
+    """A --seeds command's flags as one seed's run takes them: SWEEP_FLAGS dropped (the seed and the folder come
+    after, and argparse keeps the last --seed and --out), so a seed's command is the same wherever it runs."""
     kept, skip = [], False
     for arg in argv:
         if skip:
             skip = False
-        elif arg in ("--seeds", "--jobs"):
+        elif arg in SWEEP_FLAGS:
             skip = True
-        elif not arg.startswith(("--seeds=", "--jobs=")):
+        elif not arg.startswith(tuple(f"{flag}=" for flag in SWEEP_FLAGS)):
             kept.append(arg)
     return kept
 
 
-def run_seeds(name, script, config, targets, out, count, argv, train, jobs=1, log=print):
+def run_seeds(name, script, config, targets, out, count, argv, train, jobs=1, log=print, cluster=None):
     """Step `name` (its file `script`) over `count` seeds: per-seed runs in out/seeds/seed-N, then seeds.json and
-    seeds.md. With jobs > 1 the seeds run as separate processes, `jobs` at once; else one after another here, by
-    `train(config, out, command)`, which returns a run's metrics. A seed already completed is not run again."""
+    seeds.md. With jobs > 1 or a `cluster` the seeds run as separate processes through run_commands; else one
+    after another here, by `train(config, out, command)`, which returns a run's metrics. A seed already completed
+    is not run again."""
     seeds = list(range(config.seed, config.seed + count))
     configs = [dataclasses.replace(config, seed=seed) for seed in seeds]
     runs = [Run(step_argv(script, seed_flags(argv), seed, out / "seeds" / f"seed-{seed}"),
                 out / "seeds" / f"seed-{seed}", settings_to_record(seed_config))
             for seed, seed_config in zip(seeds, configs)]
-    if jobs > 1:
-        log(f"{name}: {count} seeds, {jobs} at a time; each one's output in {out / 'seeds'}/seed-N/log.txt")
-        results = run_commands(runs, jobs, log)
+    if jobs > 1 or cluster:
+        log(f"{name}: {count} seeds, {f'on the Dask cluster at {cluster}' if cluster else f'{jobs} at a time'}; "
+            f"each one's output in {out / 'seeds'}/seed-N/log.txt")
+        results = run_commands(runs, jobs, log, cluster)
         if any(m is None for m in results):
             failed = [str(seed) for seed, m in zip(seeds, results) if m is None]
             raise TrainingError(f"seed(s) {', '.join(failed)} failed; see log.txt in their folders under "

@@ -1,0 +1,84 @@
+"""What the sweep engine costs: the same runs through Dask and as plain subprocesses, in one run on one machine.
+
+    python bench_sweep.py      # 4 seeds of `model3.py --subset 2000 --epochs 1`: results/sweep-bench.json
+
+The Dask side is a sweep as `--jobs J` runs it (harness.runs.run_commands: a LocalCluster of J workers started,
+each run a subprocess of a task with cpu_count // J threads, its files sent back and written by the driver, the
+cluster closed), timed from the first submission's setup to the last file written. The plain side runs the
+same command lines one after another, each with every core, as a user would without a sweep. Each side writes
+into a temporary folder of its own; only the JSON is kept.
+"""
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import model3
+from harness.cli import OneLineParser, command_line, positive_int
+from harness.errors import TrainingError, run_main
+from harness.files import atomic_write_json, check_writable
+from harness.runs import completed_run, run_commands, step_run
+
+ROOT = Path(__file__).resolve().parent
+
+
+def plain_runs(runs):
+    """The runs one after another, each a plain subprocess with every core; their metrics."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for run in runs:
+        if subprocess.run(run.argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode:
+            raise TrainingError(f"the plain run {command_line(run.argv[1], run.argv[2:])!r} failed")
+    return [completed_run(run.out, command_line(run.argv[1], run.argv[2:])) for run in runs]
+
+
+def timed(work):
+    started = time.perf_counter()
+    result = work()
+    return result, round(time.perf_counter() - started, 1)
+
+
+def bench(args, argv):
+    check_writable(Path(args.out).parent)
+    flags = ["--subset", str(args.subset), "--epochs", str(args.epochs)]
+    script = os.path.relpath(ROOT / "model3.py")
+    with tempfile.TemporaryDirectory(prefix="sweep-bench-") as scratch:
+        sides = {side: [step_run(script, flags, seed, Path(scratch) / side / f"seed-{seed}", model3.DEFAULTS)
+                        for seed in range(1, args.seeds + 1)] for side in ("dask", "plain")}
+        print(f"bench_sweep: {args.seeds} runs of `python model3.py {' '.join(flags)}` through Dask, {args.jobs} "
+              f"at once, then one after another as plain subprocesses; {os.cpu_count()} cores")
+        dask_metrics, dask_s = timed(lambda: run_commands(sides["dask"], args.jobs))
+        plain_metrics, plain_s = timed(lambda: plain_runs(sides["plain"]))
+    if None in dask_metrics or None in plain_metrics:
+        raise TrainingError("a run failed")
+    result = dict(command=command_line("bench_sweep.py", sys.argv[1:] if argv is None else argv),
+                  date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), cores=os.cpu_count(), runs=args.seeds,
+                  run_flags=" ".join(flags),
+                  dask=dict(jobs=args.jobs, wall_s=dask_s, device=dask_metrics[0]["device"],
+                            train_s=[m["train_seconds"] for m in dask_metrics]),
+                  plain=dict(wall_s=plain_s, device=plain_metrics[0]["device"],
+                             train_s=[m["train_seconds"] for m in plain_metrics]),
+                  plain_over_dask=round(plain_s / dask_s, 2))
+    atomic_write_json(args.out, result)
+    print(f"dask, {args.jobs} at once: {dask_s:.1f} s ({result['dask']['device']}); plain, one after another: "
+          f"{plain_s:.1f} s ({result['plain']['device']}); plain/dask {result['plain_over_dask']:.2f}x; "
+          f"wrote {args.out}")
+    return 0
+
+
+def main(argv=None):
+    parser = OneLineParser(prog="bench_sweep.py", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=positive_int, default=4, help="runs on each side (default: %(default)s)")
+    parser.add_argument("--jobs", type=positive_int, default=2, help="Dask runs at once (default: %(default)s)")
+    parser.add_argument("--subset", type=positive_int, default=2000, help="images per split (default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=1, help="epochs per run (default: %(default)s)")
+    parser.add_argument("--out", default="results/sweep-bench.json", help="where to write the JSON")
+    args = parser.parse_args(argv)
+    return run_main("bench_sweep.py", lambda: bench(args, argv), f"{args.out} was not written")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Sweeps on Dask (harness.runs.run_commands): the embedded LocalCluster and a running scheduler give the same
+metrics as the same runs done directly, even when a worker is killed mid-sweep (the run is retried); SIGTERM to the
+driver leaves no process behind; a scheduler that does not answer is one line and exit 2. Loopback only."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import ROOT, assert_clean_failure, run_script
+from harness import runs
+
+SEEDS = (1, 2)
+TINY = ("--subset", "300", "--epochs", "1")
+THREADS = max(1, (os.cpu_count() or 1) // 2)  # what a run gets on the embedded cluster with --jobs 2
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+def comparable(metrics):
+    """What the same seed on the same threads must reproduce: the history without its timings."""
+    return [{k: v for k, v in epoch.items() if k != "seconds"} for epoch in metrics["history"]]
+
+
+def seed_metrics(out, seed):
+    return json.loads((Path(out) / "seeds" / f"seed-{seed}" / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory, data_dir):
+    """Each seed's tiny run done directly, one process each, with THREADS threads."""
+    out = tmp_path_factory.mktemp("direct")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", str(THREADS))
+        for seed in SEEDS:
+            result = run_script("model3.py", *TINY, "--seed", seed, "--out", out / f"seed-{seed}", data_dir=data_dir)
+            assert result.returncode == 0, result.stdout + result.stderr
+    return {seed: json.loads((out / f"seed-{seed}" / "metrics.json").read_text()) for seed in SEEDS}
+
+
+def _start(*argv, **kwargs):
+    return subprocess.Popen([str(a) for a in argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            **kwargs)
+
+
+@pytest.fixture(scope="module")
+def scheduler(data_dir):
+    """`dask scheduler` and a `dask worker` of 2 single-threaded processes on loopback; its address."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "PYTHONPATH": str(ROOT), "MNIST_DATA_DIR": str(data_dir)}
+    started = [_start(DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", env=env)]
+    try:
+        for line in started[0].stdout:
+            found = re.search(r"Scheduler at:\s*(tcp://127\.0\.0\.1:\d+)", line)
+            if found:
+                break
+        else:
+            pytest.fail("dask scheduler gave no address")
+        started.append(_start(DASK, "worker", found.group(1), "--nworkers", "2", "--nthreads", "1", "--host",
+                              "127.0.0.1", "--no-dashboard", env=env, cwd=ROOT))
+        yield found.group(1), started[1]
+    finally:
+        for process in reversed(started):  # by pid: the worker first, its nannies end their processes
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_the_workers_take_the_gpus_in_turn():
+    assert [runs.gpu_for(i, ("0", "1", "2")) for i in range(6)] == ["0", "1", "2", "0", "1", "2"]
+    assert runs.gpu_for(3, ("5",)) == "5"
+
+
+def test_a_seed_run_drops_how_the_sweep_is_shared_out():
+    flags = runs.seed_flags(["--seeds", "2", "--cluster", "tcp://h:1", "--jobs=2", "--cluster=x", "--lr", "0.1"])
+    assert flags == ["--lr", "0.1"]
+
+
+def test_a_single_run_and_a_sequential_sweep_never_import_dask(tmp_path, data_dir):
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['model3.py', '--seeds', '1', *{TINY!r}, '--out', {str(tmp_path)!r}]\n"
+            "try:\n    runpy.run_path('model3.py', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('dask imported:', 'distributed' in sys.modules or 'dask' in sys.modules)\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "MNIST_DATA_DIR": str(data_dir), "MNIST_DASK_CLUSTER": ""})
+    assert "dask imported: False" in result.stdout, result.stdout + result.stderr
+    assert (tmp_path / "seeds.json").exists()
+
+
+def test_the_embedded_cluster_gives_the_runs_of_a_direct_run(tmp_path, data_dir, direct):
+    result = run_script("model3.py", "--seeds", "2", "--jobs", "2", *TINY, "--out", tmp_path, data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for seed in SEEDS:
+        metrics = seed_metrics(tmp_path, seed)
+        assert comparable(metrics) == comparable(direct[seed])
+        # the command as a run made here always recorded it: completed runs are recognised by it
+        assert metrics["command"].endswith(f"--seed {seed} --out {tmp_path / 'seeds' / f'seed-{seed}'}")
+        assert "epoch 1/1" in (tmp_path / "seeds" / f"seed-{seed}" / "log.txt").read_text()
+
+
+def _training(out):
+    """The processes on this machine whose command line names `out`."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(out) in part for part in process.info["cmdline"] or ()):
+            found.append(process)
+    return found
+
+
+def _wait_for_training(out, driver, seconds=120):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and driver.poll() is None:
+        children = [p for p in _training(out) if p.pid != driver.pid]
+        if children:
+            return children
+        time.sleep(0.2)
+    pytest.fail("no run started")
+
+
+def test_a_running_scheduler_gives_the_runs_of_a_direct_run_even_with_a_worker_killed(tmp_path, data_dir,
+                                                                                     direct, scheduler):
+    address, _ = scheduler
+    driver = _start(sys.executable, ROOT / "model3.py", "--seeds", "2", "--cluster", address, *TINY,
+                    "--out", tmp_path, cwd=ROOT, env={**os.environ, "MNIST_DATA_DIR": str(data_dir)})
+    child = _wait_for_training(tmp_path, driver)[0]
+    child.parent().kill()  # its worker, SIGKILLed: no goodbye to the scheduler; the run is retried elsewhere
+    output, _ = driver.communicate(timeout=300)
+    assert driver.returncode == 0, output
+    assert f"on the Dask cluster at {address}" in output
+    psutil.wait_procs([child], timeout=10)
+    assert not child.is_running(), "the killed worker's run outlived it"
+    for seed in SEEDS:
+        assert comparable(seed_metrics(tmp_path, seed)) == comparable(direct[seed])
+        assert (tmp_path / "seeds" / f"seed-{seed}" / "model.pt").stat().st_size > 0
+
+
+def test_sigterm_to_the_driver_ends_the_sweep_and_every_process_of_it(tmp_path, data_dir):
+    driver = _start(sys.executable, ROOT / "model3.py", "--seeds", "2", "--jobs", "2", "--subset", "4000",
+                    "--epochs", "50", "--out", tmp_path, cwd=ROOT,
+                    env={**os.environ, "MNIST_DATA_DIR": str(data_dir)})
+    _wait_for_training(tmp_path, driver)
+    ours = psutil.Process(driver.pid).children(recursive=True)  # the workers and their runs
+    driver.send_signal(signal.SIGTERM)
+    output, _ = driver.communicate(timeout=60)
+    assert driver.returncode == 143, output
+    assert "Traceback" not in output and "interrupted" in output
+    gone, alive = psutil.wait_procs(ours, timeout=15)
+    assert not alive, f"left behind: {[p.cmdline() for p in alive]}"
+    assert not _training(tmp_path)
+    assert not (tmp_path / "seeds.json").exists()
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line_and_exit_2(tmp_path, data_dir):
+    import socket
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = run_script("model3.py", "--seeds", "2", "--cluster", f"tcp://127.0.0.1:{port}", *TINY,
+                        "--out", tmp_path, data_dir=data_dir)
+    assert_clean_failure(result, 2, "argument --cluster: no Dask scheduler answered")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
