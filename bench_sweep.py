@@ -2,11 +2,12 @@
 
     python bench_sweep.py      # 4 seeds of `model3.py --subset 2000 --epochs 1`: results/sweep-bench.json
 
-The Dask side is a sweep as `--jobs J` runs it (harness.runs.run_commands: a LocalCluster of J workers started,
-each run a subprocess of a task with cpu_count // J threads, its files sent back and written by the driver, the
-cluster closed), timed from the first submission's setup to the last file written. The plain side runs the
-same command lines one after another, each with every core, as a user would without a sweep. Each side writes
-into a temporary folder of its own; only the JSON is kept.
+Three sides, one after another: the plain one runs the command lines one after another as plain subprocesses,
+each with every core, as a user would without a sweep; then the same runs as a sweep with `--jobs 1` (the
+engine's own cost: a LocalCluster of one worker started, each run a subprocess of a task with every core, its
+files sent back and written by the driver, the cluster closed) and with `--jobs J` (J at once, cpu_count // J
+threads each). Each side is timed from its start to its last file written, into a temporary folder of its own;
+only the JSON is kept.
 """
 import argparse
 import os
@@ -44,27 +45,26 @@ def bench(args, argv):
     check_writable(Path(args.out).parent)
     flags = ["--subset", str(args.subset), "--epochs", str(args.epochs)]
     script = os.path.relpath(ROOT / "model3.py")
+    sides = {"plain": plain_runs, "dask-1": lambda runs: run_commands(runs, 1),
+             f"dask-{args.jobs}": lambda runs: run_commands(runs, args.jobs)}
+    print(f"bench_sweep: {args.seeds} runs of `python model3.py {' '.join(flags)}` one after another as plain "
+          f"subprocesses, then through Dask with --jobs 1 and --jobs {args.jobs}; {os.cpu_count()} cores")
+    rows = []
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as scratch:
-        sides = {side: [step_run(script, flags, seed, Path(scratch) / side / f"seed-{seed}", model3.DEFAULTS)
-                        for seed in range(1, args.seeds + 1)] for side in ("dask", "plain")}
-        print(f"bench_sweep: {args.seeds} runs of `python model3.py {' '.join(flags)}` through Dask, {args.jobs} "
-              f"at once, then one after another as plain subprocesses; {os.cpu_count()} cores")
-        dask_metrics, dask_s = timed(lambda: run_commands(sides["dask"], args.jobs))
-        plain_metrics, plain_s = timed(lambda: plain_runs(sides["plain"]))
-    if None in dask_metrics or None in plain_metrics:
-        raise TrainingError("a run failed")
+        for side, sweep in sides.items():
+            runs = [step_run(script, flags, seed, Path(scratch) / side / f"seed-{seed}", model3.DEFAULTS)
+                    for seed in range(1, args.seeds + 1)]
+            metrics, seconds = timed(lambda: sweep(runs))
+            if None in metrics:
+                raise TrainingError(f"a run of the {side} side failed")
+            rows.append(dict(side=side, wall_s=seconds, device=metrics[0]["device"],
+                             train_s=[m["train_seconds"] for m in metrics]))
+            print(f"  {side}: {seconds:.1f} s ({rows[-1]['device']})")
     result = dict(command=command_line("bench_sweep.py", sys.argv[1:] if argv is None else argv),
                   date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), cores=os.cpu_count(), runs=args.seeds,
-                  run_flags=" ".join(flags),
-                  dask=dict(jobs=args.jobs, wall_s=dask_s, device=dask_metrics[0]["device"],
-                            train_s=[m["train_seconds"] for m in dask_metrics]),
-                  plain=dict(wall_s=plain_s, device=plain_metrics[0]["device"],
-                             train_s=[m["train_seconds"] for m in plain_metrics]),
-                  plain_over_dask=round(plain_s / dask_s, 2))
+                  run_flags=" ".join(flags), sides=rows)
     atomic_write_json(args.out, result)
-    print(f"dask, {args.jobs} at once: {dask_s:.1f} s ({result['dask']['device']}); plain, one after another: "
-          f"{plain_s:.1f} s ({result['plain']['device']}); plain/dask {result['plain_over_dask']:.2f}x; "
-          f"wrote {args.out}")
+    print(f"bench_sweep: wrote {args.out}")
     return 0
 
 

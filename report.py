@@ -400,6 +400,22 @@ def model4_search_parts(results):
     return parts
 
 
+def sweep_bench_section(results):
+    """What the sweep engine costs, from bench_sweep.py's one run (results/sweep-bench.json)."""
+    b = load_json(Path(results) / "sweep-bench.json", ("command", "date", "runs", "run_flags", "sides"))
+    if not b:
+        return None
+    plain = next(side for side in b["sides"] if side["side"] == "plain")
+    lines = ["| how | wall s | against plain | device of each run | train s of each run |", "|---|---|---|---|---|"]
+    lines += [f"| {side['side']} | {side['wall_s']:.1f} | {side['wall_s'] / plain['wall_s']:.2f}× | {side['device']} "
+              f"| {' '.join(f'{t:.1f}' for t in side['train_s'])} |" for side in b["sides"]]
+    return ("\n".join(lines) + f"\n\n`{b['command']}`, {b['date']}, {b['cores']} cores: {b['runs']} runs of "
+            f"`python model3.py {b['run_flags']}` one after another as plain subprocesses (each with every core), "
+            "then as a sweep through Dask with one worker (the engine's own cost: a cluster started and closed, "
+            "each run's files sent back and written by the driver) and with several at once, all in one run of "
+            "the script on one machine.")
+
+
 def results_markdown(results="results"):
     rows = step_rows(results)
     parts = ["# Results", "", "Written by `python report.py` from the runs in `results/`; every figure below comes "
@@ -456,7 +472,9 @@ def results_markdown(results="results"):
                       "'last 3 epochs' pools the last 3 test accuracies of every seed. The test loss and the train "
                       "accuracy (counted on the batches as trained) show what each ingredient does to over-fitting."]
     bench = bench_section(results)
-    parts += ["", "## Performance", "", bench or "_Not run yet: `make bench`._", ""]
+    parts += ["", "## Performance", "", bench or "_Not run yet: `make bench`._"]
+    sweep = sweep_bench_section(results)
+    parts += ["", "## What the sweep engine costs", "", sweep or "_Not run yet: `python bench_sweep.py`._", ""]
     return "\n".join(parts)
 
 
