@@ -26,6 +26,7 @@ ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57
 ABLATIONS = {"full": "nothing (the recipe as is)",
              "clean-0": "no clean epochs: augmentation to the last epoch",
              "round-4-net": "step 4's net before round 5: a strided transition, full 3×3s, no clean epochs",
+             "round-5-net": "step 4's net of round 5, under 5,000 parameters: the same layout, wider",
              "rotate-7": "rotation ±7° (step 3's recipe before its first search)",
              "no-augment": "no augmentation (rotation and shift)", "step-lr": "StepLR instead of OneCycle",
              "no-schedule": "no schedule (constant lr)", "bf16": "bf16 autocast in the training forward pass",
@@ -35,7 +36,8 @@ ABLATION_DIRS = {"model3": "ablation", "model4": "model4/ablation"}
 # Rows that are the seeds run of a step's previous recipe, made when these flags were its defaults (so the
 # command it recorded does not show them).
 PREVIOUS_RECIPE_FLAGS = {"model3/clean-0": "--clean-epochs=0",
-                         "model4/round-4-net": "designs.py --design m4-6.12.6.12.14.14 --clean-epochs=0"}
+                         "model4/round-4-net": "designs.py --design m4-6.12.6.12.14.14 --clean-epochs=0",
+                         "model4/round-5-net": "--widths 8,12,32,32,40"}
 # `make bench` writes bench.json; runs on other devices, or repeated ones, go to bench-<name>.json (`--out`).
 BENCH_GLOB = "bench*.json"
 README_BEGIN, README_END = "<!-- results:begin (written by report.py) -->", "<!-- results:end -->"
@@ -141,7 +143,8 @@ def ablation_rows(results, step="model3"):
                                                            summary["command"].split(".py", 1)[-1]).strip()
         lasts = [a for m in runs for a in m["last_test_accs"]]
         target = runs[0]["targets"]["min_test_acc"]
-        rows.append(dict(variant=name, change=change, flags=flags or "(defaults)", seeds=len(runs),
+        rows.append(dict(variant=name, change=change, flags=flags or "(defaults)", params=runs[0]["params"],
+                         seeds=len(runs),
                          met=sum(m["passed"] is True for m in runs),
                          final_test_acc=round(statistics.mean(m["final_test_acc"] for m in runs), 3),
                          last3_mean=round(statistics.mean(lasts), 3), last3_min=min(lasts),
@@ -152,14 +155,21 @@ def ablation_rows(results, step="model3"):
     return rows
 
 
+# The rows that are a recipe as it is, on a net that has been the step's: each other row's Δ is against the one of
+# the same size (step 4's ablation of round 5 was made on that round's net).
+RECIPE_AS_IS = ("full", "round-5-net")
+
+
 def ablation_table(rows):
-    full = next((r for r in rows if r["variant"] == "full"), None)
-    lines = ["| change | flags | seeds met | final test acc, mean (%) | last 3 epochs: mean (%) | min (%) "
-             "| gap of the min to 99.40 | Δ final vs full | final test loss | final train acc (%) | device |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    as_is = {r["params"]: r for r in rows if r["variant"] in RECIPE_AS_IS}
+    lines = ["| change | flags | params | seeds met | final test acc, mean (%) | last 3 epochs: mean (%) | min (%) "
+             "| gap of the min to 99.40 | Δ final vs the recipe as is, same net | final test loss | final train acc (%) | device |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        full = as_is.get(r["params"])
         delta = f"{r['final_test_acc'] - full['final_test_acc']:+.2f}" if full else "n/a"
-        lines.append(f"| {r['change']} | `{r['flags']}` | {r['met']}/{r['seeds']} | {r['final_test_acc']:.2f} "
+        lines.append(f"| {r['change']} | `{r['flags']}` | {r['params']:,} | {r['met']}/{r['seeds']} "
+                     f"| {r['final_test_acc']:.2f} "
                      f"| {r['last3_mean']:.2f} | {r['last3_min']:.2f} | {r['gap']:+.2f} | {delta} "
                      f"| {r['final_test_loss']:.4f} | {r['final_train_acc']:.2f} | {r['device']} |")
     return "\n".join(lines)

@@ -68,9 +68,10 @@ def test_ablation_table_pools_the_seeds_of_each_variant(results):
     assert rows[1]["met"] == 1 and rows[1]["seeds"] == 2 and rows[1]["last3_mean"] == pytest.approx(99.3667, abs=1e-3)
     table = report.ablation_table(rows)
     # final test acc: mean of 99.32 and 99.44; Δ against full's mean of 99.47 and 99.51
-    assert ("| no augmentation (rotation and shift) | `--no-augment` | 1/2 | 99.38 | 99.37 | 99.30 | -0.10 | -0.11 "
+    assert ("| no augmentation (rotation and shift) | `--no-augment` | 7,900 | 1/2 | 99.38 | 99.37 | 99.30 | -0.10 "
+            "| -0.11 "
             "| 0.0200 | 99.02 |") in table
-    assert "| nothing (the recipe as is) | `(defaults)` | 2/2 |" in table
+    assert "| nothing (the recipe as is) | `(defaults)` | 7,900 | 2/2 |" in table
 
 
 def test_bench_section_shows_each_device_and_the_one_time_costs(tmp_path):
@@ -238,3 +239,17 @@ def test_seeds_no_choice_saw_get_a_sentence_of_their_own(results):
     assert text.startswith("**2/2 seeds met the target**")
     assert "Seeds 21–22, which no choice of the recipe saw: **1/2 seeds met the target**" in text
     assert "--seed 21 --seeds 2" in text
+
+
+def test_an_ablation_row_is_compared_with_the_recipe_on_its_own_net():
+    """Step 4's ablation of round 5 was made on that round's net: its rows' Δ is against that net's seeds run, not
+    against today's smaller net."""
+    def row(variant, params, final):
+        return dict(variant=variant, change=variant, flags="", params=params, met=1, seeds=1, final_test_acc=final,
+                    last3_mean=final, last3_min=final, gap=0.0, final_test_loss=0.02, final_train_acc=99.6,
+                    device="cpu")
+    table = report.ablation_table([row("full", 3872, 99.50), row("round-5-net", 4966, 99.55),
+                                   row("clean-0", 4966, 99.50), row("no-augment", 4000, 99.30)])
+    lines = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines()[2:]}
+    assert lines["clean-0"][8] == "-0.05" and lines["round-5-net"][8] == "+0.00" and lines["full"][8] == "+0.00"
+    assert lines["no-augment"][8] == "n/a"  # no recipe-as-is row of its size
