@@ -186,7 +186,8 @@ def run_pipeline(args, device, data):
 
 def main(argv=None):
     args = parse_args(argv)
-
+    if args.pipeline is not None:  # a child: SIGTERM from the parent ends it at once, with nothing of its own to tidy
+        return bench(args, argv)
     return errors.run_main("bench.py", lambda: bench(args, argv),
                            f"{args.out} was not written, and whatever it held before is kept")
 
