@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -134,6 +135,8 @@ def dask_client(address, jobs):
     import dask
     from distributed import Client, LocalCluster
     logging.getLogger("distributed").setLevel(logging.CRITICAL)  # its notes on shutting down are not the user's
+    # The scheduler's small HTTP server (health and metrics, on 127.0.0.1) takes another port when 8787 is taken.
+    warnings.filterwarnings("ignore", message="Port 8787 is already in use", category=UserWarning)
     if address:
         try:
             client = Client(address, timeout=CONNECT_SECONDS)
@@ -207,7 +210,8 @@ def run_on_worker(argv, cwd, env, gpus):
         files = {path.relative_to(folder).as_posix(): path.read_bytes()
                  for path in sorted(folder.rglob("*")) if path.is_file()}
         log_text = log_path.read_text(errors="replace")
-    metrics = json.loads(files["metrics.json"]) if returncode == 0 and "metrics.json" in files else None
+    # metrics.json is a run's last file: there means complete, a run that missed its target included (exit 1)
+    metrics = json.loads(files["metrics.json"]) if returncode is not None and "metrics.json" in files else None
     return metrics, log_text, files
 
 

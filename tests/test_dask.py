@@ -166,3 +166,22 @@ def test_a_scheduler_that_does_not_answer_is_one_line_and_exit_2(tmp_path, data_
                         "--out", tmp_path, data_dir=data_dir)
     assert_clean_failure(result, 2, "argument --cluster: no Dask scheduler answered")
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_run_that_misses_its_target_is_kept_with_its_files(tmp_path):
+    """A step that completes but FAILs its target exits 1 after writing every file: the sweep keeps it (its
+    metrics say passed: false), as it keeps a run that passed; only a run without metrics.json is lost."""
+    script = tmp_path / "step.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "from pathlib import Path\n"
+        "out = Path(os.environ['MNIST_RUN_FOLDER'])\n"
+        "out.mkdir(parents=True, exist_ok=True)\n"
+        "(out / 'rf.md').write_text('rf')\n"
+        "command = ' '.join(['python', Path(sys.argv[0]).name, *sys.argv[1:]])\n"
+        "(out / 'metrics.json').write_text(json.dumps(dict(command=command, passed=False, last_test_accs=[99.3])))\n"
+        "sys.exit(1)\n")
+    run = runs.Run(runs.step_argv(script, [], 1, tmp_path / "out"), tmp_path / "out")
+    [metrics] = runs.run_commands([run], jobs=1, report=lambda *_: None)
+    assert metrics is not None and metrics["passed"] is False
+    assert (tmp_path / "out" / "rf.md").read_text() == "rf" and (tmp_path / "out" / "log.txt").exists()
