@@ -26,7 +26,7 @@ ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57
 ABLATIONS = {"full": "nothing (the recipe as is)",
              "clean-0": "no clean epochs: augmentation to the last epoch",
              "round-4-net": "step 4's net before round 5: a strided transition, full 3×3s, no clean epochs",
-             "round-5-net": "step 4's net of round 5, under 5,000 parameters: the same layout, wider",
+             "round-6-net": "round 6's choice under 4,000 parameters: the same layout, thinner (6,12,28,28,32)",
              "rotate-7": "rotation ±7° (step 3's recipe before its first search)",
              "no-augment": "no augmentation (rotation and shift)", "step-lr": "StepLR instead of OneCycle",
              "no-schedule": "no schedule (constant lr)", "bf16": "bf16 autocast in the training forward pass",
@@ -37,7 +37,7 @@ ABLATION_DIRS = {"model3": "ablation", "model4": "model4/ablation"}
 # command it recorded does not show them).
 PREVIOUS_RECIPE_FLAGS = {"model3/clean-0": "--clean-epochs=0",
                          "model4/round-4-net": "designs.py --design m4-6.12.6.12.14.14 --clean-epochs=0",
-                         "model4/round-5-net": "--widths 8,12,32,32,40"}
+                         "model4/round-6-net": "--widths 6,12,28,28,32"}
 # `make bench` writes bench.json; runs on other devices, or repeated ones, go to bench-<name>.json (`--out`).
 BENCH_GLOB = "bench*.json"
 README_BEGIN, README_END = "<!-- results:begin (written by report.py) -->", "<!-- results:end -->"
@@ -155,9 +155,9 @@ def ablation_rows(results, step="model3"):
     return rows
 
 
-# The rows that are a recipe as it is, on a net that has been the step's: each other row's Δ is against the one of
-# the same size (step 4's ablation of round 5 was made on that round's net).
-RECIPE_AS_IS = ("full", "round-5-net")
+# The rows that are a step's recipe as it is, on a net that was (or was tried as) the step's: each other row's Δ is
+# against the one of the same size.
+RECIPE_AS_IS = ("full", "round-6-net")
 
 
 def ablation_table(rows):
