@@ -155,18 +155,12 @@ def ablation_rows(results, step="model3"):
     return rows
 
 
-# The rows that are a step's recipe as it is, on a net that was (or was tried as) the step's: each other row's Δ is
-# against the one of the same size.
-RECIPE_AS_IS = ("full", "round-6-net")
-
-
 def ablation_table(rows):
-    as_is = {r["params"]: r for r in rows if r["variant"] in RECIPE_AS_IS}
+    full = next((r for r in rows if r["variant"] == "full"), None)
     lines = ["| change | flags | params | seeds met | final test acc, mean (%) | last 3 epochs: mean (%) | min (%) "
-             "| gap of the min to 99.40 | Δ final vs the recipe as is, same net | final test loss | final train acc (%) | device |",
+             "| gap of the min to 99.40 | Δ final vs full | final test loss | final train acc (%) | device |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        full = as_is.get(r["params"])
         delta = f"{r['final_test_acc'] - full['final_test_acc']:+.2f}" if full else "n/a"
         lines.append(f"| {r['change']} | `{r['flags']}` | {r['params']:,} | {r['met']}/{r['seeds']} "
                      f"| {r['final_test_acc']:.2f} "

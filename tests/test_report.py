@@ -240,16 +240,3 @@ def test_seeds_no_choice_saw_get_a_sentence_of_their_own(results):
     assert "Seeds 21–22, which no choice of the recipe saw: **1/2 seeds met the target**" in text
     assert "--seed 21 --seeds 2" in text
 
-
-def test_an_ablation_row_is_compared_with_the_recipe_on_its_own_net():
-    """A row made on another net than the step's own is compared with the recipe as is on that net, not with the
-    step's own."""
-    def row(variant, params, final):
-        return dict(variant=variant, change=variant, flags="", params=params, met=1, seeds=1, final_test_acc=final,
-                    last3_mean=final, last3_min=final, gap=0.0, final_test_loss=0.02, final_train_acc=99.6,
-                    device="cpu")
-    table = report.ablation_table([row("full", 4966, 99.50), row("round-6-net", 3872, 99.55),
-                                   row("clean-0", 3872, 99.50), row("no-augment", 4000, 99.30)])
-    lines = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table.splitlines()[2:]}
-    assert lines["clean-0"][8] == "-0.05" and lines["round-6-net"][8] == "+0.00" and lines["full"][8] == "+0.00"
-    assert lines["no-augment"][8] == "n/a"  # no recipe-as-is row of its size
