@@ -6,11 +6,9 @@ import pytest
 import torch
 
 import common
-from harness import cli, cuda_graph, files, runs as runs_module
-import model1
-import model2
 import model3
 from conftest import ROOT, run_script
+from harness import cli, cuda_graph, files, runs as runs_module
 
 EXPECTED_FILES = {"summary.txt", "rf.md", "metrics.json", "curves.png", "misclassified.png", "confusion.png",
                   "model.pt"}
