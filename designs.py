@@ -14,6 +14,9 @@ Families (receptive field 21 or more at the last 3×3, a 1×1 to the classes aft
     ds       m4's layout with every 3×3 after the first depthwise-separable (a 3×3 per channel, then a 1×1
              across channels): about 9/c of the weights of a full 3×3 of c channels, so twice the channels
     pool_ds  pool's start, then depthwise-separable blocks: the design chosen, model4's Net
+    pool1_ds pool_ds with one full 3×3 before the max-pool, not two (28 → 26 → 13, ending on 5×5, RF 20 at the
+             last 3×3): for nets of a few hundred parameters, where two full 3×3s wide enough to see strokes
+             would cost most of the budget (the 99 % club's search, results/club)
 """
 import argparse
 import re
@@ -52,8 +55,14 @@ def ds_features(a, b, c, d, e, dropout=0.0):
             separable_bn_relu(d, e, dilation=2)]                                       # -> 4, RF 21
 
 
-FAMILIES = dict(m4=m4_features, pad=pad_features, pool=pool_features, ds=ds_features)  # pool_ds: model4.Net
-ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5)
+def pool1_ds_features(a, b, c, d, dropout=0.0):
+    return [conv_bn_relu(1, a), nn.MaxPool2d(2),                                      # 28 -> 26 -> 13, RF 4
+            separable_bn_relu(a, b, dropout=dropout), separable_bn_relu(b, c, dropout=dropout),  # -> 11 -> 9
+            separable_bn_relu(c, d, dilation=2)]                                       # -> 5, RF 20
+
+
+FAMILIES = dict(m4=m4_features, pad=pad_features, pool=pool_features, ds=ds_features, pool1_ds=pool1_ds_features)
+ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4)  # pool_ds: model4.Net
 DESIGN = re.compile(r"^([a-z_0-9]+)-(\d+(?:\.\d+)*)$")
 
 

@@ -215,17 +215,17 @@ FRONTIER_KEYS = ("rows", "seeds", "epochs", "command", "device")
 
 
 def frontier_summary(results):
-    """make frontier's results and, in a sentence computed from its rows, what the picture teaches."""
+    """make frontier's results and, in sentences computed from its rows, what the picture teaches."""
     f = load_json(Path(results) / "frontier" / "frontier.json", FRONTIER_KEYS)
     if not f or f.get("subset"):
         return None
     done = [r for r in f["rows"] if r["completed"]]
-    held = {d: min((r["params"] for r in done if r["design"] == d and r["met"] == r["completed"]), default=None)
-            for d in ("model3", "model4")}
-    said = "; ".join(f"step {d[-1]}'s design, {p:,} parameters" if p else f"step {d[-1]}'s design, none of its sizes"
-                     for d, p in held.items())
-    sentence = (f"The smallest net of each design that met the target (≥ 99.40 % on each of the last 3 epochs) on "
-                f"every one of its {f['seeds']} seeds: {said}.")
+    sentence = " ".join(smallest_held(done, key, line) for key, line in (("met", "the target (≥ 99.40 % on each of "
+                                                                            "the last 3 epochs)"),
+                                                                           ("met_club", "99.0 %")) if done)
+    club = next((r for r in done if r.get("flags") == f.get("club")), None)
+    if club:
+        sentence += " " + club_sentence(club, f.get("public", []))
     gains = design_gains(done)
     if gains:
         sentence += (" Step 4's design against step 3's at the same parameter count (step 3's mean final accuracy "
@@ -233,6 +233,31 @@ def frontier_summary(results):
                      + (" — step 4's layout pays most where parameters are scarcest"
                         if gains[0][1] > gains[-1][1] else "") + ".")
     return f, sentence
+
+
+def smallest_held(rows, key, line):
+    """The smallest net of each design that held `line` on every one of its seeds."""
+    said = []
+    for design in ("model3", "model4"):
+        params = min((r["params"] for r in rows if r["design"] == design and r.get(key) == r["completed"]), default=0)
+        said.append(f"step {design[-1]}'s design, " + (f"{params:,} parameters" if params else "none of its sizes"))
+    return f"The smallest net of each design that held {line} on every one of its seeds: {'; '.join(said)}."
+
+
+def club_sentence(row, public):
+    """The 99 % club's net, its seeds, and how it stands beside the public points."""
+    held = row["met_club"] >= 0.9 * row["completed"]
+    net = ",".join(map(str, row["widths"])) if row.get("widths") else " ".join(row["flags"])
+    text = (f"The 99 % club, the smallest net found to hold 99.0 % (chosen on the validation split, results/club): "
+            f"{row['design']} {net}, {row['params']:,} parameters and {row['macs']:,} multiply-adds per image; "
+            f"{row['met_club']} of its {row['completed']} seeds held 99.0 % on each of their last 3 epochs "
+            f"(final test accuracy {row['mean_final_test_acc']:.2f} % on average, lowest of any last-3 epoch "
+            f"{row['min_last3_test_acc']:.2f} %) — {'it holds the line' if held else 'not the 9 in 10 that holding the line asks'}.")
+    if public:
+        text += " Beside the public points, each a single number: " + "; ".join(
+            f"{who}, {params:,} parameters at {acc} % ({how}): {row['params'] / params:.2f}× its parameters"
+            for params, acc, who, how in public) + "."
+    return text
 
 
 def design_gains(rows):

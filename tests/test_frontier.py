@@ -21,22 +21,36 @@ def test_widths_are_scaled_to_the_nearest_parameter_count(step):
 
 
 def test_a_frontier_on_a_tiny_subset_writes_its_three_files_and_reuses_runs(tmp_path, data_dir):
-    args = ("frontier.py", "--sizes", "1000,3000", "--seeds", "1", "--jobs", "2", "--epochs", "1",
+    args = ("frontier.py", "--sizes", "1000,3000", "--seeds", "1", "--club-seeds", "2", "--jobs", "2", "--epochs", "1",
             "--subset", "300", "--out", tmp_path / "f")
     result = run_script(*args, data_dir=data_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((tmp_path / "f" / "frontier.json").read_text())
-    # two sizes and each step's own net, for both designs
-    assert sorted({r["design"] for r in summary["rows"]}) == ["model3", "model4"] and len(summary["rows"]) == 6
-    assert all(r["completed"] == 1 and r["epochs"] == 1 and r["subset"] == 300 for r in summary["rows"])
-    own = [r for r in summary["rows"] if tuple(r["widths"]) == model4.DEFAULTS["widths"]]
+    club = [r for r in summary["rows"] if r["flags"] == list(frontier.CLUB[1])]
+    others = [r for r in summary["rows"] if r not in club]
+    # two sizes and each step's own net, for both designs, and the club's net over its own seeds
+    assert sorted({r["design"] for r in others}) == ["model3", "model4"] and len(others) == 6
+    assert len(club) == 1 and club[0]["seeds"] == club[0]["completed"] == 2 and club[0]["seed_list"] == [1, 2]
+    assert all(r["completed"] == r["seeds"] and r["epochs"] == 1 and r["subset"] == 300 for r in summary["rows"])
+    own = [r for r in summary["rows"] if tuple(r["widths"] or ()) == model4.DEFAULTS["widths"]]
     assert own and own[0]["params"] == common.count_params(model4.Net())
-    assert "| model4 |" in (tmp_path / "f" / "frontier.md").read_text()
+    assert own[0]["macs"] == sum(row["macs"] for row in common.receptive_field(model4.Net()))
+    table = (tmp_path / "f" / "frontier.md").read_text()
+    assert "| model4 |" in table and "(99 % club)" in table and "JoshWarn/Parameter-Efficient-MNIST" in table
     assert (tmp_path / "f" / "frontier.png").stat().st_size > 10_000
     run = next((tmp_path / "f" / "runs").glob("model4-*/seed-1/metrics.json"))
     before = run.stat().st_mtime_ns
     assert run_script(*args, data_dir=data_dir).returncode == 0
     assert run.stat().st_mtime_ns == before
+
+
+def test_the_club_net_is_built_from_its_own_command_line():
+    design, flags = frontier.CLUB
+    net = frontier.net_of(design, list(flags))
+    assert common.count_params(net) < 1000  # the club is the frontier's smallest end
+    narrow = frontier.net_of("model4", ["--widths", "3,4,8,8,10", "--epochs", "2"])
+    assert common.count_params(narrow) == common.count_params(model4.Net(widths=(3, 4, 8, 8, 10)))
+    assert common.count_params(frontier.net_of("model3", [])) == common.count_params(model3.Net())
 
 
 @pytest.mark.parametrize("args, words", [

@@ -179,11 +179,12 @@ def test_the_bench_says_what_bf16_bought(tmp_path):
     assert "With bf16 autocast the project's step ran at 1.50× its fp32 rate here." in report.bench_section(tmp_path)
 
 
-def _frontier_row(design, params, finals, last3_min, met):
-    return dict(design=design, widths=[1] * 6, params=params, seeds=len(finals), completed=len(finals),
-                final_test_accs=finals, mean_final_test_acc=sum(finals) / len(finals), min_final_test_acc=min(finals),
-                max_final_test_acc=max(finals), min_last3_test_acc=last3_min, met=met, epochs=15, subset=None,
-                device="cpu")
+def _frontier_row(design, params, finals, last3_min, met, met_club=None, flags=("--widths", "1,1,1,1,1,1")):
+    return dict(design=design, widths=[1] * 6, flags=list(flags), params=params, macs=params * 50,
+                seeds=len(finals), completed=len(finals), final_test_accs=finals,
+                mean_final_test_acc=sum(finals) / len(finals), min_final_test_acc=min(finals),
+                max_final_test_acc=max(finals), min_last3_test_acc=last3_min, met=met,
+                met_club=len(finals) if met_club is None else met_club, epochs=15, subset=None, device="cpu")
 
 
 def test_the_frontier_names_the_smallest_net_of_each_design_that_held_on_every_seed(results):
@@ -207,6 +208,28 @@ def test_the_frontier_names_the_smallest_net_of_each_design_that_held_on_every_s
     _write(results / "frontier" / "frontier.json", dict(rows=rows, seeds=2, epochs=1, command="x", device="cpu",
                                                        subset=300))
     assert report.frontier_section(results) is None  # a smoke run on a subset is not a result
+
+
+def test_the_frontier_names_the_smallest_net_holding_99_and_the_club_beside_the_public_points(results):
+    club = ("--widths", "2,3,4,4,5")
+    rows = [_frontier_row("model3", 500, [97.1, 97.5], 96.9, 0, met_club=0),
+            _frontier_row("model3", 1000, [99.1, 99.2], 99.05, 0),
+            _frontier_row("model4", 600, [99.0, 99.1] * 5, 98.95, 0, met_club=9, flags=club),
+            _frontier_row("model4", 700, [99.1, 99.0], 98.9, 0, met_club=1),
+            _frontier_row("model4", 4800, [99.5, 99.48], 99.41, 2)]
+    _write(results / "frontier" / "frontier.json", dict(
+        rows=rows, seeds=2, epochs=15, command="python frontier.py", device="cpu", subset=None, club=list(club),
+        public=[[697, 99.03, "someone/tiny-mnist", "the best of many runs"]]))
+    (results / "frontier" / "frontier.md").write_text("| design | ... |\n")
+    text = report.frontier_section(results)
+    assert ("held 99.0 % on every one of its seeds: step 3's design, 1,000 parameters; step 4's design, 4,800 "
+            "parameters") in text  # the club's 600 held on 9 of 10, not every seed
+    assert "9 of its 10 seeds held 99.0 %" in text and "it holds the line" in text
+    assert "someone/tiny-mnist, 697 parameters at 99.03 % (the best of many runs): 0.86× its parameters" in text
+    rows[2]["met_club"] = 8
+    _write(results / "frontier" / "frontier.json", dict(
+        rows=rows, seeds=2, epochs=15, command="python frontier.py", device="cpu", subset=None, club=list(club)))
+    assert "not the 9 in 10" in report.frontier_section(results)
 
 
 def test_the_frontier_says_which_points_an_older_recipe_trained(results, monkeypatch):
