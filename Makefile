@@ -71,7 +71,7 @@ ablation: $(ENV)  ## STEP (model3 or model4) with one thing changed at a time, A
 	$(PYTHON) report.py --ablation-only
 
 frontier: N = 3
-frontier: $(ENV)  ## steps 3 and 4 at SIZES (parameters; default frontier.py's, 500 to 20,000), N seeds each (default 3), and the 99 % club's net: results/frontier/
+frontier: $(ENV)  ## steps 3 and 4 at SIZES (default 500 to 20,000 parameters), N seeds each (default 3), and the 99 % club: results/frontier/
 	$(PYTHON) frontier.py $(if $(SIZES),--sizes $(SIZES)) --seeds $(N) --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)
 
 demo: $(ENV)  ## a local page: draw a digit, see every step's prediction and feature maps (ARGS="--port 8080")

@@ -429,6 +429,20 @@ def model4_search_parts(results):
     return parts
 
 
+def club_parts(results):
+    """The search for the smallest net that holds 99.0 %, stage by stage, as results/club's recipes file tells it."""
+    recipes = Path(results) / "club" / "search-recipes.txt"
+    stages = [(name, search_section(results, "club", "search", name)) for name in ("stage-1", "stage-2", "stage-3")]
+    if not recipes.exists() or not any(table for _, table in stages):
+        return ["_Not run yet: the commands are in results/club/search-recipes.txt._"]
+    story = [line[2:] for line in recipes.read_text().splitlines() if line.startswith("# ") and line[2:3] != " "]
+    parts = [" ".join(story), ""]
+    for name, table in stages:
+        if table:
+            parts += [f"### {name.replace('-', ' ').capitalize()}", "", table]
+    return parts
+
+
 def sweep_bench_section(results):
     """What the sweep engine costs, from bench_sweep.py's one run (results/sweep-bench.json)."""
     b = load_json(Path(results) / "sweep-bench.json", ("command", "date", "runs", "run_flags", "sides"))
@@ -492,6 +506,7 @@ def results_markdown(results="results"):
     parts += ["", "## How step 4 was chosen: on a validation split", "", *model4_search_parts(results)]
     frontier = frontier_section(results)
     parts += ["", "## The frontier: parameters against accuracy", "", frontier or "_Not run yet: `make frontier`._"]
+    parts += ["", "## The 99 % club: chosen on a validation split", "", *club_parts(results)]
     for step in ("model3", "model4"):
         abl = ablation_rows(results, step)
         parts += ["", f"## Ablation of step {step[-1]}", "",

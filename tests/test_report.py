@@ -263,3 +263,17 @@ def test_seeds_no_choice_saw_get_a_sentence_of_their_own(results):
     assert "Seeds 21–22, which no choice of the recipe saw: **1/2 seeds met the target**" in text
     assert "--seed 21 --seeds 2" in text
 
+
+
+def test_the_club_search_is_told_from_its_recipes_file_with_each_stage_table(results):
+    assert "_Not run yet" in report.club_parts(results)[0]
+    (results / "club").mkdir()
+    (results / "club" / "search-recipes.txt").write_text(
+        "# Stage 1: tiny nets.\n#   python search.py designs ...\n# The choice: the smallest that met.\nx: --epochs 1\n")
+    assert "_Not run yet" in report.club_parts(results)[0]  # a recipes file, but no table yet
+    _write(results / "club" / "search" / "stage-2.json", dict(step="designs", recipes=[]))
+    (results / "club" / "search" / "stage-2.md").write_text("| recipe | ... |\n")
+    parts = report.club_parts(results)
+    assert parts[0] == "Stage 1: tiny nets. The choice: the smallest that met."  # the command line is the table's
+    assert parts[2:] == ["### Stage 2", "", "| recipe | ... |\n"]
+    assert "## The 99 % club" in report.results_markdown(results)
