@@ -247,9 +247,8 @@ def smallest_held(rows, key, line):
 def club_sentence(row, public):
     """The 99 % club's net, its seeds, and how it stands beside the public points."""
     held = row["met_club"] >= 0.9 * row["completed"]
-    net = ",".join(map(str, row["widths"])) if row.get("widths") else " ".join(row["flags"])
     text = (f"The 99 % club, the smallest net found to hold 99.0 % (chosen on the validation split, results/club): "
-            f"{row['design']} {net}, {row['params']:,} parameters and {row['macs']:,} multiply-adds per image; "
+            f"`python {row['design']}.py {' '.join(row['flags'])}`, {row['params']:,} parameters and {row['macs']:,} multiply-adds per image; "
             f"{row['met_club']} of its {row['completed']} seeds held 99.0 % on each of their last 3 epochs "
             f"(final test accuracy {row['mean_final_test_acc']:.2f} % on average, lowest of any last-3 epoch "
             f"{row['min_last3_test_acc']:.2f} %) — {'it holds the line' if held else 'not the 9 in 10 that holding the line asks'}.")
