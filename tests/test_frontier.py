@@ -4,6 +4,7 @@ import json
 import pytest
 
 import common
+import designs
 import frontier
 import model3
 import model4
@@ -47,7 +48,9 @@ def test_a_frontier_on_a_tiny_subset_writes_its_three_files_and_reuses_runs(tmp_
 def test_the_club_net_is_built_from_its_own_command_line():
     design, flags = frontier.CLUB
     net = frontier.net_of(design, list(flags))
-    assert common.count_params(net) < 1000  # the club is the frontier's smallest end
+    assert common.count_params(net) < common.count_params(model4.Net())  # the club lies below step 4
+    wide = frontier.net_of("designs", ["--design", "pool1_ds-10.16.16.16"])
+    assert common.count_params(wide) == common.count_params(designs.Net("pool1_ds-10.16.16.16"))
     narrow = frontier.net_of("model4", ["--widths", "3,4,8,8,10", "--epochs", "2"])
     assert common.count_params(narrow) == common.count_params(model4.Net(widths=(3, 4, 8, 8, 10)))
     assert common.count_params(frontier.net_of("model3", [])) == common.count_params(model3.Net())
