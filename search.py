@@ -83,11 +83,15 @@ def summarise(name, flags, seeds, runs, min_acc):
 TIE = 0.01  # percentage points of mean validation accuracy within which recipes count as tied
 
 
-def choose(rows, seeds):
-    """The recipe to take to the test set: the highest mean validation accuracy over the last 3 epochs of every
-    seed; recipes within TIE of it count as tied, and the tie goes to the highest worst seed-epoch, since a
-    step's target is about every seed, not the average. Only recipes with every seed completed compete."""
+def choose(rows, seeds, rule="best"):
+    """The recipe to take to the test set. Rule "best": the highest mean validation accuracy over the last 3 epochs
+    of every seed; recipes within TIE of it count as tied, and the tie goes to the highest worst seed-epoch, since a
+    step's target is about every seed, not the average. Rule "smallest": the fewest parameters among the recipes
+    that met the line on every seed (the 99 % club's question). Only recipes with every seed completed compete."""
     done = [r for r in rows if r["completed"] == seeds]
+    if rule == "smallest":
+        done = [r for r in done if r["met"] == seeds]
+        return min(done, key=lambda r: (r["params"], -r["last3_val_mean"]))["recipe"] if done else None
     if not done:
         return None
     top = max(r["last3_val_mean"] for r in done)
@@ -100,9 +104,11 @@ def search_markdown(summary):
              f"images held out, {summary['seeds']} seed{'s' * (summary['seeds'] > 1)} each ({summary['seed_list']}), "
              f"on {summary['device']}. "
              f"Sorted by the mean validation accuracy of the last 3 epochs over the seeds; 'met' counts seeds "
-             f"whose last 3 validation accuracies were all ≥ {summary['min_acc']:.2f}. Chosen (**bold**): the "
-             f"highest mean, with recipes within {TIE} of it counted as tied and the tie going to the highest "
-             f"minimum. Command: `{summary['command']}`.", "",
+             f"whose last 3 validation accuracies were all ≥ {summary['min_acc']:.2f}. Chosen (**bold**): "
+             + ("the fewest parameters among the recipes that met the line on every seed"
+                if summary.get("rule") == "smallest" else f"the highest mean, with recipes within {TIE} of it "
+                                                          "counted as tied and the tie going to the highest minimum")
+             + f". Command: `{summary['command']}`.", "",
              "| recipe | flags | params | val acc, last 3 epochs: mean (%) | min (%) | final val acc per seed (%) "
              "| final train acc (%) | met | s/epoch |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -130,6 +136,9 @@ def main(argv=None):
     parser.add_argument("--jobs", type=positive_int, default=1, help="runs at once (default: %(default)s)")
     add_cluster_flag(parser)
     parser.add_argument("--min-acc", type=float, default=99.40, help="the line 'met' counts (default: %(default)s)")
+    parser.add_argument("--choose", choices=("best", "smallest"), default="best",
+                        help="best: the highest validation accuracy; smallest: the fewest parameters that met "
+                             "--min-acc on every seed (default: %(default)s)")
     parser.add_argument("--out", default=None, help="output folder (default: results/STEP/search)")
     parser.add_argument("--only", default=None, help="run only these recipes (comma-separated names)")
     parser.add_argument("--name", default="search", type=table_name,
@@ -167,7 +176,8 @@ def search(args, argv, out):
                    command=command_line("search.py", sys.argv[1:] if argv is None else argv),
                    recipes=[summarise(name, flags, len(seeds), [by_run[(name, tuple(flags), s)] for s in seeds],
                                       args.min_acc) for name, flags in recipes])
-    summary["chosen"] = choose(summary["recipes"], len(seeds))
+    summary["rule"] = args.choose
+    summary["chosen"] = choose(summary["recipes"], len(seeds), args.choose)
     atomic_write_json(out / f"{args.name}.json", summary)
     atomic_write_text(out / f"{args.name}.md", search_markdown(summary))
     print(search_markdown(summary))

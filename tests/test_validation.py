@@ -125,6 +125,17 @@ def test_the_search_chooses_on_validation_with_ties_going_to_the_worst_seed():
     assert search.choose(rows, 3) == "b"
 
 
+def test_the_club_search_chooses_the_fewest_parameters_that_met_on_every_seed():
+    import search
+    rows = [dict(recipe="big", completed=3, met=3, params=1500, last3_val_mean=99.2, last3_val_min=99.1),
+            dict(recipe="small", completed=3, met=3, params=1400, last3_val_mean=99.1, last3_val_min=99.02),
+            dict(recipe="smaller", completed=3, met=2, params=1200, last3_val_mean=99.0, last3_val_min=98.9),
+            dict(recipe="tiny", completed=2, met=2, params=700, last3_val_mean=99.3, last3_val_min=99.2)]
+    assert search.choose(rows, 3, "smallest") == "small"  # smaller missed a seed; tiny did not complete
+    assert search.choose(rows, 3) == "big"
+    assert search.choose(rows[2:], 3, "smallest") is None  # none held: no choice, not the least bad
+
+
 def test_search_screens_recipes_on_validation_and_reuses_completed_runs(tmp_path, data_dir):
     recipes = tmp_path / "recipes.txt"
     recipes.write_text("# two tiny recipes\nplain: --subset 400 --epochs 1\nlr: --subset 400 --epochs 1 --lr 0.05\n")
