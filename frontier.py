@@ -171,7 +171,7 @@ def frontier_figure(summary):
         axis.grid(True, which="both", alpha=0.3)
     ax.set_yscale("log")
     ax.invert_yaxis()  # higher accuracy up
-    ax.set_yticks([e for e in (0.3, 0.4, 0.6, 1, 1.5, 2, 3, 5, 10) if ax.get_ylim()[1] <= e <= ax.get_ylim()[0]])
+    ax.set_yticks([e for e in (0.3, 0.4, 0.6, 1, 1.5, 2, 3, 4, 6, 10) if ax.get_ylim()[1] <= e <= ax.get_ylim()[0]])
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{100 - value:g}"))  # the accuracy, not the error
     ax.yaxis.set_minor_formatter(NullFormatter())
     ax.axvline(BUDGET, color="grey", linestyle="--", linewidth=1, label=f"step 3's budget, {BUDGET:,} parameters")

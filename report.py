@@ -225,7 +225,7 @@ def frontier_summary(results):
                                                                            ("met_club", "99.0 %")) if done)
     club = next((r for r in done if r.get("flags") == f.get("club")), None)
     if club:
-        sentence += " " + club_sentence(club, f.get("public", []))
+        sentence += " " + club_sentence(club, f.get("public", []), done)
     gains = design_gains(done)
     if gains:
         sentence += (" Step 4's design against step 3's at the same parameter count (step 3's mean final accuracy "
@@ -244,18 +244,23 @@ def smallest_held(rows, key, line):
     return f"The smallest net of each design that held {line} on every one of its seeds: {'; '.join(said)}."
 
 
-def club_sentence(row, public):
-    """The 99 % club's net, its seeds, and how it stands beside the public points."""
+def club_sentence(row, public, rows):
+    """The 99 % club's net, its seeds, and, at each public point's accuracy, the smallest of our nets that held it."""
     held = row["met_club"] >= 0.9 * row["completed"]
     text = (f"The 99 % club, the smallest net found to hold 99.0 % (chosen on the validation split, results/club): "
-            f"`python {row['design']}.py {' '.join(row['flags'])}`, {row['params']:,} parameters and {row['macs']:,} multiply-adds per image; "
-            f"{row['met_club']} of its {row['completed']} seeds held 99.0 % on each of their last 3 epochs "
-            f"(final test accuracy {row['mean_final_test_acc']:.2f} % on average, lowest of any last-3 epoch "
-            f"{row['min_last3_test_acc']:.2f} %) — {'it holds the line' if held else 'not the 9 in 10 that holding the line asks'}.")
-    if public:
-        text += " Beside the public points, each a single number: " + "; ".join(
-            f"{who}, {params:,} parameters at {acc} % ({how}): {row['params'] / params:.2f}× its parameters"
-            for params, acc, who, how in public) + "."
+            f"`python {row['design']}.py {' '.join(row['flags'])}`, {row['params']:,} parameters and "
+            f"{row['macs']:,} multiply-adds per image; {row['met_club']} of its {row['completed']} seeds held 99.0 % "
+            f"on each of their last 3 epochs (final test accuracy {row['mean_final_test_acc']:.2f} % on average, "
+            f"lowest of any last-3 epoch {row['min_last3_test_acc']:.2f} %) — "
+            f"{'it holds the line' if held else 'not the 9 in 10 that holding the line asks'}.")
+    said = []
+    for params, acc, who, how in public:
+        ours = min((r["params"] for r in rows if r["min_last3_test_acc"] >= acc), default=None)
+        said.append(f"at {who}'s {acc} % ({params:,} parameters; {how}), "
+                    + (f"{ours:,} parameters ({ours / params:.2f}× theirs)" if ours else "none of ours"))
+    if said:
+        text += (" Each public point is one number from runs its author picked; the smallest of our nets whose every "
+                 "seed held that accuracy on each of its last 3 epochs: " + "; ".join(said) + ".")
     return text
 
 
@@ -429,16 +434,22 @@ def model4_search_parts(results):
 
 
 def club_parts(results):
-    """The search for the smallest net that holds 99.0 %, stage by stage, as results/club's recipes file tells it."""
+    """The search for the smallest net that holds 99.0 %, stage by stage, each told by its paragraph of results/club's
+    recipes file (comment lines; a paragraph opens with 'Stage N:') above its table."""
     recipes = Path(results) / "club" / "search-recipes.txt"
-    stages = [(name, search_section(results, "club", "search", name)) for name in ("stage-1", "stage-2", "stage-3")]
-    if not recipes.exists() or not any(table for _, table in stages):
+    tables = {name: search_section(results, "club", "search", name) for name in ("stage-1", "stage-2", "stage-3")}
+    if not recipes.exists() or not any(tables.values()):
         return ["_Not run yet: the commands are in results/club/search-recipes.txt._"]
-    story = [line[2:] for line in recipes.read_text().splitlines() if line.startswith("# ") and line[2:3] != " "]
-    parts = [" ".join(story), ""]
-    for name, table in stages:
+    story, part = {}, "intro"
+    for line in recipes.read_text().splitlines():
+        if line.startswith("# ") and line[2:3] != " ":  # prose, not an indented command line
+            stage = re.match(r"Stage (\d+): ", line[2:])
+            part = f"stage-{stage[1]}" if stage else part
+            story.setdefault(part, []).append(line[2:])
+    parts = [" ".join(story.get("intro", [])), ""]
+    for name, table in tables.items():
         if table:
-            parts += [f"### {name.replace('-', ' ').capitalize()}", "", table]
+            parts += [f"### {name.replace('-', ' ').capitalize()}", "", " ".join(story.get(name, [])), "", table]
     return parts
 
 
