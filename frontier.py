@@ -25,7 +25,7 @@ from pathlib import Path
 from common import count_params, pyplot, receptive_field
 from harness.cli import (OneLineParser, add_cluster_flag, build_parser, command_line, config_from_args,
                          non_negative_int, positive_int)
-from harness.errors import run_main
+from harness.errors import UsageError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text, check_writable
 from harness.runs import run_commands, step_run
 
@@ -230,6 +230,12 @@ def main(argv=None):
     extra = [*(["--epochs", str(args.epochs)] if args.epochs else []),
              *(["--subset", str(args.subset)] if args.subset else [])]
     points = frontier_points(designs, args.sizes, args.club_seeds, list(range(args.seed, args.seed + args.seeds)))
+    for design, flags, *_ in points:  # a run that cannot start is refused here, not after the others have trained
+        try:
+            net_of(design, [*flags, *extra])
+        except UsageError as e:
+            parser.error(f"{design}.py {' '.join(flags)}: {e}"
+                         + (" (or leave the club out: --club-seeds 0)" if list(flags) == list(CLUB[1]) else ""))
     out = Path(args.out)
     return run_main("frontier.py", lambda: frontier(args, argv, points, extra, out),
                     interrupted=f"completed runs are kept in {out}/runs and are reused by the next frontier run; "

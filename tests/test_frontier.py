@@ -22,7 +22,7 @@ def test_widths_are_scaled_to_the_nearest_parameter_count(step):
 
 
 def test_a_frontier_on_a_tiny_subset_writes_its_three_files_and_reuses_runs(tmp_path, data_dir):
-    args = ("frontier.py", "--sizes", "1000,3000", "--seeds", "1", "--club-seeds", "2", "--jobs", "2", "--epochs", "1",
+    args = ("frontier.py", "--sizes", "1000,3000", "--seeds", "1", "--club-seeds", "2", "--jobs", "2", "--epochs", "5",
             "--subset", "300", "--out", tmp_path / "f")
     result = run_script(*args, data_dir=data_dir)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -32,7 +32,7 @@ def test_a_frontier_on_a_tiny_subset_writes_its_three_files_and_reuses_runs(tmp_
     # two sizes and each step's own net, for both designs, and the club's net over its own seeds
     assert sorted({r["design"] for r in others}) == ["model3", "model4"] and len(others) == 6
     assert len(club) == 1 and club[0]["seeds"] == club[0]["completed"] == 2 and club[0]["seed_list"] == [1, 2]
-    assert all(r["completed"] == r["seeds"] and r["epochs"] == 1 and r["subset"] == 300 for r in summary["rows"])
+    assert all(r["completed"] == r["seeds"] and r["epochs"] == 5 and r["subset"] == 300 for r in summary["rows"])
     own = [r for r in summary["rows"] if tuple(r["widths"] or ()) == model4.DEFAULTS["widths"]]
     assert own and own[0]["params"] == common.count_params(model4.Net())
     assert own[0]["macs"] == sum(row["macs"] for row in common.receptive_field(model4.Net()))
@@ -60,6 +60,7 @@ def test_the_club_net_is_built_from_its_own_command_line():
     (("--sizes", "0,5000"), "expected parameter counts"), (("--sizes", "big"), "expected parameter counts"),
     (("--sizes", "5000,9999999"), "expected parameter counts"), (("--designs", "model9"), "expected some of"),
     (("--seeds", "0"), "--seeds"),
+    (("--epochs", "2"), "--clean-epochs: 5 is more than the 2 epochs"),  # the club's net trains its last 5 clean
 ])
 def test_nonsense_sizes_are_one_line_and_exit_2_and_nothing_is_written(tmp_path, args, words):
     result = run_script("frontier.py", *args, "--out", tmp_path / "f")
