@@ -1,12 +1,12 @@
-"""Candidate networks for step 4, screened on the validation split beside model4's own: other layouts, not
-only other widths. A design is a family and its widths, e.g. `pool-6.10.6.12.14.14`; everything else is step 4's
-recipe as round 5 found it (model4's DEFAULTS and flags, no clean epochs unless a recipe adds --clean-epochs).
---dropout, as in model4, goes after the two middle blocks.
+"""Candidate networks for step 4 and the 99 % club, screened on the validation split beside model4's own: other
+layouts, not only other widths. A design is a family and its widths, e.g. `pool-6.10.6.12.14.14`; everything else
+is step 4's recipe as round 5 found it (model4's DEFAULTS and flags, no clean epochs unless a recipe adds
+--clean-epochs). --dropout, as in model4, goes after the two middle blocks.
 
     python designs.py --design ds-12.24.32.32.32 --val 10000 --seed 1
     python search.py designs results/model4/search-recipes-designs.txt --seeds 3 --jobs 2
 
-Families (receptive field 21 or more at the last 3×3, a 1×1 to the classes after global averaging, as step 4):
+Families (receptive field 20 or more at the last 3×3, a 1×1 to the classes after global averaging, as step 4):
     m4       step 4's net of round 4: one 3×3 at 28×28, a strided 3×3 to 12×12, 1×1 squeeze, two 3×3, a dilated
              3×3 to 4×4
     pad      the same, the first two 3×3 padded: 28 → 28 → 14, ending on 6×6 — more positions for the same weights
@@ -15,8 +15,8 @@ Families (receptive field 21 or more at the last 3×3, a 1×1 to the classes aft
              across channels): about 9/c of the weights of a full 3×3 of c channels, so twice the channels
     pool_ds  pool's start, then depthwise-separable blocks: the design chosen, model4's Net
     pool1_ds pool_ds with one full 3×3 before the max-pool, not two (28 → 26 → 13, ending on 5×5, RF 20 at the
-             last 3×3): for nets of a few hundred parameters, where two full 3×3s wide enough to see strokes
-             would cost most of the budget (the 99 % club's search, results/club)
+             last 3×3): for nets of a thousand parameters or so, where two full 3×3s wide enough to see strokes
+             would cost most of the budget; the 99 % club's net (results/club)
 """
 import argparse
 import re

@@ -124,8 +124,8 @@ def frontier_markdown(summary):
         lines.append(head + f"| {r['mean_final_test_acc']:.3f} | {r['min_final_test_acc']:.2f}–"
                      f"{r['max_final_test_acc']:.2f} | {r['min_last3_test_acc']:.2f} | {r['met']}/{r['completed']} "
                      f"| {r['met_club']}/{r['completed']} | {r['device']} |")
-    lines += ["", "Other people's points, drawn beside ours as they report them: each one number from runs they picked, "
-              "not a line held over seeds:", ""]
+    lines += ["", "Other people's points, drawn beside ours as they report them: each one number from runs they "
+              "picked, not a line held over seeds:", ""]
     lines += [f"- {who}: {params:,} parameters, {acc} % — {how}." for params, acc, who, how in summary["public"]]
     return "\n".join(lines) + "\n"
 
