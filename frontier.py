@@ -190,9 +190,10 @@ def frontier_figure(summary):
     return fig
 
 
-def frontier_points(designs, sizes, club_seeds, seeds):
+def frontier_points(designs, sizes, club_seeds, seeds, extra):
     """[(design, flags, params, multiply-adds, seeds)]: each design at its own size and scaled to each size, and the
-    club's net (its seeds replace a point's own where a size lands on the same net)."""
+    club's net (its seeds replace a point's own where a size lands on the same net). Each net is built from its
+    runs' flags with `extra`, so a command line its step would refuse is a UsageError here, before any run."""
     points = {}
     for design in designs:
         module = importlib.import_module(design)
@@ -202,8 +203,15 @@ def frontier_points(designs, sizes, club_seeds, seeds):
     if club_seeds:
         design, flags = CLUB
         points[(design, count_params(net_of(design, list(flags))))] = flags, list(range(1, club_seeds + 1))
-    return [(design, flags, params, multiply_adds(net_of(design, list(flags))), seeds)
-            for (design, params), (flags, seeds) in sorted(points.items())]
+    built = []
+    for (design, params), (flags, point_seeds) in sorted(points.items()):
+        try:
+            net = net_of(design, [*flags, *extra])
+        except UsageError as e:
+            raise UsageError(f"{design}.py {' '.join(flags)}: {e}" + (" (or leave the club out: --club-seeds 0)"
+                                                                      if flags == CLUB[1] else "")) from None
+        built.append((design, flags, params, multiply_adds(net), point_seeds))
+    return built
 
 
 def main(argv=None):
@@ -229,13 +237,11 @@ def main(argv=None):
         parser.error(f"argument --designs: expected some of {', '.join(DESIGNS)}, got {', '.join(unknown)}")
     extra = [*(["--epochs", str(args.epochs)] if args.epochs else []),
              *(["--subset", str(args.subset)] if args.subset else [])]
-    points = frontier_points(designs, args.sizes, args.club_seeds, list(range(args.seed, args.seed + args.seeds)))
-    for design, flags, *_ in points:  # a run that cannot start is refused here, not after the others have trained
-        try:
-            net_of(design, [*flags, *extra])
-        except UsageError as e:
-            parser.error(f"{design}.py {' '.join(flags)}: {e}"
-                         + (" (or leave the club out: --club-seeds 0)" if list(flags) == list(CLUB[1]) else ""))
+    try:  # a run that cannot start is refused here, not after the others have trained
+        points = frontier_points(designs, args.sizes, args.club_seeds, list(range(args.seed, args.seed + args.seeds)),
+                                 extra)
+    except UsageError as e:
+        parser.error(str(e))
     out = Path(args.out)
     return run_main("frontier.py", lambda: frontier(args, argv, points, extra, out),
                     interrupted=f"completed runs are kept in {out}/runs and are reused by the next frontier run; "

@@ -437,19 +437,19 @@ def club_parts(results):
     """The search for the smallest net that holds 99.0 %, stage by stage, each told by its paragraph of results/club's
     recipes file (comment lines; a paragraph opens with 'Stage N:') above its table."""
     recipes = Path(results) / "club" / "search-recipes.txt"
-    tables = {name: search_section(results, "club", "search", name) for name in ("stage-1", "stage-2", "stage-3")}
-    if not recipes.exists() or not any(tables.values()):
-        return ["_Not run yet: the commands are in results/club/search-recipes.txt._"]
     story, part = {}, "intro"
-    for line in recipes.read_text().splitlines():
+    for line in recipes.read_text().splitlines() if recipes.exists() else []:
         if line.startswith("# ") and line[2:3] != " ":  # prose, not an indented command line
             stage = re.match(r"Stage (\d+): ", line[2:])
             part = f"stage-{stage[1]}" if stage else part
             story.setdefault(part, []).append(line[2:])
+    tables = {name: search_section(results, "club", "search", name) for name in story if name != "intro"}
+    if not any(tables.values()):
+        return ["_Not run yet: the commands are in results/club/search-recipes.txt._"]
     parts = [" ".join(story.get("intro", [])), ""]
     for name, table in tables.items():
         if table:
-            parts += [f"### {name.replace('-', ' ').capitalize()}", "", " ".join(story.get(name, [])), "", table]
+            parts += [f"### {name.replace('-', ' ').capitalize()}", "", " ".join(story[name]), "", table]
     return parts
 
 
