@@ -54,7 +54,7 @@ seeds: $(ENV)  ## STEP over N seeds (default 20), JOBS at once: make seeds STEP=
 	$(PYTHON) $(STEP).py --seeds $(N) --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)
 
 search: $(ENV)  ## STEP's recipes (results/STEP/search-recipes.txt) screened on a validation split, 3 seeds each
-	$(PYTHON) search.py $(STEP) results/$(STEP)/search-recipes.txt --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)
+	$(PYTHON) -m lab.search $(STEP) results/$(STEP)/search-recipes.txt --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)
 
 # One change at a time, ABLATION_SEEDS seeds each (flags joined by +); the "full" row is the step's own `make seeds`.
 ABLATIONS_model3 := clean-0:--clean-epochs=0  rotate-7:--rotate=7  no-augment:--no-augment  bf16:--precision=bf16
@@ -68,20 +68,20 @@ ablation: $(ENV)  ## STEP (model3 or model4) with one thing changed at a time, A
 	  $(PYTHON) $(STEP).py $$flags --seeds $(ABLATION_SEEDS) --jobs $(JOBS) $(CLUSTER_FLAG) \
 	    --out $(ABLATION_DIR_$(STEP))/$$name \
 	    $(ARGS) || true; done
-	$(PYTHON) report.py --ablation-only
+	$(PYTHON) -m lab.report --ablation-only
 
 frontier: N = 3
 frontier: $(ENV)  ## steps 3 and 4 at SIZES (default 500 to 20,000 parameters), N seeds each (default 3), and the 99 % club: results/frontier/
-	$(PYTHON) frontier.py $(if $(SIZES),--sizes $(SIZES)) --seeds $(N) --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)
+	$(PYTHON) -m lab.frontier $(if $(SIZES),--sizes $(SIZES)) --seeds $(N) --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)
 
 demo: $(ENV)  ## a local page: draw a digit, see every step's prediction and feature maps (ARGS="--port 8080")
 	$(PYTHON) demo.py $(ARGS)
 
 report: $(ENV)  ## RESULTS.md from results/, and the Results of README and docstrings
-	$(PYTHON) report.py
+	$(PYTHON) -m lab.report
 
 bench: $(ENV)  ## the reference pipeline against ours, and model3's 15-epoch time
-	$(PYTHON) bench.py $(ARGS)
+	$(PYTHON) -m lab.bench $(ARGS)
 
 clean:  ## remove the environment and caches (results and data are kept)
 	rm -rf $(VENV) .pytest_cache __pycache__ tests/__pycache__

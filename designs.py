@@ -4,7 +4,7 @@ is step 4's recipe as round 5 found it (model4's DEFAULTS and flags, no clean ep
 --clean-epochs). --dropout, as in model4, goes after the two middle blocks.
 
     python designs.py --design ds-12.24.32.32.32 --val 10000 --seed 1
-    python search.py designs results/model4/search-recipes-designs.txt --seeds 3 --jobs 2
+    python -m lab.search designs results/model4/search-recipes-designs.txt --seeds 3 --jobs 2
 
 Families (receptive field 20 or more at the last 3×3, a 1×1 to the classes after global averaging, as step 4):
     m4       step 4's net of round 4: one 3×3 at 28×28, a strided 3×3 to 12×12, 1×1 squeeze, two 3×3, a dilated

@@ -9,7 +9,7 @@ Target
 Results
     1,569,866 parameters, receptive field 12; test accuracy 99.27/99.27/99.27 % on the last 3 epochs;
     best train accuracy 99.89 %; 15 epochs at 16.3 s/epoch (median) on cpu (Intel(R) Xeon(R) Processor, 2 threads).
-    PASS. Run: `python model1.py --device cpu`, 2026-11-30. (Written by report.py from results/model1/metrics.json.)
+    PASS. Run: `python model1.py --device cpu`, 2026-11-30. (Written by lab/report.py from results/model1/metrics.json.)
 
 Analysis
     Three convolutions and two max-pools, then two dense layers: nearly all the parameters sit in the first

@@ -9,7 +9,7 @@ Target
 Results
     400,602 parameters, receptive field 22; test accuracy 99.65/99.62/99.61 % on the last 3 epochs;
     best train accuracy 99.90 %; 15 epochs at 31.9 s/epoch (median) on cpu (Intel(R) Xeon(R) Processor, 2 threads).
-    PASS. Run: `python model2.py --device cpu`, 2026-11-30. (Written by report.py from results/model2/metrics.json.)
+    PASS. Run: `python model2.py --device cpu`, 2026-11-30. (Written by lab/report.py from results/model2/metrics.json.)
 
 Analysis
     MNIST digits are made of edges and gradients that a 5×5 window already sees, so the first max-pool goes

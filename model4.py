@@ -7,7 +7,7 @@ Target
 Results
     4,966 parameters, receptive field 22; test accuracy 99.57/99.59/99.58 % on the last 3 epochs;
     best train accuracy 99.69 %; 15 epochs at 11.6 s/epoch (median) on cpu (AMD EPYC, 2 threads).
-    PASS. Run: `python model4.py --device cpu`, 2026-11-27. (Written by report.py from results/model4/metrics.json.)
+    PASS. Run: `python model4.py --device cpu`, 2026-11-27. (Written by lab/report.py from results/model4/metrics.json.)
     Over 10 seeds: 10/10 seeds met the target; final test accuracy 99.541 ± 0.028 % (mean ± std), lowest
     99.50 %, lowest of any last-3 epoch 99.46 % (python model4.py --seeds 10 --jobs 2, cpu (AMD EPYC, 1
     thread)).

@@ -217,8 +217,10 @@ def config_from_args(args):
 
 
 def command_line(script, args):
-    """How a command is recorded and shown: `python SCRIPT ARGS...`, whatever the interpreter's path."""
-    return " ".join(["python", Path(script).name, *map(str, args)])
+    """How a command is recorded and shown, whatever the interpreter's path: `python model3.py ARGS...` for a step's
+    file (by its name), `python -m lab.search ARGS...` for a module of the lab (named without .py)."""
+    program = [Path(script).name] if str(script).endswith(".py") else ["-m", str(script)]
+    return " ".join(["python", *program, *map(str, args)])
 
 
 def settings_to_record(config):

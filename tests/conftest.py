@@ -36,12 +36,18 @@ def mnist(data_dir):
     return common.prepare_data(data_dir, log=lambda *_: None)
 
 
+def program(script):
+    """The command line that starts `script` as a user would: a step's file (model3.py) or a lab module (lab.search,
+    run with -m from the project's folder)."""
+    return [sys.executable, str(ROOT / script)] if script.endswith(".py") else [sys.executable, "-m", script]
+
+
 def run_script(script, *args, data_dir=None, timeout=600, **kwargs):
-    """Run a step as a user would, in a subprocess; returns the CompletedProcess."""
+    """Run a step or a lab module as a user would, in a subprocess; returns the CompletedProcess."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if data_dir is not None:
         env["MNIST_DATA_DIR"] = str(data_dir)
-    return subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=kwargs.pop("cwd", ROOT),
+    return subprocess.run([*program(script), *map(str, args)], cwd=kwargs.pop("cwd", ROOT),
                           env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
 
 

@@ -7,7 +7,7 @@ from conftest import run_script
 
 def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
     out = tmp_path / "bench.json"
-    result = run_script("bench.py", "--steps", "5", "--warmup", "2", "--repeats", "2", "--skip-full", "--device",
+    result = run_script("lab.bench", "--steps", "5", "--warmup", "2", "--repeats", "2", "--skip-full", "--device",
                         "cpu", "--out", out, data_dir=data_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "speedup vs reference (cpu" in result.stdout
@@ -24,7 +24,7 @@ def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
 
 
 def test_a_row_is_its_median_round():
-    import bench
+    from lab import bench
     rounds = [dict(pipeline="p", samples_per_s=rate, peak_memory_mb=memory) for rate, memory in
               ((100.0, 5.0), (300.0, 7.0), (200.0, 6.0))]
     row = bench.median_row(rounds)

@@ -11,7 +11,7 @@ import pytest
 
 import common
 from harness import files, mnist
-from conftest import ROOT, assert_clean_failure, run_script
+from conftest import ROOT, assert_clean_failure, program, run_script
 
 
 def _previous_results(out):
@@ -102,7 +102,7 @@ def _start(script, *args, data_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_DATA_DIR": str(data_dir)}
     # Ctrl-C as a terminal sends it, even where this test runs in the background (where a shell without job
     # control starts it with SIGINT ignored, and the child would inherit that)
-    return subprocess.Popen([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.Popen([*program(script), *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
@@ -136,16 +136,16 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_keep_earlier_results(tmp_path, data
 
 
 @pytest.mark.parametrize("script, args, marker, kept", [
-    ("bench.py", ["--steps", "100000", "--repeats", "1", "--skip-full", "--device", "cpu", "--data-dir", "DATA"],
+    ("lab.bench", ["--steps", "100000", "--repeats", "1", "--skip-full", "--device", "cpu", "--data-dir", "DATA"],
      "bench:", "bench.json"),
-    ("search.py", ["model3", "RECIPES", "--seeds", "1"], "search:", "search.json"),
-    ("frontier.py", ["--sizes", "2000", "--designs", "model4", "--epochs", "50", "--subset", "4000"], "frontier:",
+    ("lab.search", ["model3", "RECIPES", "--seeds", "1"], "search:", "search.json"),
+    ("lab.frontier", ["--sizes", "2000", "--designs", "model4", "--epochs", "50", "--subset", "4000"], "frontier:",
      "frontier.json"),
 ])
 def test_sigterm_stops_bench_search_and_frontier_writing_nothing(tmp_path, data_dir, script, args, marker, kept):
     recipes = tmp_path / "recipes.txt"
     recipes.write_text(f"slow: --subset 4000 --epochs 50 --data-dir {tmp_path / 'data'}\n")
-    out = tmp_path / ("bench.json" if script == "bench.py" else script.removesuffix(".py"))
+    out = tmp_path / ("bench.json" if script == "lab.bench" else script.removeprefix("lab."))
     data_copy = tmp_path / "data"  # a path only this test's processes mention
     data_copy.symlink_to(data_dir)
     args = [{"RECIPES": str(recipes), "DATA": str(data_copy)}.get(a, a) for a in args]

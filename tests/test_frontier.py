@@ -5,7 +5,7 @@ import pytest
 
 import common
 import designs
-import frontier
+from lab import frontier
 import model3
 import model4
 from conftest import assert_clean_failure, run_script
@@ -22,7 +22,7 @@ def test_widths_are_scaled_to_the_nearest_parameter_count(step):
 
 
 def test_a_frontier_on_a_tiny_subset_writes_its_three_files_and_reuses_runs(tmp_path, data_dir):
-    args = ("frontier.py", "--sizes", "1000,3000", "--seeds", "1", "--club-seeds", "2", "--jobs", "2", "--epochs", "5",
+    args = ("lab.frontier", "--sizes", "1000,3000", "--seeds", "1", "--club-seeds", "2", "--jobs", "2", "--epochs", "5",
             "--subset", "300", "--out", tmp_path / "f")
     result = run_script(*args, data_dir=data_dir)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -63,7 +63,7 @@ def test_the_club_net_is_built_from_its_own_command_line():
     (("--epochs", "2"), "--clean-epochs: 5 is more than the 2 epochs"),  # the club's net trains its last 5 clean
 ])
 def test_nonsense_sizes_are_one_line_and_exit_2_and_nothing_is_written(tmp_path, args, words):
-    result = run_script("frontier.py", *args, "--out", tmp_path / "f")
+    result = run_script("lab.frontier", *args, "--out", tmp_path / "f")
     assert_clean_failure(result, 2, words)
     assert not (tmp_path / "f").exists()
 
@@ -71,5 +71,5 @@ def test_nonsense_sizes_are_one_line_and_exit_2_and_nothing_is_written(tmp_path,
 def test_an_output_folder_that_cannot_be_written_is_refused_before_any_run(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    result = run_script("frontier.py", "--sizes", "2000", "--out", blocker / "f")
+    result = run_script("lab.frontier", "--sizes", "2000", "--out", blocker / "f")
     assert_clean_failure(result, 2, "cannot write to")

@@ -28,12 +28,24 @@ def _imports(path):
 def test_harness_imports_downwards_only():
     on_disk = {path.stem for path in (ROOT / "harness").glob("*.py")} - {"__init__"}
     assert on_disk == set(LAYERS), "a new module of harness/ needs its place in LAYERS"
-    project = {path.stem for path in ROOT.glob("*.py")}  # common, the steps and the tools
+    project = {path.stem for path in ROOT.glob("*.py")} | {"lab"}  # common, the steps, the page, the lab
     for index, name in enumerate(LAYERS):
         imported = _imports(ROOT / "harness" / f"{name}.py")
         assert not imported & project, f"harness/{name}.py imports {imported & project}"
         inside = {module.split(".")[1] for module in imported if module.startswith("harness.")}
         assert inside <= set(LAYERS[:index]), f"harness/{name}.py imports {inside - set(LAYERS[:index])} from above"
+
+
+def test_the_top_level_is_the_exercise_and_the_lab_sits_above_it():
+    """The card's top level: the four steps, common.py, and the two scripts a learner runs (the page, the other
+    layouts); the drivers live in lab/, and nothing of the exercise or of harness/ imports them."""
+    assert {path.name for path in ROOT.glob("*.py")} == {
+        "model1.py", "model2.py", "model3.py", "model4.py", "common.py", "demo.py", "designs.py"}
+    lab = {f"lab.{path.stem}" for path in (ROOT / "lab").glob("*.py")} | {"lab"}
+    for path in [*ROOT.glob("*.py"), *(ROOT / "harness").glob("*.py")]:
+        imported = {name for name in _imports(path) if name == "lab" or name.startswith("lab.")}
+        assert not imported, f"{path.name} imports {imported}: the exercise must not lean on the lab"
+    assert lab > {"lab.report", "lab.search", "lab.frontier", "lab.bench"}
 
 
 def test_fit_on_the_cpu_runs_the_plain_step(mnist, monkeypatch):

@@ -96,7 +96,7 @@ ROUNDS = {"search-recipes-designs.txt": 5000, "search-recipes-under-4000.txt": 4
 
 
 def _designs_screened():
-    import search
+    from lab import search
     return [(flags[flags.index("--design") + 1], budget) for recipes, budget in ROUNDS.items()
             for _, flags in search.read_recipes(ROOT / "results/model4" / recipes)]
 

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-import report
+from lab import report
 
 
 def _metrics(model, accs, passed=True, command=None, params=7900):
@@ -194,7 +194,7 @@ def test_the_frontier_names_the_smallest_net_of_each_design_that_held_on_every_s
             _frontier_row("model4", 2100, [99.3, 99.2], 99.1, 0),
             _frontier_row("model4", 4800, [99.5, 99.48], 99.41, 2),
             _frontier_row("model4", 8200, [99.52, 99.5], 99.44, 2)]
-    _write(results / "frontier" / "frontier.json", dict(rows=rows, seeds=2, epochs=15, command="python frontier.py",
+    _write(results / "frontier" / "frontier.json", dict(rows=rows, seeds=2, epochs=15, command="python -m lab.frontier",
                                                        device="cpu", subset=None))
     (results / "frontier" / "frontier.md").write_text("| design | ... |\n")
     text = report.frontier_section(results)
@@ -218,7 +218,7 @@ def test_the_frontier_names_the_smallest_net_holding_99_and_the_club_beside_the_
             _frontier_row("model4", 700, [99.1, 99.0], 98.9, 0, met_club=1),
             _frontier_row("model4", 4800, [99.5, 99.48], 99.41, 2)]
     _write(results / "frontier" / "frontier.json", dict(
-        rows=rows, seeds=2, epochs=15, command="python frontier.py", device="cpu", subset=None, club=list(club),
+        rows=rows, seeds=2, epochs=15, command="python -m lab.frontier", device="cpu", subset=None, club=list(club),
         public=[[697, 99.03, "someone/tiny-mnist", "the best of many runs"]]))
     (results / "frontier" / "frontier.md").write_text("| design | ... |\n")
     text = report.frontier_section(results)
@@ -231,7 +231,7 @@ def test_the_frontier_names_the_smallest_net_holding_99_and_the_club_beside_the_
             in text)
     rows[2]["met_club"] = 8
     _write(results / "frontier" / "frontier.json", dict(
-        rows=rows, seeds=2, epochs=15, command="python frontier.py", device="cpu", subset=None, club=list(club)))
+        rows=rows, seeds=2, epochs=15, command="python -m lab.frontier", device="cpu", subset=None, club=list(club)))
     assert "not the 9 in 10" in report.frontier_section(results)
 
 
@@ -272,7 +272,7 @@ def test_the_club_search_is_told_from_its_recipes_file_with_each_stage_table(res
     assert "_Not run yet" in report.club_parts(results)[0]
     (results / "club").mkdir()
     (results / "club" / "search-recipes.txt").write_text(
-        "# The club.\n#   python search.py designs ...\n# Stage 1: tiny nets.\nx: --epochs 1\n# Stage 2: larger\n"
+        "# The club.\n#   python -m lab.search designs ...\n# Stage 1: tiny nets.\nx: --epochs 1\n# Stage 2: larger\n"
         "# ones. The choice: the smallest that met.\ny: --epochs 2\n")
     assert "_Not run yet" in report.club_parts(results)[0]  # a recipes file, but no table yet
     _write(results / "club" / "search" / "stage-2.json", dict(step="designs", recipes=[]))

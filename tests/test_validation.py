@@ -115,7 +115,7 @@ def test_epoch_line_keeps_its_columns():
 
 
 def test_the_search_chooses_on_validation_with_ties_going_to_the_worst_seed():
-    import search
+    from lab import search
     rows = [dict(recipe="a", completed=3, last3_val_mean=99.470, last3_val_min=99.43),
             dict(recipe="b", completed=3, last3_val_mean=99.473, last3_val_min=99.37),
             dict(recipe="c", completed=3, last3_val_mean=99.440, last3_val_min=99.45),
@@ -126,7 +126,7 @@ def test_the_search_chooses_on_validation_with_ties_going_to_the_worst_seed():
 
 
 def test_the_club_search_chooses_the_fewest_parameters_that_met_on_every_seed():
-    import search
+    from lab import search
     rows = [dict(recipe="big", completed=3, met=3, params=1500, last3_val_mean=99.2, last3_val_min=99.1),
             dict(recipe="small", completed=3, met=3, params=1400, last3_val_mean=99.1, last3_val_min=99.02),
             dict(recipe="smaller", completed=3, met=2, params=1200, last3_val_mean=99.0, last3_val_min=98.9),
@@ -139,7 +139,7 @@ def test_the_club_search_chooses_the_fewest_parameters_that_met_on_every_seed():
 def test_search_screens_recipes_on_validation_and_reuses_completed_runs(tmp_path, data_dir):
     recipes = tmp_path / "recipes.txt"
     recipes.write_text("# two tiny recipes\nplain: --subset 400 --epochs 1\nlr: --subset 400 --epochs 1 --lr 0.05\n")
-    args = ("search.py", "model3", recipes, "--seeds", "1", "--val", "100", "--jobs", "2", "--out", tmp_path / "s")
+    args = ("lab.search", "model3", recipes, "--seeds", "1", "--val", "100", "--jobs", "2", "--out", tmp_path / "s")
     result = run_script(*args, data_dir=data_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((tmp_path / "s" / "search.json").read_text())
@@ -155,7 +155,7 @@ def test_search_screens_recipes_on_validation_and_reuses_completed_runs(tmp_path
 def test_a_malformed_recipes_file_is_one_line_and_exit_2(tmp_path):
     recipes = tmp_path / "recipes.txt"
     recipes.write_text("good: --lr 0.1\nno colon here\n")
-    result = run_script("search.py", "model3", recipes)
+    result = run_script("lab.search", "model3", recipes)
     assert_clean_failure(result, 2, f"{recipes}:2: expected 'name: flags'")
 
 

@@ -1,8 +1,8 @@
 """Benchmark: the usual MNIST pipeline against this project's, on the same device and net, in one run.
 
-    python bench.py                    # best device; 3 rounds of 200 timed steps each, then model3's full run
-    python bench.py --device cuda --out results/bench-cuda.json          # the GPU's table beside the CPU's
-    python bench.py --steps 5 --repeats 1 --skip-full --device cpu   # a smoke of the harness (the tests')
+    python -m lab.bench                    # best device; 3 rounds of 200 timed steps each, then model3's full run
+    python -m lab.bench --device cuda --out results/bench-cuda.json          # the GPU's table beside the CPU's
+    python -m lab.bench --steps 5 --repeats 1 --skip-full --device cpu   # a smoke of the harness (the tests')
 
 The reference is what most solutions of this exercise run: torchvision's MNIST dataset with per-sample PIL
 transforms (RandomRotation(7), ToTensor, Normalize) in a DataLoader with 2 workers, batch 128, and an eager
@@ -12,7 +12,7 @@ a row runs the project's steps eagerly, to show what compiling and recording are
 project with --precision bf16 (bfloat16 autocast in the forward pass). Each row trains model3's Net with SGD for the same number
 of steps after a warm-up, in a fresh process of its own, and the rows take turns for --repeats rounds; each row's
 median samples/s gives its s/epoch and the ratio. Measured on an H100 and on 2 CPU cores: README.md, Performance.
-Writes results/bench.json; `python report.py` puts its table into RESULTS.md.
+Writes results/bench.json; `python -m lab.report` puts its table into RESULTS.md.
 """
 import argparse
 import itertools
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 import common
 import model3
-import report
+from lab import report
 from harness import cli, cuda_graph, errors, files, mnist
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -36,7 +36,7 @@ from harness import cli, cuda_graph, errors, files, mnist
 
 
 def parse_args(argv):
-    parser = cli.OneLineParser(prog="bench.py", description=__doc__,
+    parser = cli.OneLineParser(prog="lab.bench", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", choices=cli.DEVICES, default="auto", help="default: the best available")
     parser.add_argument("--steps", type=cli.positive_int, default=200, help="timed training steps per pipeline")
@@ -188,7 +188,7 @@ def main(argv=None):
     args = parse_args(argv)
     if args.pipeline is not None:  # a child: SIGTERM from the parent ends it at once, with nothing of its own to tidy
         return bench(args, argv)
-    return errors.run_main("bench.py", lambda: bench(args, argv),
+    return errors.run_main("lab.bench", lambda: bench(args, argv),
                            f"{args.out} was not written, and whatever it held before is kept")
 
 
@@ -225,12 +225,12 @@ def bench(args, argv):
     # each row reports its median round.
     for round_index in range(args.repeats):
         for index, name in enumerate(names):
-            returncode, stdout, stderr = run_child([sys.executable, __file__, "--pipeline",
+            returncode, stdout, stderr = run_child([sys.executable, "-m", "lab.bench", "--pipeline",
                                                     str(PIPELINES.index(name)), "--device", device.type,
                                                     "--steps", str(args.steps), "--warmup", str(args.warmup),
                                                     "--workers", str(args.workers), "--data-dir", args.data_dir])
             if returncode != 0:
-                print(f"bench.py: error: the pipeline {name!r} failed:\n{stderr.strip()}", file=sys.stderr)
+                print(f"lab.bench: error: the pipeline {name!r} failed:\n{stderr.strip()}", file=sys.stderr)
                 return 1
             row = json.loads(stdout.strip().splitlines()[-1])
             rounds[index].append(row)
@@ -239,7 +239,7 @@ def bench(args, argv):
     rows = [median_row(row_runs) for row_runs in rounds]
     project = rows[names.index("project")]
     speedup = rows[0]["epoch_s"] / project["epoch_s"]
-    command = cli.command_line("bench.py", sys.argv[1:] if argv is None else argv)
+    command = cli.command_line("lab.bench", sys.argv[1:] if argv is None else argv)
     result = dict(device=device_text, command=command,
                   date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), torch=torch.__version__, steps=args.steps,
                   warmup=args.warmup, repeats=args.repeats, pipelines=rows, reference_epoch_s=rows[0]["epoch_s"],

@@ -1,8 +1,8 @@
 """Builds RESULTS.md from the runs in results/, and writes the measured Results into the README and into each step's
 docstring, so that no figure is ever typed by hand.
 
-    python report.py                  # RESULTS.md, README.md's results table, the Results of model1-4.py
-    python report.py --ablation-only  # results/ablation/ablation.md and .json (run by `make ablation`)
+    python -m lab.report                  # RESULTS.md, README.md's results table, the Results of model1-4.py
+    python -m lab.report --ablation-only  # results/ablation/ablation.md and .json (run by `make ablation`)
 """
 import argparse
 import importlib
@@ -40,8 +40,8 @@ PREVIOUS_RECIPE_FLAGS = {"model3/clean-0": "--clean-epochs=0",
                          "model4/round-6-net": "--widths 6,12,28,28,32"}
 # `make bench` writes bench.json; runs on other devices, or repeated ones, go to bench-<name>.json (`--out`).
 BENCH_GLOB = "bench*.json"
-README_BEGIN, README_END = "<!-- results:begin (written by report.py) -->", "<!-- results:end -->"
-BENCH_BEGIN, BENCH_END = "<!-- bench:begin (written by report.py) -->", "<!-- bench:end -->"
+README_BEGIN, README_END = "<!-- results:begin (written by lab/report.py) -->", "<!-- results:end -->"
+BENCH_BEGIN, BENCH_END = "<!-- bench:begin (written by lab/report.py) -->", "<!-- bench:end -->"
 
 
 class DamagedResults(DataError):
@@ -203,7 +203,7 @@ def later_seeds(results, step):
 
 
 def search_section(results, step="model3", folder="search", name="search"):
-    """The recipe search of a step on its validation split, as search.py wrote it."""
+    """The recipe search of a step on its validation split, as lab/search.py wrote it."""
     table = Path(results) / step / folder / f"{name}.md"
     if not table.exists():
         return None
@@ -345,10 +345,10 @@ def bench_section(results):
     for b in bench_runs(results):
         by_device.setdefault(b["device"], []).append(b)
         memory = ("peak allocated GPU memory" if b["device"].startswith("cuda") else
-                  "the peak resident memory of the row's own process (bench.py runs each pipeline in a fresh one; "
+                  "the peak resident memory of the row's own process (lab/bench.py runs each pipeline in a fresh one; "
                   "the reference's DataLoader workers are not counted), data loading and torch's own libraries "
                   "included")
-        text = (bench_table(b) + f"\n\n`{b.get('command', 'python bench.py').strip()}` on {b['device']}, "
+        text = (bench_table(b) + f"\n\n`{b.get('command', 'python -m lab.bench').strip()}` on {b['device']}, "
                 f"{b.get('date', 'undated')}, {b['steps']} timed steps per pipeline after {b['warmup']} warm-up "
                 f"steps" + rounds_text(b) + f": speedup vs reference **{b['speedup']:.1f}×**. Memory is {memory}."
                 + (f" {b['note']}" if b.get("note") else ""))
@@ -454,7 +454,7 @@ def club_parts(results):
 
 
 def sweep_bench_section(results):
-    """What the sweep engine costs, from bench_sweep.py's one run (results/sweep-bench.json)."""
+    """What the sweep engine costs, from lab/bench_sweep.py's one run (results/sweep-bench.json)."""
     b = load_json(Path(results) / "sweep-bench.json", ("command", "date", "runs", "run_flags", "sides"))
     if not b:
         return None
@@ -471,7 +471,7 @@ def sweep_bench_section(results):
 
 def results_markdown(results="results"):
     rows = step_rows(results)
-    parts = ["# Results", "", "Written by `python report.py` from the runs in `results/`; every figure below comes "
+    parts = ["# Results", "", "Written by `python -m lab.report` from the runs in `results/`; every figure below comes "
              "from a run's `metrics.json`, `seeds.json` or `bench.json`. Accuracy is judged on the last epochs, never on "
              "the best one.", "", "## The steps", ""]
     parts.append(steps_table(rows) if rows else "_No complete step run in results/ yet._")
@@ -528,7 +528,7 @@ def results_markdown(results="results"):
     bench = bench_section(results)
     parts += ["", "## Performance", "", bench or "_Not run yet: `make bench`._"]
     sweep = sweep_bench_section(results)
-    parts += ["", "## What the sweep engine costs", "", sweep or "_Not run yet: `python bench_sweep.py`._", ""]
+    parts += ["", "## What the sweep engine costs", "", sweep or "_Not run yet: `python -m lab.bench_sweep`._", ""]
     return "\n".join(parts)
 
 
@@ -543,7 +543,7 @@ def docstring_results(m, seeds=None):
             f"    best train accuracy {m['best_train_acc']:.2f} %; {m['epochs']} epochs at "
             f"{median_epoch_seconds(m):.1f} s/epoch (median) on {m['device']}.\n"
             f"    {'PASS' if m['passed'] else 'FAIL'}. Run: `{m['command']}`, {m['date'][:10]}. "
-            f"(Written by report.py from results/{m['model']}/metrics.json.)\n" + over_seeds)
+            f"(Written by lab/report.py from results/{m['model']}/metrics.json.)\n" + over_seeds)
 
 
 def replace_docstring_results(source, text):
@@ -603,11 +603,11 @@ def planned_files(results, ablation_only=False):
 
 
 def main(argv=None):
-    parser = OneLineParser(prog="report.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="lab.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--results", default="results", help="folder of runs (default: results)")
     parser.add_argument("--ablation-only", action="store_true", help="only the ablation table")
     args = parser.parse_args(argv)
-    return run_main("report.py", lambda: write_report(args.results, args.ablation_only),
+    return run_main("lab.report", lambda: write_report(args.results, args.ablation_only),
                     interrupted="each file is either as it was or rewritten whole")
 
 

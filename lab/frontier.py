@@ -1,7 +1,7 @@
 """The params–accuracy frontier: step 3's design and step 4's, each trained at several sizes, N seeds each,
 and the 99 % club's net over ten.
 
-    python frontier.py --seeds 3 --jobs 2   # what `make frontier` runs
+    python -m lab.frontier --seeds 3 --jobs 2   # what `make frontier` runs
 
 For every design and every size (a parameter count), the design's default widths are scaled by one factor
 (rounded, at least 1 channel each) to the count nearest that size, and the step's own net is always a point.
@@ -29,7 +29,7 @@ from harness.errors import UsageError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text, check_writable
 from harness.runs import run_commands, step_run
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the project's folder, where the steps are
 DESIGNS = ("model3", "model4")
 TARGET_ACC, CLUB_ACC, BUDGET = 99.40, 99.0, 8000
 SIZES = "500,700,1000,1400,2000,3500,5000,8000,12000,20000"
@@ -215,7 +215,7 @@ def frontier_points(designs, sizes, club_seeds, seeds, extra):
 
 
 def main(argv=None):
-    parser = OneLineParser(prog="frontier.py", description=__doc__,
+    parser = OneLineParser(prog="lab.frontier", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=sizes_list, default=sizes_list(SIZES),
                         help=f"parameter counts to scale each design to (default: {SIZES})")
@@ -243,7 +243,7 @@ def main(argv=None):
     except UsageError as e:
         parser.error(str(e))
     out = Path(args.out)
-    return run_main("frontier.py", lambda: frontier(args, argv, points, extra, out),
+    return run_main("lab.frontier", lambda: frontier(args, argv, points, extra, out),
                     interrupted=f"completed runs are kept in {out}/runs and are reused by the next frontier run; "
                                 "frontier.json was not updated")
 
@@ -263,7 +263,7 @@ def frontier(args, argv, points, extra, out):
     summary = dict(seeds=args.seeds, club_seeds=args.club_seeds, club=list(CLUB[1]) if args.club_seeds else None,
                    public=[list(point) for point in PUBLIC],
                    epochs=done[0]["epochs"] if done else args.epochs, device=devices_of(done), subset=args.subset,
-                   command=command_line("frontier.py", sys.argv[1:] if argv is None else argv),
+                   command=command_line("lab.frontier", sys.argv[1:] if argv is None else argv),
                    rows=[summarise(point, by_point[point[:3]]) for point in points])
     atomic_write_json(out / "frontier.json", summary)
     atomic_write_text(out / "frontier.md", frontier_markdown(summary))

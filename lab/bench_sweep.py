@@ -1,6 +1,6 @@
 """What the sweep engine costs: the same runs through Dask and as plain subprocesses, in one run on one machine.
 
-    python bench_sweep.py      # 4 seeds of `model3.py --subset 2000 --epochs 1`: results/sweep-bench.json
+    python -m lab.bench_sweep      # 4 seeds of `model3.py --subset 2000 --epochs 1`: results/sweep-bench.json
 
 Three sides, one after another: the plain one runs the command lines one after another as plain subprocesses,
 each with every core, as a user would without a sweep; then the same runs as a sweep with `--jobs 1` (the
@@ -23,7 +23,7 @@ from harness.errors import TrainingError, run_main
 from harness.files import atomic_write_json, check_writable
 from harness.runs import completed_run, run_commands, step_run
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the project's folder, where the steps are
 
 
 def plain_runs(runs):
@@ -60,7 +60,7 @@ def bench(args, argv):
             rows.append(dict(side=side, wall_s=seconds, device=metrics[0]["device"],
                              train_s=[m["train_seconds"] for m in metrics]))
             print(f"  {side}: {seconds:.1f} s ({rows[-1]['device']})")
-    result = dict(command=command_line("bench_sweep.py", sys.argv[1:] if argv is None else argv),
+    result = dict(command=command_line("lab.bench_sweep", sys.argv[1:] if argv is None else argv),
                   date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), cores=os.cpu_count(), runs=args.seeds,
                   run_flags=" ".join(flags), sides=rows)
     atomic_write_json(args.out, result)
@@ -69,7 +69,7 @@ def bench(args, argv):
 
 
 def main(argv=None):
-    parser = OneLineParser(prog="bench_sweep.py", description=__doc__,
+    parser = OneLineParser(prog="lab.bench_sweep", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=positive_int, default=4, help="runs on each side (default: %(default)s)")
     parser.add_argument("--jobs", type=positive_int, default=2, help="Dask runs at once (default: %(default)s)")
@@ -77,7 +77,7 @@ def main(argv=None):
     parser.add_argument("--epochs", type=positive_int, default=1, help="epochs per run (default: %(default)s)")
     parser.add_argument("--out", default="results/sweep-bench.json", help="where to write the JSON")
     args = parser.parse_args(argv)
-    return run_main("bench_sweep.py", lambda: bench(args, argv), f"{args.out} was not written")
+    return run_main("lab.bench_sweep", lambda: bench(args, argv), f"{args.out} was not written")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Screen recipes for a step on a validation split: each recipe (a set of the step's flags) over a few seeds.
 
-    python search.py model3 results/model3/search-recipes.txt --seeds 3 --val 10000 --jobs 2
+    python -m lab.search model3 results/model3/search-recipes.txt --seeds 3 --val 10000 --jobs 2
 
 The recipes file has one recipe a line, `name: flags` (`#` starts a comment), e.g. `lr-0.15: --lr 0.15`.
 Every run holds out the last --val training images and is judged on them alone: the table ranks recipes by
@@ -26,7 +26,7 @@ from harness.errors import UsageError, run_main
 from harness.files import atomic_write_json, atomic_write_text
 from harness.runs import run_commands, step_run
 
-ROOT = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parent.parent  # the project's folder, where the steps are
 STEPS = ("model1", "model2", "model3", "model4", "designs")
 RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -126,7 +126,7 @@ def search_markdown(summary):
 
 
 def main(argv=None):
-    parser = OneLineParser(prog="search.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="lab.search", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=STEPS, help="the step whose flags the recipes set")
     parser.add_argument("recipes", help="the recipes file: one 'name: flags' a line")
     parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per recipe (default: %(default)s)")
@@ -148,7 +148,7 @@ def main(argv=None):
     if not (ROOT / f"{args.step}.py").is_file():
         parser.error(f"argument step: {args.step}.py does not exist here")
     out = Path(args.out or f"results/{args.step}/search")
-    return run_main("search.py", lambda: search(args, argv, out),
+    return run_main("lab.search", lambda: search(args, argv, out),
                     interrupted=f"completed runs are kept in {out}/runs and are reused by the next search; "
                                 f"{args.name}.json was not updated")
 
@@ -173,7 +173,7 @@ def search(args, argv, out):
     first = next((m for m in results if m is not None), None)
     summary = dict(step=args.step, val=args.val, seeds=len(seeds), seed_list=", ".join(map(str, seeds)),
                    min_acc=args.min_acc, device=first["device"] if first else "n/a",
-                   command=command_line("search.py", sys.argv[1:] if argv is None else argv),
+                   command=command_line("lab.search", sys.argv[1:] if argv is None else argv),
                    recipes=[summarise(name, flags, len(seeds), [by_run[(name, tuple(flags), s)] for s in seeds],
                                       args.min_acc) for name, flags in recipes])
     summary["rule"] = args.choose

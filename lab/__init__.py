@@ -1,0 +1,11 @@
+"""The lab around the exercise: the drivers that run the steps many times and write what the runs show. Each is run
+from the project's folder as `python -m lab.NAME` (the Makefile's targets do it).
+
+    report       RESULTS.md, the README's results and each step's docstring Results, from results/
+    search       a step's recipes screened on a validation split, several seeds each (`make search`)
+    frontier     steps 3 and 4 at many sizes, and the 99 % club's net over ten seeds (`make frontier`)
+    bench        the reference pipeline against ours, update by update, and model3's 15 epochs (`make bench`)
+    bench_sweep  what a sweep's engine costs: plain runs against the same runs through Dask
+
+They import common.py and harness/; nothing in the exercise imports them.
+"""
