@@ -295,7 +295,7 @@ def summary_text(model, input_size=(1, 28, 28)):
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# Training and testing: the optimizer, one update, an epoch, an evaluation, `fit`
+# Training and testing: the optimizer, an epoch of the textbook loop, an evaluation, `fit`
 
 
 def make_optimizer_and_scheduler(model, config, batches_per_epoch):
@@ -320,61 +320,40 @@ def make_optimizer_and_scheduler(model, config, batches_per_epoch):
     return optimizer, None, None
 
 
-class TrainBatch:
-    """One SGD update on a batch — the body of every textbook loop — with the loss and the correct predictions
-    summed on the device, so that nothing waits for the device between updates. On a GPU, `fit` hands it to
-    harness/cuda_graph.py, which compiles it and replays it as a CUDA graph."""
-    setup_seconds = 0.0  # one-time costs before the first epoch: none here
-
-    def __init__(self, model, optimizer, scheduler=None, label_smoothing=0.0, precision="fp32"):
-        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
-        self.label_smoothing, self.bf16 = label_smoothing, precision == "bf16"
-        self.device = next(model.parameters()).device
-        self.loss_sum = torch.zeros((), device=self.device)
-        self.correct = torch.zeros((), dtype=torch.long, device=self.device)
-
-    def __call__(self, x, y):
-        self.optimizer.zero_grad(set_to_none=True)
-        self.update(x, y)
-        if self.scheduler is not None:  # OneCycle moves the learning rate after every batch
-            self.scheduler.step()
-
-    def update(self, x, y):
-        loss, correct = self.loss_and_correct(x, y)
-        loss.backward()
-        self.optimizer.step()
-        self.loss_sum += loss.detach() * len(y)
-        self.correct += correct
-
-    def loss_and_correct(self, x, y):
-        # bf16 autocast runs the forward pass's convolutions in bfloat16 (the weights, their gradients and the
-        # update stay float32); evaluation always runs in float32, so the judged accuracy is the float32 model's.
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            logits = self.model(x)
-        return F.cross_entropy(logits.float(), y, label_smoothing=self.label_smoothing), (logits.argmax(1) == y).sum()
-
-    def reset_sums(self):
-        self.loss_sum.zero_()
-        self.correct.zero_()
-
-
-def train_epoch(train_batch, loader, progress, check_every=20):
-    """One pass over the training data. Loss and correct counts are read only every `check_every` batches (for the
-    progress bar and the non-finite-loss check), so the device is not stalled at every batch."""
-    train_batch.model.train()
-    train_batch.reset_sums()
+def train_epoch(model, loader, optimizer, scheduler, config, progress=None, graphed=None, check_every=20):
+    """One pass over the training data: the textbook loop. `scheduler` is moved after every batch (OneCycle; None
+    for a schedule by epoch). The loss and the correct predictions are summed on the device and read only every
+    `check_every` batches (for the progress bar and the non-finite-loss check), so the device never waits."""
+    model.train()
+    loss_sum = torch.zeros((), device=loader.device)
+    correct = torch.zeros((), dtype=torch.long, device=loader.device)
     seen = 0
-    for index, (x, y) in enumerate(progress(loader), 1):
-        train_batch(x, y)
+    for index, (x, y) in enumerate(progress(loader) if progress else loader, 1):
+        if graphed is not None and graphed.takes(x):  # on a GPU: the same update, compiled, as one CUDA graph
+            loss, logits = graphed(x, y)
+        else:
+            optimizer.zero_grad(set_to_none=True)
+            # bf16 autocast runs the forward pass's convolutions in bfloat16 (the weights, their gradients and the
+            # update stay float32); evaluation always runs in float32, so the judged accuracy is the float32 net's.
+            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+                logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         if index % check_every == 0 or index == len(loader):
-            mean_loss = train_batch.loss_sum.item() / seen
+            mean_loss = loss_sum.item() / seen
             if not math.isfinite(mean_loss):
                 raise TrainingError(f"the training loss became {mean_loss} at batch {index}; the learning rate "
-                                    f"{float(train_batch.optimizer.param_groups[0]['lr']):g} is probably too high "
+                                    f"{float(optimizer.param_groups[0]['lr']):g} is probably too high "
                                     "(try a smaller --lr)")
-            progress.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{100 * train_batch.correct.item() / seen:.2f}%")
-    return train_batch.loss_sum.item() / seen, 100.0 * train_batch.correct.item() / seen
+            if progress:
+                progress.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
+    return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
 
 @torch.inference_mode()
@@ -445,18 +424,20 @@ def fit(net_factory, config, data, log=print):
     test_loader = DeviceLoader(*data["test"], config.test_batch_size, device, data["mean"], data["std"],
                                limit=config.subset)
     optimizer, scheduler, schedule_every = make_optimizer_and_scheduler(model, config, len(train_loader))
-    train_batch = TrainBatch(model, optimizer, scheduler if schedule_every == "batch" else None,
-                             config.label_smoothing, config.precision)
-    if device.type == "cuda":  # the fast path: compiled, replayed as a CUDA graph, warmed up before the clock starts
-        train_batch = cuda_graph.fast(train_batch, train_loader, lambda: evaluate(model, test_loader),
-                                      throwaway_optimizer=make_optimizer_and_scheduler(model, config, 1)[0])
+    batch_scheduler = scheduler if schedule_every == "batch" else None
+    # On a GPU, train_epoch replays its update as a CUDA graph (harness/cuda_graph.py), compiled and warmed up here,
+    # before the clock starts; everywhere else it runs the loop's own lines.
+    graphed = (cuda_graph.fast(model, optimizer, config, train_loader, lambda: evaluate(model, test_loader),
+                               throwaway_optimizer=make_optimizer_and_scheduler(model, config, 1)[0])
+               if device.type == "cuda" else None)
     history = []
     for epoch in range(1, config.epochs + 1):
-        started, setup_before = time.perf_counter(), train_batch.setup_seconds
+        started, setup_before = time.perf_counter(), setup_seconds(graphed)
         lr = float(optimizer.param_groups[0]["lr"])
         if epoch == config.epochs - config.clean_epochs + 1:  # the last --clean-epochs see the digits unaugmented
             train_loader.rotate_degrees = train_loader.shift_pixels = 0.0
-        train_loss, train_acc = train_epoch(train_batch, train_loader, Progress(f"epoch {epoch}/{config.epochs}"))
+        train_loss, train_acc = train_epoch(model, train_loader, optimizer, batch_scheduler, config,
+                                            Progress(f"epoch {epoch}/{config.epochs}"), graphed)
         if schedule_every == "epoch":
             scheduler.step()
         row = dict(epoch=epoch, train_loss=round(train_loss, 5), train_acc=round(train_acc, 2))
@@ -464,11 +445,16 @@ def fit(net_factory, config, data, log=print):
             val_loss, val_acc, _ = evaluate(model, val_loader)
             row.update(val_loss=round(val_loss, 5), val_acc=round(val_acc, 2))
         test_loss, test_acc, predictions = evaluate(model, test_loader)
-        seconds = time.perf_counter() - started - (train_batch.setup_seconds - setup_before)  # one-time costs apart
+        seconds = time.perf_counter() - started - (setup_seconds(graphed) - setup_before)  # one-time costs apart
         row.update(test_loss=round(test_loss, 5), test_acc=round(test_acc, 2), lr=lr, seconds=round(seconds, 3))
         history.append(row)
         log(epoch_line(row, config.epochs))
-    return Trained(model, history, predictions, test_loader.labels.cpu(), train_batch.setup_seconds)
+    return Trained(model, history, predictions, test_loader.labels.cpu(), setup_seconds(graphed))
+
+
+def setup_seconds(graphed):
+    """The one-time costs so far of a GPU's graphed update (warm-up, compilation, recording); none elsewhere."""
+    return graphed.setup_seconds if graphed is not None else 0.0
 
 
 # -----------------------------------------------------------------------------------------------------------------

@@ -7,7 +7,8 @@
 The reference is what most solutions of this exercise run: torchvision's MNIST dataset with per-sample PIL
 transforms (RandomRotation(7), ToTensor, Normalize) in a DataLoader with 2 workers, batch 128, and an eager
 training step. The project's pipeline keeps the uint8 split on the device, augments whole batches there
-(common.DeviceLoader) and trains with common.TrainBatch (compiled and recorded as a CUDA graph on a GPU). On a GPU
+(common.DeviceLoader) and trains with common.train_epoch, as `fit` does (its update compiled and replayed as
+a CUDA graph on a GPU). On a GPU
 a row runs the project's steps eagerly, to show what compiling and recording are worth; a last row runs the
 project with --precision bf16 (bfloat16 autocast in the forward pass). Each row trains model3's Net with SGD for the same number
 of steps after a warm-up, in a fresh process of its own, and the rows take turns for --repeats rounds; each row's
@@ -89,14 +90,38 @@ def model3_config(device, *flags):
         ["--device", device.type, *flags]))
 
 
-def project_step(net, precision="fp32", fast=True):
-    """The project's update (common.TrainBatch) with the project's SGD (fused on CUDA, where `fast` also compiles it
-    and replays it as a CUDA graph); the same learning rate as the reference, held constant. Compilation happens in
-    the untimed warm-up."""
-    device = next(net.parameters()).device
-    config = model3_config(device, "--lr", "0.01", "--scheduler", "none")
-    train_batch = common.TrainBatch(net, common.make_optimizer_and_scheduler(net, config, 1)[0], precision=precision)
-    return cuda_graph.GraphedTrainBatch(train_batch) if fast and device.type == "cuda" else train_batch
+def project_rate(loader, device, steps, warmup, precision="fp32", fast=True, seed=0):
+    """Train model3's Net as `fit` does — common.train_epoch over the project's batches, its update replayed as a
+    CUDA graph where `fast` and the device is a GPU (harness/cuda_graph.fast, warmed up untimed) — for warmup +
+    steps batches, with the project's SGD at the reference's learning rate, held constant; return samples per
+    second over the timed ones."""
+    torch.manual_seed(seed)
+    net = model3.Net().to(device)
+    config = model3_config(device, "--lr", "0.01", "--scheduler", "none", "--precision", precision)
+    optimizer = common.make_optimizer_and_scheduler(net, config, 1)[0]
+    graphed = (cuda_graph.fast(net, optimizer, config, loader, evaluate_test=lambda: None,
+                               throwaway_optimizer=common.make_optimizer_and_scheduler(net, config, 1)[0])
+               if fast and device.type == "cuda" else None)
+    batches = endless(lambda: loader)
+    common.train_epoch(net, Batches(batches, warmup, device), optimizer, None, config, graphed=graphed)
+    synchronize(device)
+    started = time.perf_counter()
+    common.train_epoch(net, Batches(batches, steps, device), optimizer, None, config, graphed=graphed)
+    synchronize(device)
+    return steps * loader.batch_size / (time.perf_counter() - started)
+
+
+class Batches:
+    """The next `count` batches of an endless stream, as common.train_epoch reads a loader."""
+
+    def __init__(self, stream, count, device):
+        self.stream, self.count, self.device = stream, count, device
+
+    def __len__(self):
+        return self.count
+
+    def __iter__(self):
+        return itertools.islice(self.stream, self.count)
 
 
 def time_steps(batches, device, steps, warmup, make_step, seed=0):
@@ -146,17 +171,16 @@ def reference_batches(data_dir, device, mean, std, workers):
     return endless(lambda: loader)
 
 
-def project_batches(data, device):
-    loader = common.DeviceLoader(*data["train"], 128, device, data["mean"], data["std"], shuffle=True,
-                                 rotate_degrees=7.0)
-    return endless(lambda: loader)
+def project_loader(data, device):
+    return common.DeviceLoader(*data["train"], 128, device, data["mean"], data["std"], shuffle=True,
+                               rotate_degrees=7.0)
 
 
 # Each row runs in a fresh process, so that its peak memory is its own and no setting carries over. The speedup is
 # the reference's time over the "project" row's (the defaults a user gets).
 PIPELINES = ("reference", "project-eager", "project", "project-bf16")
 LABELS = {"project-eager": "project, eager steps (no compile, no CUDA graph)",
-          "project": "project (in-memory batches, common.TrainBatch)",
+          "project": "project (in-memory batches, common.train_epoch)",
           "project-bf16": "project, --precision bf16"}
 
 
@@ -170,12 +194,11 @@ def run_pipeline(args, device, data):
     if name == "reference":
         label = f"reference (DataLoader + PIL transforms, {args.workers} workers)"
         batches = reference_batches(args.data_dir, device, data["mean"], data["std"], args.workers)
-        make_step = reference_step
+        rate = time_steps(batches, device, args.steps, args.warmup, reference_step)
     else:
-        label, batches = LABELS[name], project_batches(data, device)
-        make_step = lambda net: project_step(net, "bf16" if name == "project-bf16" else "fp32",  # noqa: E731
-                                             fast=name != "project-eager")
-    rate = time_steps(batches, device, args.steps, args.warmup, make_step)
+        label = LABELS[name]
+        rate = project_rate(project_loader(data, device), device, args.steps, args.warmup,
+                            "bf16" if name == "project-bf16" else "fp32", fast=name != "project-eager")
     return dict(pipeline=label, samples_per_s=round(rate, 1), epoch_s=round(60000 / rate, 2),
                 peak_memory_mb=round(peak_memory_mb(device), 1))
 

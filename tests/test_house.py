@@ -2,6 +2,7 @@
 that runs."""
 import ast
 
+import pytest
 import torch
 
 import common
@@ -48,14 +49,27 @@ def test_the_top_level_is_the_exercise_and_the_lab_sits_above_it():
     assert lab > {"lab.report", "lab.search", "lab.frontier", "lab.bench"}
 
 
-def test_fit_on_the_cpu_runs_the_plain_step(mnist, monkeypatch):
-    """Off CUDA, fit trains with common.TrainBatch as it is: every update goes through its plain `update`."""
-    updates = []
-    plain = common.TrainBatch.update
-    monkeypatch.setattr(common.TrainBatch, "update", lambda self, x, y: updates.append(len(y)) or plain(self, x, y))
+def test_fit_on_the_cpu_runs_the_loop_as_written(mnist, monkeypatch):
+    """Off CUDA, fit trains with common.train_epoch's own lines: no graphed update is made, and every training
+    batch's loss goes through the loop's cross_entropy."""
+    monkeypatch.setattr(common.cuda_graph, "fast", lambda *args, **kwargs: pytest.fail("the GPU's path on the CPU"))
+    batches, plain = [], common.F.cross_entropy
+    monkeypatch.setattr(common.F, "cross_entropy", lambda logits, y, **kwargs: (
+        batches.append(len(y)) if logits.requires_grad else None) or plain(logits, y, **kwargs))
     config = cli.config_from_args(cli.build_parser("model3", model3.DEFAULTS, "").parse_args(
         ["--device", "cpu", "--epochs", "1", "--subset", "200", "--batch-size", "64"]))
     trained = common.fit(model3.Net, config, mnist, log=lambda *_: None)
-    assert updates == [64, 64, 64, 8] and len(trained.history) == 1
+    assert batches == [64, 64, 64, 8] and len(trained.history) == 1
     assert isinstance(trained.model, model3.Net) and trained.setup_seconds == 0.0
     assert torch.equal(trained.labels, mnist["test"][1][:200])
+
+
+def test_the_loop_holds_the_textbook_update_in_one_function():
+    """The four lines a learner looks for are in the body of train_epoch's loop, in their order."""
+    source = ast.get_source_segment(common_source := (ROOT / "common.py").read_text(), next(
+        node for node in ast.parse(common_source).body if getattr(node, "name", "") == "train_epoch"))
+    lines = [line.strip() for line in source.splitlines()]
+    order = [next(i for i, line in enumerate(lines) if line.startswith(text)) for text in (
+        "for index, (x, y) in", "optimizer.zero_grad(", "logits = model(x)", "loss = F.cross_entropy(",
+        "loss.backward()", "optimizer.step()", "scheduler.step()")]
+    assert order == sorted(order)

@@ -118,22 +118,52 @@ def test_judge_uses_the_last_epochs_not_the_best():
     assert common.judge("model3", targets, 9000, history, smoke=True)[0] is False  # too big even for a smoke run
 
 
-def test_train_step_is_the_plain_training_loop():
-    """TrainBatch (the eager path every device but CUDA takes) does what the textbook loop does, to the bit."""
+def test_train_epoch_is_the_plain_training_loop(mnist):
+    """train_epoch (the loop every device but CUDA runs as written) does what a textbook loop over the same batches
+    does, to the bit, with a partial last batch, OneCycle moved every batch; and its sums are the batches' own."""
+    config = cli.config_from_args(cli.build_parser("model3", model3.DEFAULTS, "").parse_args(
+        ["--device", "cpu", "--epochs", "1", "--batch-size", "64", "--label-smoothing", "0.1"]))
+    images, labels = mnist["train"]
+    loader = common.DeviceLoader(images[:200], labels[:200], 64, "cpu", 0.13, 0.31, shuffle=True, seed=3)
     torch.manual_seed(0)
-    x, y = torch.randn(3, 32, 1, 28, 28), torch.randint(0, 10, (3, 32))
-    nets = [model3.Net(dropout=0.0) for _ in range(2)]
+    nets = [model3.Net() for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
-    optimizers = [torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True) for net in nets]
-    step = common.TrainBatch(nets[0], optimizers[0])
-    for i in range(3):
-        step(x[i], y[i])
+    optimizers, schedulers = zip(*(common.make_optimizer_and_scheduler(net, config, len(loader))[:2] for net in nets))
+    batches = [(x.clone(), y.clone()) for x, y in loader]
+    loader.generator.manual_seed(3)  # train_epoch draws the same shuffle again
+    mean_loss, accuracy = common.train_epoch(nets[0], loader, optimizers[0], schedulers[0], config)
+    nets[1].train()
+    loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
+    for x, y in batches:
         optimizers[1].zero_grad()
-        torch.nn.functional.cross_entropy(nets[1](x[i]), y[i]).backward()
+        logits = nets[1](x)
+        loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+        loss.backward()
         optimizers[1].step()
-    for a, b in zip(nets[0].parameters(), nets[1].parameters()):
+        schedulers[1].step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.argmax(1) == y).sum()
+    assert [len(y) for _, y in batches] == [64, 64, 64, 8]
+    for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
         assert torch.equal(a, b)
-    assert step.correct.item() <= 96 and step.loss_sum.item() > 0
+    assert mean_loss == loss_sum.item() / 200 and accuracy == 100.0 * correct.item() / 200
+    assert optimizers[0].param_groups[0]["lr"] == optimizers[1].param_groups[0]["lr"] != config.lr
+
+
+def test_the_graphed_update_computes_the_loop_s_forward_and_loss():
+    """The forward and loss that harness/cuda_graph.py compiles and records are the loop's own lines (checked here
+    on the CPU, eagerly; tests/test_cuda.py trains both ways on a GPU)."""
+    torch.manual_seed(0)
+    net, x, y = model3.Net(), torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    graphed = cuda_graph.GraphedUpdate(net, optimizer, label_smoothing=0.1, bf16=False, full_batch=16)
+    loss, logits = graphed.eager_forward_and_loss(x, y)
+    assert torch.equal(logits, net(x))
+    assert torch.equal(loss, torch.nn.functional.cross_entropy(net(x), y, label_smoothing=0.1))
+    assert not graphed.takes(x)  # the run's first update is the loop's own: it creates the momentum buffers
+    loss.backward()
+    optimizer.step()
+    assert graphed.takes(x) and not graphed.takes(x[:15])  # then every full batch, never a partial one
 
 
 def test_warm_up_leaves_the_run_as_it_was():
@@ -146,20 +176,28 @@ def test_warm_up_leaves_the_run_as_it_was():
     x, y = torch.randn(2, 32, 1, 28, 28), torch.randint(0, 10, (2, 32))
     nets = [model3.Net() for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
-    steps = [common.TrainBatch(net, common.make_optimizer_and_scheduler(net, config, 1)[0]) for net in nets]
+    optimizers = [common.make_optimizer_and_scheduler(net, config, 1)[0] for net in nets]
     torch.manual_seed(5)
-    cuda_graph.warm_up_updates(steps[0], common.make_optimizer_and_scheduler(nets[0], config, 1)[0], [32, 17])
+    forward_and_loss = lambda x, y: (torch.nn.functional.cross_entropy(nets[0](x), y), None)  # noqa: E731
+    cuda_graph.warm_up_updates(nets[0], forward_and_loss, common.make_optimizer_and_scheduler(nets[0], config, 1)[0],
+                               [32, 17])
     after_warm_up = torch.rand(1)
     torch.manual_seed(5)
     assert torch.equal(after_warm_up, torch.rand(1))
     for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
         assert torch.equal(a, b)
-    for i in range(2):
-        for step in steps:
-            step(x[i], y[i])
+    assert all(p.grad is None for p in nets[0].parameters())
+    loader = [(x[i], y[i]) for i in range(2)]
+    sums = [common.train_epoch(net, _Batches(loader), optimizer, None, config)
+            for net, optimizer in zip(nets, optimizers)]
     for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
         assert torch.equal(a, b)
-    assert steps[0].loss_sum.item() == steps[1].loss_sum.item()
+    assert sums[0] == sums[1]
+
+
+class _Batches(list):
+    """A list of batches as train_epoch reads a loader: iterable, with a length and a device."""
+    device = torch.device("cpu")
 
 
 def test_warm_up_loader_leaves_the_batches_as_they_were(mnist):
@@ -196,12 +234,15 @@ def test_bf16_precision_trains_and_is_recorded(tmp_path, data_dir):
 def test_bf16_changes_the_forward_pass_and_fp32_does_not():
     torch.manual_seed(0)
     net, x, y = model3.Net(), torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.0)
-    losses = {p: common.TrainBatch(net, optimizer, precision=p).loss_and_correct(x, y)[0].item()
-              for p in ("fp32", "bf16")}
     with torch.no_grad():
         plain = torch.nn.functional.cross_entropy(net(x), y).item()
-    assert losses["fp32"] == plain and losses["bf16"] != plain
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        config = cli.config_from_args(cli.build_parser("model3", model3.DEFAULTS, "").parse_args(
+            ["--device", "cpu", "--precision", precision]))
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # trains nothing: the loss of the same weights
+        losses[precision] = common.train_epoch(net, _Batches([(x, y)]), optimizer, None, config)[0]
+    assert losses["fp32"] == pytest.approx(plain, rel=1e-6) and losses["bf16"] != losses["fp32"]
     assert losses["bf16"] == pytest.approx(plain, rel=0.05)
 
 
