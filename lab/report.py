@@ -502,7 +502,7 @@ def results_markdown(results="results"):
         seeds = seeds_section(results, step)
         parts += ["", f"## {step} over seeds", "", seeds or f"_Not run yet: `make seeds STEP={step} N={n}`._"]
     search = search_section(results)
-    parts += ["", "## How step 3's recipe was chosen: on a validation split", "",
+    parts += ["", "## How step 3's recipe was chosen: on a validation split", "", *search_story(results, "model3"),
               search or "_Not run yet: `make search STEP=model3`._"]
     wide, wide10 = (search_section(results, "model3", "search-wide", name) for name in ("wide", "wide-10"))
     layout, layout10 = (search_section(results, "model3", "search-m4-layout", name) for name in ("wide", "wide-10"))
@@ -513,7 +513,8 @@ def results_markdown(results="results"):
                   layout or "_Not run._",
                   "### Round 3: step 4's layout at step 3's budget, the leaders over ten seeds", "",
                   layout10 or "_Not run._"]
-    parts += ["", "## How step 4 was chosen: on a validation split", "", *model4_search_parts(results)]
+    parts += ["", "## How step 4 was chosen: on a validation split", "", *search_story(results, "model4"),
+              *model4_search_parts(results)]
     frontier = frontier_section(results)
     parts += ["", "## The frontier: parameters against accuracy", "", frontier or "_Not run yet: `make frontier`._"]
     parts += ["", "## The 99 % club: chosen on a validation split", "", *club_parts(results)]
@@ -529,7 +530,27 @@ def results_markdown(results="results"):
     parts += ["", "## Performance", "", bench or "_Not run yet: `make bench`._"]
     sweep = sweep_bench_section(results)
     parts += ["", "## What the sweep engine costs", "", sweep or "_Not run yet: `python -m lab.bench_sweep`._", ""]
-    return "\n".join(parts)
+    return with_contents("\n".join(parts))
+
+
+def search_story(results, step):
+    """What a step's search found, round by round, in words (results/STEP/search-story.md): the history a step's
+    Analysis leaves out, told above the tables it rests on."""
+    path = Path(results) / step / "search-story.md"
+    return [path.read_text().strip(), ""] if path.is_file() else []
+
+
+def heading_anchor(title):
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, each space a hyphen."""
+    return "".join(c for c in title.lower() if c.isalnum() or c in " -_").replace(" ", "-")
+
+
+def with_contents(markdown):
+    """`markdown` with a list of its sections (its ## headings, linked) after its opening paragraph."""
+    titles = [line[3:] for line in markdown.splitlines() if line.startswith("## ")]
+    contents = "\n".join(f"- [{title}](#{heading_anchor(title)})" for title in titles)
+    intro_end = markdown.index("\n\n## ")
+    return markdown[:intro_end] + "\n\n**Contents**\n\n" + contents + markdown[intro_end:]
 
 
 def docstring_results(m, seeds=None):

@@ -282,3 +282,17 @@ def test_the_club_search_is_told_from_its_recipes_file_with_each_stage_table(res
     assert parts[2:] == ["### Stage 2", "", "Stage 2: larger ones. The choice: the smallest that met.", "",
                          "| recipe | ... |\n"]
     assert "## The 99 % club" in report.results_markdown(results)
+
+
+def test_results_md_opens_with_its_sections_linked():
+    text = report.with_contents("# Results\n\nIntro.\n\n## The steps\n\nx\n\n## The 99 % club: chosen\n\ny\n")
+    assert text.startswith("# Results\n\nIntro.\n\n**Contents**\n\n- [The steps](#the-steps)\n"
+                           "- [The 99 % club: chosen](#the-99--club-chosen)\n\n## The steps")
+
+
+def test_a_step_s_search_story_sits_above_its_tables(tmp_path):
+    (tmp_path / "model3").mkdir()
+    assert report.search_story(tmp_path, "model3") == []
+    (tmp_path / "model3" / "search-story.md").write_text("Round 1 found X.\n")
+    assert report.search_story(tmp_path, "model3") == ["Round 1 found X.", ""]
+    assert "Round 1 found X." in report.results_markdown(tmp_path)
