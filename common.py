@@ -23,7 +23,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from harness import cuda_graph
-from harness.cli import build_parser, command_line, config_from_args, describe_device, settings_to_record
+from harness.cli import (bf16_note, build_parser, command_line, config_from_args, describe_device,
+                         settings_to_record)
 from harness.errors import TrainingError, run_main
 from harness.files import (atomic_save_figure, atomic_save_state_dict, atomic_write_json, atomic_write_text,
                            check_writable)
@@ -591,6 +592,8 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
     device_text = describe_device(config.device)
     log(f"{name}: {params:,} parameters, receptive field {feature_rf(rf_rows)} before the head, on {device_text}")
     log(rf_markdown(rf_rows, f"{name}: receptive field").rstrip())
+    if config.precision == "bf16" and bf16_note(config.device):
+        log(bf16_note(config.device))
     smoke = config.subset is not None
     trained = fit(lambda: build_net(net_class, config), config, data, log)
     history, predictions, labels = trained.history, trained.predictions, trained.labels

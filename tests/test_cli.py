@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import common
-from harness import files, mnist
+from harness import cli, files, mnist
 from conftest import ROOT, assert_clean_failure, program, run_script
 
 
@@ -189,3 +189,11 @@ def test_dry_run_writes_nothing(tmp_path, data_dir):
     result = run_script("model3.py", "--dry-run", "--out", out, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     assert "N/A (smoke run" in result.stdout and not out.exists()
+
+
+def test_bf16_on_a_cpu_without_it_says_so_in_one_line():
+    note = cli.bf16_note("cpu", flags={"avx2", "fma"})
+    assert note.startswith("note: --precision bf16") and "\n" not in note
+    assert cli.bf16_note("cpu", flags={"avx2", "avx512_bf16"}) is None
+    assert cli.bf16_note("cpu", flags={"amx_bf16"}) is None
+    assert cli.bf16_note("cuda", flags={"avx2"}) is None
