@@ -48,7 +48,7 @@ class Net(nn.Module):
             separable_bn_relu(c, d, dropout=dropout),       # 10 -> 8,  RF 14
             separable_bn_relu(d, e, dilation=2),            # 8 -> 4,   RF 22: the last 3×3 spread over 5×5
         )
-        self.head = gap_head(e)                             # average first, then 10·(e+1) weights to the classes
+        self.head = gap_head(e)                             # a 1×1 to ten maps, averaged: 10·(e+1) weights
 
     def forward(self, x):
         return self.head(self.features(x))
