@@ -13,6 +13,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -67,8 +68,15 @@ def completed_run(out, command, settings=None):
 RUN_FOLDER_ENV = "MNIST_RUN_FOLDER"  # set by run_on_worker: where the run writes instead of its --out
 CONNECT_SECONDS = 10
 POLL_SECONDS = 0.5  # how often a task looks whether the driver still wants its run
-PROJECT = Path(__file__).resolve().parent.parent  # the checkout; every worker runs one at its own path
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
+UNREADABLE_TASK = "Error during deserialization of the task graph"  # how a scheduler says it could not unpickle one
+WHAT_A_CLUSTER_NEEDS = "see the README, Sweeps across machines"
+
+
+class WorkerOutsideCheckout(Exception):
+    """Raised by run_on_worker on a worker whose folder holds no checkout of the project: it cannot run a step.
+    It travels to the worker by value with run_on_worker and back with the error, and cloudpickle gives the driver
+    this very class again, so the driver recognises it."""
 
 
 def run_commands(runs, jobs, report=print, cluster=None):
@@ -89,16 +97,53 @@ def run_commands(runs, jobs, report=print, cluster=None):
         return results
     from distributed import as_completed
     with dask_client(cluster, jobs) as (client, where):
-        futures = {client.submit(run_on_worker, runs[i].argv, *where, pure=False, retries=1): i for i in to_do}
+        task = SentByValue(run_on_worker)
+        futures = {client.submit(task, runs[i].argv, *where, pure=False, retries=1): i for i in to_do}
         try:
             for future in as_completed(futures):
                 index = futures[future]
+                if future.status == "error":
+                    refuse_a_cluster_that_cannot_run_it(future.exception(), client.scheduler.address)
                 results[index] = keep_run(runs[index], commands[index], future)
                 report(outcome_line(runs[index], results[index], started))
-        except KeyboardInterrupt:
+        except BaseException:  # an interrupt, or a cluster that cannot run the project: no run goes on
             client.cancel(list(futures))  # each task kills its run (run_on_worker)
             raise
     return results
+
+
+class SentByValue:
+    """A function that a Dask task carries as its code (pickled by cloudpickle with this module registered by value)
+    rather than as the name of its module, which plain pickle would send: the scheduler unpickles every task it is
+    sent, and neither it nor a worker has this project on its path (a worker needs only to be started in a
+    checkout, where run_on_worker runs the step). Unpickled, it is the function itself."""
+
+    def __init__(self, function):
+        self.function = function
+
+    def __call__(self, *args, **kwargs):  # the embedded cluster's tasks, and a test, may call it unpickled
+        return self.function(*args, **kwargs)
+
+    def __reduce__(self):
+        import cloudpickle
+        this = sys.modules[__name__]
+        cloudpickle.register_pickle_by_value(this)
+        try:
+            return pickle.loads, (cloudpickle.dumps(self.function),)
+        finally:
+            cloudpickle.unregister_pickle_by_value(this)
+
+
+def refuse_a_cluster_that_cannot_run_it(error, address):
+    """A task that failed because the cluster at `address` cannot run the project at all is a UsageError saying
+    what to do (every run would fail the same way); any other failure returns, for keep_run to record as lost."""
+    if isinstance(error, WorkerOutsideCheckout):
+        raise UsageError(f"{error}; start `dask worker` in the project's folder ({WHAT_A_CLUSTER_NEEDS})")
+    if isinstance(error, RuntimeError) and str(error).startswith(UNREADABLE_TASK):
+        import dask
+        raise UsageError(f"the Dask scheduler at {address} could not read the sweep's tasks; start it and its "
+                         f"workers with this driver's Python {sys.version.split()[0]} and dask {dask.__version__} "
+                         f"({WHAT_A_CLUSTER_NEEDS})")
 
 
 def outcome_line(run, metrics, started):
@@ -190,16 +235,23 @@ def run_on_worker(argv, cwd, env, gpus):
     (common.run_step). Relative or absolute, --out is only ever written by the driver.
 
     `cwd` is the driver's folder on the embedded cluster, on the same machine: the run is the process it was
-    before, in that folder, with the whole environment `env`. None on an external cluster: the run is the project's
-    script on this worker's checkout (PROJECT, importable there: `PYTHONPATH=$PWD dask worker` in it), in that
-    folder, with this worker's environment and `env` over it.
+    before, in that folder, with the whole environment `env`. None on an external cluster: the run is the step's
+    script in the checkout this worker was started in (its current folder; `dask worker` in the project's folder),
+    run there, with this worker's environment and `env` over it; a worker started elsewhere raises
+    WorkerOutsideCheckout. This function reaches the worker by value (SentByValue): it can use only the standard
+    library, distributed and this module's own names.
     With `gpus`, the worker's runs see only gpu_for(its index) (the embedded cluster's workers are 0..J-1).
     The child has a session of its own, is killed when the driver cancels the task, and on Linux dies with the
     worker (PR_SET_PDEATHSIG)."""
     from distributed import get_worker
     worker = get_worker()
     if cwd is None:
-        cwd, argv, env = PROJECT, (argv[0], str(PROJECT / Path(argv[1]).name), *argv[2:]), {**os.environ, **env}
+        cwd = Path.cwd()
+        script = cwd / Path(argv[1]).name
+        if not script.is_file():
+            raise WorkerOutsideCheckout(f"the Dask worker at {worker.address} has no {script.name} in its folder "
+                                        f"{cwd}")
+        argv, env = (argv[0], str(script), *argv[2:]), {**os.environ, **env}
     with tempfile.TemporaryDirectory(prefix="run-", dir=worker.local_directory) as scratch:
         folder, log_path = Path(scratch) / "out", Path(scratch) / "log.txt"
         env = {**env, RUN_FOLDER_ENV: str(folder)}

@@ -1,9 +1,13 @@
 """Sweeps on Dask (harness.runs.run_commands): the embedded LocalCluster and a running scheduler give the same
 metrics as the same runs done directly, even when a worker is killed mid-sweep (the run is retried); SIGTERM to the
-driver leaves no process behind; a scheduler that does not answer is one line and exit 2. Loopback only."""
+driver leaves no process behind; a scheduler that does not answer, one that cannot read a task and a worker outside
+a checkout are each one line and exit 2. The running scheduler and its workers are started with the README's own
+commands (made loopback-only, on free ports), without PYTHONPATH."""
+import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,6 +19,7 @@ import pytest
 
 from conftest import ROOT, assert_clean_failure, run_script
 from harness import runs
+from harness.errors import UsageError
 
 SEEDS = (1, 2)
 TINY = ("--subset", "300", "--epochs", "1")
@@ -48,11 +53,27 @@ def _start(*argv, **kwargs):
                             **kwargs)
 
 
-@pytest.fixture(scope="module")
-def scheduler(data_dir):
-    """`dask scheduler` and a `dask worker` of 2 single-threaded processes on loopback; its address."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "PYTHONPATH": str(ROOT), "MNIST_DATA_DIR": str(data_dir)}
-    started = [_start(DASK, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard", env=env)]
+def readme_recipe():
+    """The README's `dask scheduler` and `dask worker` commands (Sweeps across machines), each as an argv with its
+    `dask` this environment's own, the scheduler's address still tcp://HOST:8786."""
+    section = (ROOT / "README.md").read_text().split("## Sweeps across machines", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    commands = {}
+    for argv in (shlex.split(line, comments=True) for line in block.splitlines()):
+        if argv[1:2] in (["scheduler"], ["worker"]):
+            assert Path(argv[0]).name == "dask", f"not a plain dask command, which is all this test runs: {argv}"
+            commands[argv[1]] = [DASK, *argv[1:]]
+    return commands["scheduler"], commands["worker"]
+
+
+@contextlib.contextmanager
+def readme_cluster(worker_folder, scheduler_folder):
+    """A scheduler started in `scheduler_folder` and a worker in `worker_folder`, by the README's commands made
+    loopback-only on free ports, with no PYTHONPATH; yields the scheduler's address and the worker's process."""
+    scheduler_argv, worker_argv = readme_recipe()
+    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONPATH"}, "OMP_NUM_THREADS": str(THREADS)}
+    started = [_start(*scheduler_argv, "--host", "127.0.0.1", "--port", "0", "--no-dashboard", env=env,
+                      cwd=scheduler_folder)]
     try:
         for line in started[0].stdout:
             found = re.search(r"Scheduler at:\s*(tcp://127\.0\.0\.1:\d+)", line)
@@ -60,8 +81,8 @@ def scheduler(data_dir):
                 break
         else:
             pytest.fail("dask scheduler gave no address")
-        started.append(_start(DASK, "worker", found.group(1), "--nworkers", "2", "--nthreads", "1", "--host",
-                              "127.0.0.1", "--no-dashboard", env=env, cwd=ROOT))
+        worker_argv = [found.group(1) if arg == "tcp://HOST:8786" else arg for arg in worker_argv]
+        started.append(_start(*worker_argv, "--host", "127.0.0.1", "--no-dashboard", env=env, cwd=worker_folder))
         yield found.group(1), started[1]
     finally:
         for process in reversed(started):  # by pid: the worker first, its nannies end their processes
@@ -71,6 +92,13 @@ def scheduler(data_dir):
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory):
+    """The README's scheduler and a worker of 2 single-threaded processes in the project's folder; its address."""
+    with readme_cluster(ROOT, tmp_path_factory.mktemp("scheduler")) as cluster:
+        yield cluster
 
 
 def test_the_workers_take_the_gpus_in_turn():
@@ -139,6 +167,29 @@ def test_a_running_scheduler_gives_the_runs_of_a_direct_run_even_with_a_worker_k
     for seed in SEEDS:
         assert comparable(seed_metrics(tmp_path, seed)) == comparable(direct[seed])
         assert (tmp_path / "seeds" / f"seed-{seed}" / "model.pt").stat().st_size > 0
+
+
+def test_a_task_the_scheduler_cannot_read_is_one_line_saying_what_to_do(tmp_path, scheduler, monkeypatch):
+    """The scheduler does not have this project on its path: a task that names its function rather than carrying
+    it (as every task did before SentByValue) cannot be read there, and the sweep stops with what to do."""
+    monkeypatch.setattr(runs, "SentByValue", lambda function: function)
+    run = runs.Run(runs.step_argv(ROOT / "model3.py", TINY, 1, tmp_path / "out"), tmp_path / "out")
+    with pytest.raises(UsageError, match=f"the Dask scheduler at {scheduler[0]} could not read the sweep's tasks; "
+                                         "start it and its workers with this driver's Python"):
+        runs.run_commands([run], jobs=1, report=lambda *_: None, cluster=scheduler[0])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_worker_outside_a_checkout_is_one_line_and_exit_2(tmp_path, data_dir):
+    folder = tmp_path / "not-a-checkout"
+    folder.mkdir()
+    with readme_cluster(folder, folder) as (address, _):
+        result = run_script("model3.py", "--seeds", "2", "--cluster", address, *TINY, "--out", tmp_path / "out",
+                            data_dir=data_dir)
+    assert_clean_failure(result, 2, f"has no model3.py in its folder {folder}",
+                         "start `dask worker` in the project's folder")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out" / "seeds").exists()
 
 
 def test_sigterm_to_the_driver_ends_the_sweep_and_every_process_of_it(tmp_path, data_dir):
