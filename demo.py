@@ -4,21 +4,31 @@
     python demo.py --port 8080 --results results
 
 Each step whose results/<step>/model.pt exists is loaded once; a missing one is shown with the `make` target that
-creates it. The page sends the canvas as grey levels; the server prepares it as MNIST prepared its digits (crop to
+creates it, a damaged one (one line on the log) with why it cannot be loaded and the same target, the other steps
+served as ever. The page sends the canvas as grey levels; the server prepares it as MNIST prepared its digits (crop to
 the ink, scale the longer side to 20 px keeping the aspect ratio, centre of mass at the centre of 28×28), shows
 that 28×28 image, every step's probabilities for 0–9, and the feature maps of one step's blocks, labelled with their
 receptive fields (common.feature_maps, the function behind every step's features.png).
 
-Served by the standard library's threading HTTP server; every asset is inline, nothing comes from the internet.
+Served by the standard library's threading HTTP server, bounded so that no client can hold it: a connection has
+REQUEST_TIMEOUT (5 s) to send its whole request, else it is answered 408 (closed, if not even its first line came),
+and as long to take the answer; at most MAX_CONNECTIONS (256) are served at once, and one more is answered 503 at
+once; a body over MAX_BODY (1 MiB) is answered 413 and the connection closed. Every asset is inline, nothing comes
+from the internet.
 API: GET /api/info, GET /api/samples, POST /api/predict {"pixels": [n*n grey levels in 0..1], "step": "model3"}.
 """
 import argparse
+import collections
 import errno
 import importlib
+import io
 import json
 import math
+import socket
 import sys
 import threading
+import time
+import zipfile
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -30,7 +40,9 @@ import common
 from harness import cli, errors, files, mnist
 
 MAX_BODY = 1 << 20           # bytes; a larger request is refused with 413
-DRAIN_LIMIT = 16 * MAX_BODY  # an oversized body up to this is read and dropped, so the client hears the 413
+DRAIN_LIMIT = 1 << 16        # of an oversized body, at most this is read and dropped after the 413 (see refuse_body)
+REQUEST_TIMEOUT = 5          # seconds a connection has to send its whole request, and again to take the answer
+MAX_CONNECTIONS = 256        # served at once, a thread each; one more is answered 503 at once
 MIN_SIDE, MAX_SIDE = 28, 280  # the canvas is sent as a square of this many grey levels a side
 SAMPLES = 12                  # test digits offered on the page
 
@@ -98,30 +110,46 @@ def parse_pixels(body):
 
 
 class Models:
-    """Every step whose model.pt exists, loaded once (weights only), and what to run for the missing ones."""
+    """Every step whose model.pt loads, loaded once (weights only); for every other step, why not and the `make`
+    target that writes it. A damaged file costs its own step only: one line on the log, and the page shows why."""
 
-    def __init__(self, results, data):
+    def __init__(self, results, data, log=print):
         self.mean, self.std = data["mean"], data["std"]
         self.nets, self.info, self.lock = {}, {}, threading.Lock()
         for step in common.STEPS:
             path = Path(results) / step / "model.pt"
             if not (Path(__file__).parent / f"{step}.py").exists():
                 continue
-            module = importlib.import_module(step)
+            module, make = importlib.import_module(step), f"make {step}"
             if not path.exists():
-                self.info[step] = dict(available=False, make=f"make {step}")
+                self.info[step] = dict(available=False, make=make)
                 continue
-            metrics = Path(results) / step / "metrics.json"
-            net = module.Net(**self._net_kwargs(metrics))
             try:
-                net.load_state_dict(files.load_state_dict(path))
-            except (RuntimeError, OSError, ValueError) as e:
-                raise errors.DataError(f"{path} cannot be loaded into {step}.Net ({str(e).splitlines()[0]}); "
-                                       f"run `make {step}` to write it again") from None
-            net.eval()
+                net = self._load(module, path)
+            except Exception as e:  # whatever a damaged file raises, the other steps are served
+                problem = f"{path} cannot be loaded: {' '.join(str(e).split())[:200] or type(e).__name__}"
+                log(f"demo: {problem}; {step} is shown as unavailable (`{make}` writes it again)")
+                self.info[step] = dict(available=False, make=make, problem=problem)
+                continue
             self.nets[step] = net
             self.info[step] = dict(available=True, params=common.count_params(net),
                                    receptive_field=common.feature_rf(common.receptive_field(net)))
+
+    @classmethod
+    def _load(cls, module, path):
+        """The step's Net with the weights in `path`, in eval mode. Raises an error that says what is wrong."""
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise OSError(f"cannot read it ({e.strerror or e})") from None
+        # torch.save writes a zip archive; what torch.load raises for anything else (an OSError "Invalid argument"
+        # for a truncated file, an IndexError or an UnpicklingError for another) does not say what is wrong.
+        if not zipfile.is_zipfile(io.BytesIO(data)):
+            raise ValueError(f"it is not a complete zip archive, as torch.save writes ({len(data):,} bytes: "
+                             "truncated, or not a saved model)")
+        net = module.Net(**cls._net_kwargs(path.parent / "metrics.json"))
+        net.load_state_dict(files.load_state_dict(io.BytesIO(data)))
+        return net.eval()
 
     @staticmethod
     def _net_kwargs(metrics_path):
@@ -177,12 +205,59 @@ def pick_samples(models, data, count=SAMPLES):
 # The server
 
 
-class Handler(BaseHTTPRequestHandler):
-    server_version = "mnist-steps-demo"
-    models, samples, page = None, None, b""  # set by serve()
+class RequestReader(io.RawIOBase):
+    """A connection's incoming bytes, each read allowed only what is left of the `seconds` its request may take
+    from the moment it connected: a client that trickles a byte a second is let go as surely as a silent one."""
 
-    def log_message(self, format, *args):  # one short line a request, on stderr
-        sys.stderr.write(f"demo: {self.command} {self.path} -> {args[1] if len(args) > 1 else ''}\n")
+    def __init__(self, sock, seconds):
+        self.sock, self.seconds, self.deadline = sock, seconds, time.monotonic() + seconds
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        left = self.deadline - time.monotonic()
+        if left > 0:
+            self.sock.settimeout(left)
+            try:
+                return self.sock.recv_into(buffer)
+            except TimeoutError:
+                pass
+        raise TimeoutError(f"no complete request within {self.seconds:g} s")
+
+
+class Handler(BaseHTTPRequestHandler):
+    """One connection: one request (HTTP/1.0), which must arrive within `timeout` seconds of connecting, and its
+    answer, which the client must take within as many again. make_server gives each server its own subclass, with
+    the models, the sample digits and the page."""
+    server_version = "mnist-steps-demo"
+    timeout = REQUEST_TIMEOUT
+    models, samples, page = None, None, b""
+
+    def setup(self):
+        super().setup()
+        self.rfile.close()  # the standard library's reader, replaced by one that keeps the deadline
+        self.rfile = io.BufferedReader(RequestReader(self.connection, self.timeout))
+
+    def parse_request(self):
+        """The standard library's, with headers that do not arrive in time answered 408 (a request line that does
+        not arrive is no request to answer: the standard library closes the connection, saying so on the log)."""
+        try:
+            return super().parse_request()
+        except TimeoutError as e:
+            self.close_connection = True
+            self.error(HTTPStatus.REQUEST_TIMEOUT, f"{e}: the headers did not arrive")
+            return False
+
+    def end_headers(self):
+        self.connection.settimeout(self.timeout)  # the answer has as long to be taken as the request had to come
+        super().end_headers()
+
+    def log_request(self, code="-", size="-"):  # one short line a request, on stderr
+        self.log_message("%s -> %s", self.requestline[:120], getattr(code, "value", code))
+
+    def log_message(self, format, *args):  # and one line for anything else the standard library notes
+        sys.stderr.write(f"demo: {format % args}\n")
 
     def send_json(self, status, obj):
         body = json.dumps(obj).encode()
@@ -221,38 +296,136 @@ class Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
             return self.error(HTTPStatus.LENGTH_REQUIRED, "a Content-Length header is required")
-        if length > MAX_BODY:
-            # Answering before the body is read makes a client that is still sending see a broken pipe, not
-            # the 413: read and drop a body of reasonable size; beyond that, answer and hang up.
-            if length <= DRAIN_LIMIT:
-                while length > 0 and (chunk := self.rfile.read(min(length, 1 << 16))):
-                    length -= len(chunk)
-            self.close_connection = True
-            return self.error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY:,} bytes")
         if length < 0:
             return self.error(HTTPStatus.BAD_REQUEST, "a negative Content-Length")
+        if length > MAX_BODY:
+            return self.refuse_body()
         try:
-            image, step = parse_pixels(self.rfile.read(length))
-            self.send_json(HTTPStatus.OK, self.models.predict(prepare_digit(image), step))
+            body = self.rfile.read(length)
+        except TimeoutError as e:
+            self.close_connection = True
+            return self.error(HTTPStatus.REQUEST_TIMEOUT, f"{e}: the body did not arrive")
+        if len(body) < length:
+            return self.error(HTTPStatus.BAD_REQUEST, f"the body ended after {len(body):,} of its {length:,} bytes")
+        try:
+            image, step = parse_pixels(body)
+            answer = self.models.predict(prepare_digit(image), step)
         except BadInput as e:
-            self.error(HTTPStatus.BAD_REQUEST, str(e))
+            return self.error(HTTPStatus.BAD_REQUEST, str(e))
         except Exception as e:  # the server keeps serving whatever one request does
-            self.error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {e}")
+            return self.error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {e}")
+        self.send_json(HTTPStatus.OK, answer)
+
+    def refuse_body(self):
+        """413 for a body over MAX_BODY, sent before the body is read, then the connection half-closed. A client
+        that sends its whole body before it reads (most do) would see a reset instead of the answer if the
+        connection closed on its unread bytes, so up to DRAIN_LIMIT more of them, within the request's time, are
+        read and dropped; a larger body is cut off there, which such a client sees as a reset."""
+        self.close_connection = True
+        self.error(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"the body is over {MAX_BODY:,} bytes")
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            dropped = 0
+            while dropped < DRAIN_LIMIT and (chunk := self.rfile.read1(DRAIN_LIMIT - dropped)):
+                dropped += len(chunk)
+        except OSError:  # the time is up (TimeoutError) or the client has gone: nothing more to do for it
+            pass
 
 
-def make_server(host, port, results, data_dir, log=print):
-    """Bind the port first (a taken port fails at once, raising OSError), then load the data and the models."""
-    server = ThreadingHTTPServer((host, port), Handler)
+class Server(ThreadingHTTPServer):
+    """The standard library's threading HTTP server, bounded: at most `max_connections` connections are served at
+    once (a thread each, for no longer than Handler.timeout to read a request and as long to answer it); one more
+    is answered 503 at once, without a thread, rather than kept waiting, so that the server never holds more
+    than that many threads and a client always hears something within the time a request may take."""
+    request_queue_size = 128  # connections the kernel holds until they are accepted (the default 5 drops a burst)
+    refused_linger = 1.0      # seconds a refused connection stays open, so its request cannot reset the 503 away
+
+    def __init__(self, address, handler, max_connections=MAX_CONNECTIONS):
+        self.slots = threading.BoundedSemaphore(max_connections)
+        body = json.dumps(dict(error=f"the server is busy with {max_connections} connections; try again in a moment"))
+        self.busy_reply = (f"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                           f"Content-Length: {len(body)}\r\nRetry-After: 1\r\n\r\n{body}").encode()
+        self.refused = collections.deque()  # (when to close it, socket), oldest first
+        super().__init__(address, handler)  # binds, and on failure calls server_close
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            return self.refuse(request, client_address)
+        try:
+            super().process_request(request, client_address)  # starts the connection's thread
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def refuse(self, request, client_address):
+        sys.stderr.write(f"demo: {client_address[0]}:{client_address[1]} answered 503: every connection is taken\n")
+        request.setblocking(False)  # the accepting thread never waits on a client
+        try:
+            request.send(self.busy_reply)
+            request.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.refused.append((time.monotonic() + self.refused_linger, request))
+
+    def service_actions(self):  # called by serve_forever between connections and at least twice a second
+        super().service_actions()
+        while self.refused and self.refused[0][0] <= time.monotonic():
+            self.refused.popleft()[1].close()
+
+    def handle_error(self, request, client_address):  # a connection's failure is one line, not a traceback
+        error = sys.exc_info()[1]
+        sys.stderr.write(f"demo: {client_address[0]}:{client_address[1]}: {type(error).__name__}: {error}\n")
+
+    def server_close(self):
+        super().server_close()
+        while self.refused:
+            self.refused.popleft()[1].close()
+
+
+def describe_os_error(error):
+    return f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
+
+
+def bind(host, port, max_connections=MAX_CONNECTIONS):
+    """The server, listening on host:port; a port that cannot be bound is a UsageError saying why."""
     try:
-        data = common.prepare_data(data_dir, log=lambda *_: None)
-        models = Models(results, data)
-        Handler.models, Handler.samples = models, pick_samples(models, data)
-        Handler.page = (Path(__file__).parent / "demo.html").read_bytes()
+        return Server((host, port), Handler, max_connections)
+    except OSError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise errors.UsageError(f"port {port} on {host} is already in use (choose another with --port)") from None
+        raise errors.UsageError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
+def make_server(host, port, results, data_dir, log=print, max_connections=MAX_CONNECTIONS):
+    """Bind the port first (a taken port fails at once), then load the data and the models. What fails is named:
+    binding the port (UsageError), reading MNIST or the page (DataError); a model that cannot be loaded is one line
+    on `log`, and its step is shown as unavailable."""
+    server = bind(host, port, max_connections)
+    try:
+        try:
+            data = common.prepare_data(data_dir, log=lambda *_: None)
+        except OSError as e:
+            raise errors.DataError(f"cannot read MNIST in {data_dir}: {describe_os_error(e)}") from None
+        models = Models(results, data, log)
+        page = Path(__file__).parent / "demo.html"
+        try:
+            html = page.read_bytes()
+        except OSError as e:
+            raise errors.DataError(f"cannot read the page {page}: {describe_os_error(e)}") from None
+        server.RequestHandlerClass = type("Handler", (Handler,), dict(
+            models=models, samples=pick_samples(models, data), page=html))
     except BaseException:
         server.server_close()
         raise
     loaded = ", ".join(models.nets) or "none"
-    missing = ", ".join(f"{s} (`{i['make']}`)" for s, i in models.info.items() if not i["available"])
+    missing = ", ".join(f"{s} (`{i['make']}`)" for s, i in models.info.items() if not i["available"] and
+                        "problem" not in i)
     log(f"demo: models loaded: {loaded}" + (f"; missing: {missing}" if missing else ""))
     return server
 
@@ -270,12 +443,7 @@ def main(argv=None):
 
 
 def serve(args):
-    try:
-        server = make_server(args.host, args.port, args.results, args.data_dir)
-    except OSError as e:
-        if e.errno == errno.EADDRINUSE:
-            raise errors.UsageError(f"port {args.port} on {args.host} is already in use (choose another with --port)")
-        raise errors.UsageError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+    server = make_server(args.host, args.port, args.results, args.data_dir)
     print(f"demo: serving on http://{args.host}:{server.server_address[1]}/ (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()

@@ -1,9 +1,15 @@
-"""demo.py: MNIST's preparation of a drawn digit, the API against a real server, and the page in a real browser."""
+"""demo.py: MNIST's preparation of a drawn digit, the API against a real server, a server that lets go of stalled
+clients and survives a damaged model, and the page in a real browser."""
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -12,7 +18,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import files
+from harness import errors, files
 import demo
 from conftest import ROOT, assert_clean_failure, run_script
 
@@ -53,14 +59,27 @@ def test_test_digits_pushed_through_the_preparation_keep_their_class(mnist):
     assert (direct == prepared).float().mean() >= 0.97
 
 
-@pytest.fixture(scope="module")
-def server(data_dir):
-    server = demo.make_server("127.0.0.1", 0, ROOT / "results", data_dir, log=lambda *_: None)
+@contextlib.contextmanager
+def _serving(server):
+    """`server` serving in a thread; yields its URL."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(data_dir):
+    with _serving(demo.make_server("127.0.0.1", 0, ROOT / "results", data_dir, log=lambda *_: None)) as url:
+        yield url
+
+
+def _address(url):
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)
 
 
 def _request(url, body=None, raw=None):
@@ -98,7 +117,6 @@ def test_a_drawing_gets_every_steps_prediction_and_feature_maps(server):
     (json.dumps({"pixels": [2.0] * 784}).encode(), 400, "grey level in 0..1"),
     (json.dumps({"pixels": [0.0] * 784}).encode(), 400, "no ink"),
     (json.dumps({"pixels": [0.5] * 784, "step": "model9"}).encode(), 400, "unknown step"),
-    (b"0" * (demo.MAX_BODY + 1), 413, "over"),
 ])
 def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(server, body, code, words):
     status, answer = _request(server + "/api/predict", raw=body)
@@ -106,14 +124,107 @@ def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(serv
     assert _request(server + "/api/info")[0] == 200
 
 
-def test_a_huge_declared_body_is_refused_without_reading_it(server):
-    host, port = server.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=30) as client:
-        head = f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {demo.DRAIN_LIMIT + 1}\r\n\r\n"
-        client.sendall(head.encode())
-        reply = client.makefile("rb").read()  # the server answers and hangs up, with no body sent
-    assert reply.startswith(b"HTTP/1.0 413") and b"over" in reply
+def _reply(client, seconds=10):
+    """Everything the server sends on `client` until it closes the connection."""
+    client.settimeout(seconds)
+    return client.makefile("rb").read()
+
+
+@pytest.mark.parametrize("body_sent", [0, 32 * 1024])
+def test_an_oversized_body_is_answered_413_at_once_and_the_connection_closed(server, body_sent):
+    with socket.create_connection(_address(server), timeout=30) as client:
+        head = f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: {demo.MAX_BODY + 1}\r\n\r\n"
+        client.sendall(head.encode() + b"0" * body_sent)
+        start = time.monotonic()
+        reply = _reply(client)  # the server answers and hangs up, the rest of the body unsent
+        assert time.monotonic() - start < 2  # at once, not when the request's time is up
+    assert reply.startswith(b"HTTP/1.0 413") and reply.endswith(b'"error": "the body is over 1,048,576 bytes"}')
     assert _request(server + "/api/info")[0] == 200
+
+
+def test_a_body_shorter_than_declared_is_400(server):
+    with socket.create_connection(_address(server), timeout=30) as client:
+        client.sendall(b"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n" + b"{" * 10)
+        client.shutdown(socket.SHUT_WR)
+        reply = _reply(client)
+    assert reply.startswith(b"HTTP/1.0 400") and b"the body ended after 10 of its 100 bytes" in reply
+
+
+def _held_until_closed(client, until):
+    """What the server sent on `client` before it closed it, or None if it still held it at `until`."""
+    received = b""
+    while (left := until - time.monotonic()) > 0:
+        client.settimeout(left)
+        try:
+            chunk = client.recv(1 << 16)
+        except TimeoutError:
+            return None
+        except ConnectionResetError:  # closed, and a trickled byte that came after turned it into a reset
+            return received
+        if not chunk:
+            return received
+        received += chunk
+    return None
+
+
+def test_stalled_connections_are_let_go_while_a_normal_client_is_served(server, capfd):
+    stalls = {  # what a stalled client sends, and how the server lets go of it
+        "nothing": (b"", b""),
+        "a request line": (b"GET /api/info HTTP/1.1\r\n", b"HTTP/1.0 408"),
+        "headers, no body": (b"POST /api/predict HTTP/1.1\r\nContent-Length: 500\r\n\r\n", b"HTTP/1.0 408"),
+    }
+    opened = time.monotonic()
+    clients = []
+    for i in range(200):
+        kind = list(stalls)[i % len(stalls)]
+        client = socket.create_connection(_address(server), timeout=30)
+        client.sendall(stalls[kind][0])
+        clients.append((kind, client))
+    # A few send a byte of their request line every half second: slow, never silent, never a whole request.
+    trickling = [socket.create_connection(_address(server), timeout=30) for _ in range(4)]
+    stop = threading.Event()
+
+    def trickle():
+        for byte in b"GET /api/info HTTP/1.1\r\n":
+            for client in trickling:
+                with contextlib.suppress(OSError):
+                    client.send(bytes([byte]))
+            if stop.wait(0.5):
+                return
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        start = time.monotonic()
+        assert _request(server + "/api/info")[0] == 200
+        served = time.monotonic()
+        assert served - start < 2  # at once, while every stalled connection is held
+        assert served - opened < demo.REQUEST_TIMEOUT
+        until = opened + demo.REQUEST_TIMEOUT + 3  # let go within a few seconds of the request's time
+        for kind, client in clients:
+            reply = _held_until_closed(client, until)
+            assert reply is not None, f"a client that sent {kind} is still held"
+            assert reply.startswith(stalls[kind][1]), (kind, reply)
+        assert all(_held_until_closed(client, until) == b"" for client in trickling)
+    finally:
+        stop.set()
+        for client in [c for _, c in clients] + trickling:
+            client.close()
+    assert _request(server + "/api/info")[0] == 200
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_one_connection_over_the_bound_is_answered_503_at_once():
+    server = demo.bind("127.0.0.1", 0, max_connections=3)  # no models needed: /nowhere is a 404
+    with _serving(server) as url:
+        held = [socket.create_connection(_address(url), timeout=30) for _ in range(3)]
+        start = time.monotonic()
+        assert _request(url + "/nowhere")[0] == 503
+        assert time.monotonic() - start < 1
+        for client in held:
+            client.close()  # the server sees the end of a request that never came, and frees the slot
+        deadline = time.monotonic() + 5
+        while (status := _request(url + "/nowhere")[0]) == 503 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert status == 404
 
 
 def test_unknown_paths_are_404(server):
@@ -147,6 +258,82 @@ def test_a_port_in_use_is_one_line_and_exit_2(data_dir):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def _damage(path, kind):
+    """Write a damaged model.pt of one kind at `path`."""
+    if kind == "truncated":
+        whole = (ROOT / "results" / "model3" / "model.pt").read_bytes()
+        path.write_bytes(whole[:len(whole) // 2])
+    elif kind == "not a zip":
+        path.write_bytes(b"not a model\n" * 100)
+    else:  # unreadable: a folder where the file should be
+        path.mkdir()
+
+
+def _results_with_a_damaged_step(tmp_path, kind):
+    """A results folder where model3's model.pt is damaged and model4's is whole."""
+    (tmp_path / "model3").mkdir()
+    _damage(tmp_path / "model3" / "model.pt", kind)
+    shutil.copytree(ROOT / "results" / "model4", tmp_path / "model4",
+                    ignore=lambda folder, names: [n for n in names if n not in ("model.pt", "metrics.json")])
+    return tmp_path
+
+
+@pytest.mark.parametrize("kind, why", [("truncated", "not a complete zip archive"),
+                                       ("not a zip", "not a complete zip archive"),
+                                       ("unreadable", "cannot read it (Is a directory)")])
+def test_a_damaged_model_is_one_line_and_its_step_unavailable_the_others_served(tmp_path, data_dir, capfd, kind, why):
+    results, lines = _results_with_a_damaged_step(tmp_path, kind), []
+    with _serving(demo.make_server("127.0.0.1", 0, results, data_dir, log=lines.append)) as url:
+        info = _request(url + "/api/info")[1]["steps"]
+        status, answer = _request(url + "/api/predict", {"pixels": _drawn_one(), "step": "model3"})
+    damaged = [line for line in lines if "model3" in line]
+    assert len(damaged) == 1 and why in damaged[0] and "`make model3` writes it again" in damaged[0], lines
+    model3 = info["model3"]
+    assert not model3["available"] and model3["make"] == "make model3" and why in model3["problem"]
+    assert info["model4"]["available"]
+    model4 = answer["steps"]["model4"]
+    assert status == 200 and "prediction" not in answer["steps"]["model3"]
+    assert model4["prediction"] == max(range(10), key=model4["probabilities"].__getitem__) == 1  # the drawn one
+    assert answer["feature_step"] == "model4"  # the step asked for is unavailable: the first loaded one is shown
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_the_program_with_a_damaged_model_says_one_line_and_serves(tmp_path, data_dir):
+    results = _results_with_a_damaged_step(tmp_path, "not a zip")
+    with socket.socket() as probe:  # a free port, given back for the server to take
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_DATA_DIR": str(data_dir)}
+    process = subprocess.Popen([sys.executable, str(ROOT / "demo.py"), "--port", str(port), "--results", str(results)],
+                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(120, process.kill)  # a server that never says it is serving fails the test, not hangs it
+    watchdog.start()
+    try:
+        lines = [process.stdout.readline() for _ in range(3)]  # the damaged step, the loaded ones, serving on
+        assert lines[-1].startswith("demo: serving on"), lines
+        status, info = _request(f"http://127.0.0.1:{port}/api/info")
+        assert status == 200 and not info["steps"]["model3"]["available"] and info["steps"]["model4"]["available"]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+        watchdog.cancel()
+    output = "".join(lines) + out + err
+    assert "Traceback" not in output and process.returncode == 143, output
+    assert len([line for line in output.splitlines() if "model3" in line]) == 1, output
+
+
+def test_each_failure_to_start_is_named_for_what_failed(data_dir, monkeypatch):
+    with pytest.raises(errors.UsageError, match="cannot listen on 256.0.0.1:0"):
+        demo.make_server("256.0.0.1", 0, ROOT / "results", data_dir)
+
+    def unreadable(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/x/MNIST/raw/train-images-idx3-ubyte")
+    monkeypatch.setattr(demo.common, "prepare_data", unreadable)
+    with pytest.raises(errors.DataError, match="cannot read MNIST in .*: /x/MNIST/raw/train-images-idx3-ubyte: "
+                                               "Permission denied"):
+        demo.make_server("127.0.0.1", 0, ROOT / "results", data_dir)
+
+
 def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -169,14 +356,37 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         page.wait_for_selector('[data-step="model3"] .digit:not(:empty)')
         assert page.locator('[data-step="model3"] .digit').inner_text() == "1"
         assert page.locator("#features .block").count() == 7
+        idle = "() => !pending && !again"  # the page's own state: no request in flight, none waiting
+        page.wait_for_function(idle)
         with page.expect_response("**/api/predict") as response:
             page.locator(".sample").first.click()
         assert response.value.ok
-        page.wait_for_timeout(300)  # the answer is painted
-        assert page.locator('[data-step="model3"] .digit').inner_text() in "0123456789"
+        page.wait_for_function(idle)  # ... and so the answer to the click is the last one painted
+        shown = page.locator('[data-step="model3"] .digit').inner_text()
+        _, replayed = _request(server + "/api/predict", raw=response.value.request.post_data_buffer)
+        assert shown == str(response.value.json()["steps"]["model3"]["prediction"])
+        assert shown == str(replayed["steps"]["model3"]["prediction"])  # the server's answer to the same input
         shot = tmp_path / "demo.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
     if os.environ.get("DEMO_SCREENSHOT"):  # the README's picture: DEMO_SCREENSHOT=results/demo.png make test
         shutil.copyfile(shot, os.environ["DEMO_SCREENSHOT"])
     assert shot.stat().st_size > 10_000
+
+
+def test_the_page_shows_a_damaged_step_as_unavailable_with_why(tmp_path, data_dir):
+    playwright = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
+    if not _chromium():
+        pytest.skip("no Chromium here (Debian's `chromium` package; .ci/run installs it)")
+    results = _results_with_a_damaged_step(tmp_path, "truncated")
+    with _serving(demo.make_server("127.0.0.1", 0, results, data_dir, log=lambda *_: None)) as url, \
+            playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(url + "/")
+        missing = page.locator('[data-step="model3"] .missing')
+        missing.wait_for()
+        text = missing.inner_text()
+        assert "cannot be loaded" in text and "not a complete zip archive" in text and "make model3" in text
+        assert page.locator('[data-step="model4"] .bar').count() == 10  # the others are there
+        browser.close()
