@@ -122,7 +122,7 @@ class Models:
                 continue
             module, make = importlib.import_module(step), f"make {step}"
             if not path.exists():
-                self.info[step] = dict(available=False, make=make)
+                self.info[step] = dict(available=False, make=make, takes=how_long(path.parent / "metrics.json"))
                 continue
             try:
                 net = self._load(module, path)
@@ -184,6 +184,18 @@ class Models:
                                          maps=[[round(float(v), 3) for v in m.flatten()] for m in maps[:16]]))
         return dict(input=[round(float(v), 3) for v in digit.flatten()], steps=steps, feature_step=feature_step,
                     features=features)
+
+
+def how_long(metrics_path):
+    """How long the step's committed run trained, and where, from its metrics.json ("about 5 min on cpu (…)"), so a
+    newcomer whose clone has no model.pt for steps 1 and 2 (git keeps only the small nets' weights) knows what
+    `make model1` costs; None where no run recorded it."""
+    try:
+        metrics = json.loads(Path(metrics_path).read_text())
+        minutes = float(metrics["train_seconds"]) / 60
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return f"about {max(1, round(minutes))} min on {metrics.get('device', 'its device')}"
 
 
 def pick_samples(models, data, count=SAMPLES):

@@ -108,6 +108,8 @@ def test_a_drawing_gets_every_steps_prediction_and_feature_maps(server):
     assert answer["feature_step"] == "model3" and [f["rf"] for f in answer["features"]][:2] == [3, 5]
     for step, info in answer["steps"].items():
         assert info["available"] or info["make"] == f"make {step}"
+        if not info["available"]:  # steps 1 and 2 on a fresh clone: their committed run says what training costs
+            assert info["takes"] == demo.how_long(ROOT / "results" / step / "metrics.json")
 
 
 @pytest.mark.parametrize("body, code, words", [
@@ -390,3 +392,11 @@ def test_the_page_shows_a_damaged_step_as_unavailable_with_why(tmp_path, data_di
         assert "cannot be loaded" in text and "not a complete zip archive" in text and "make model3" in text
         assert page.locator('[data-step="model4"] .bar').count() == 10  # the others are there
         browser.close()
+
+
+def test_a_step_not_trained_here_says_how_long_its_committed_run_took(tmp_path):
+    (tmp_path / "metrics.json").write_text(json.dumps({"train_seconds": 324.0, "device": "cpu (X, 2 threads)"}))
+    assert demo.how_long(tmp_path / "metrics.json") == "about 5 min on cpu (X, 2 threads)"
+    assert demo.how_long(tmp_path / "absent.json") is None
+    (tmp_path / "metrics.json").write_text("{broken")
+    assert demo.how_long(tmp_path / "metrics.json") is None
