@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from harness.cli import (bf16_note, build_parser, command_line, config_from_args
 from harness.errors import TrainingError, run_main
 from harness.files import (atomic_save_figure, atomic_save_state_dict, atomic_write_json, atomic_write_text,
                            check_writable)
+from harness.layers import CannotFollow, keeps_the_map, pair, shown, window_of
 from harness.mnist import ensure_mnist, load_split
 from harness.runs import RUN_FOLDER_ENV, run_seeds
 
@@ -183,52 +185,132 @@ def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
-def _pair(value):
-    return value if isinstance(value, tuple) else (value, value)
+class Side(NamedTuple):
+    """One side (the height or the width) of the map a layer outputs, measured in input pixels."""
+    size: int          # positions along the side
+    jump: int | None   # input pixels from one position to the next (None after adaptive windows of uneven spacing)
+    rf: int            # input pixels one position sees (after uneven adaptive windows: the largest window's)
+    whole: int         # input pixels all the positions see together: rf + (size - 1)·jump while evenly spaced
+
+
+AFTER_UNEVEN = "its windows would slide over the outputs of adaptive windows of uneven spacing, which have no one jump"
+
+
+def slide(side, kernel, stride, padding, dilation, ceil_mode=False):
+    """A convolution's or pooling's window sliding along one side — the textbook recurrences with PyTorch's
+    rounding. `padding` is (before, after)."""
+    before, after = padding
+    span = dilation * (kernel - 1) + 1  # input positions from a window's first tap to its last
+    size = (side.size + before + after - span + (stride - 1 if ceil_mode else 0)) // stride + 1
+    if ceil_mode and (size - 1) * stride >= side.size + before:  # PyTorch: the last window must start inside the
+        size -= 1                                                 # input or its left padding, not the right one
+    if size < 1:
+        raise CannotFollow(f"its window spans {span} positions, more than the {side.size + before + after} it gets")
+    if side.jump is None:  # after uneven adaptive windows only a window of one position, in place, is known
+        if (span, stride, before, after) != (1, 1, 0, 0):
+            raise CannotFollow(AFTER_UNEVEN)
+        return side
+    jump, rf = side.jump * stride, side.rf + (span - 1) * side.jump
+    return Side(size, jump, rf, rf + (size - 1) * jump)
+
+
+def everything(side):
+    """One position that sees the whole side: global pooling, or a dense layer."""
+    return Side(1, None if side.jump is None else side.jump * side.size, side.whole, side.whole)
+
+
+def adapt(side, out):
+    """One side of adaptive pooling to `out` positions, with PyTorch's windows: output i pools positions
+    floor(i·n/out) to ceil((i+1)·n/out) - 1 of the n it gets. Returns (the side after, kernel, stride): windows of
+    one size at one spacing are an ordinary pool; otherwise the stride is None and rf is the largest window's."""
+    n = side.size
+    if out == 1:
+        return everything(side), n, n
+    starts = [i * n // out for i in range(out)]
+    windows = [-(-(i + 1) * n // out) - start for i, start in enumerate(starts)]
+    steps = {later - earlier for earlier, later in zip(starts, starts[1:])}
+    if len(set(windows)) == 1 and len(steps) == 1 and steps != {0}:
+        (step,) = steps
+        return slide(side, windows[0], step, (0, 0), 1), windows[0], step
+    if side.jump is None:
+        raise CannotFollow(AFTER_UNEVEN)
+    return Side(out, None, side.rf + (max(windows) - 1) * side.jump, side.whole), max(windows), None
 
 
 def receptive_field(model, input_size=28, in_channels=1):
-    """Walk the model's layers in registration order and compute, for each layer that moves the window,
-    its output size, jump (distance in input pixels between neighbouring outputs) and receptive field.
+    """Walk the model's layers in registration order and compute, for each layer that moves the window, its output
+    size, jump (distance in input pixels between neighbouring outputs) and receptive field, for the height and the
+    width apart (a table shows "3×5" where they differ; row["height"] and row["width"] hold each side's Side).
 
-    Uses the textbook recurrences: n_out = floor((n_in + 2p - d(k-1) - 1) / s) + 1, r_out = r_in + d(k-1)·j_in,
-    j_out = j_in·s. BatchNorm parameters are counted with the convolution before them; `macs` is a layer's
-    multiply-adds per image (convolutions and dense layers), which decides its time more than its parameters do.
-    Layers must be registered in the order the forward pass uses them (nn.Sequential blocks guarantee it)."""
-    rows, size, jump, rf, channels = [], input_size, 1, 1, in_channels
+    Uses the textbook recurrences on each side: n_out = floor((n_in + p_before + p_after - d(k-1) - 1) / s) + 1
+    (rounded up under ceil_mode), r_out = r_in + d(k-1)·j_in, j_out = j_in·s; a global pool or a dense layer sees
+    the whole map. It knows Conv2d (any padding, stride, dilation, groups), MaxPool2d and AvgPool2d (ceil_mode too),
+    AdaptiveAvgPool2d and AdaptiveMaxPool2d (to any size), Linear, and the layers that keep the map (keeps_the_map);
+    any other layer is refused by name, since the numbers after it would be wrong. The parameters of a layer that
+    keeps the map (BatchNorm's) are counted with the layer before it; `macs` is a layer's multiply-adds per image
+    (convolutions and dense layers), which decides its time more than its parameters do. Layers must be registered
+    in the order the forward pass uses them, each used once (nn.Sequential blocks guarantee it)."""
+    rows, channels = [], in_channels
+    height, width = (Side(n, 1, 1, n) for n in pair(input_size))
     for name, module in model.named_modules():
-        if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
-            k, s, p, d = (_pair(getattr(module, attr, 1)) [0] for attr in
-                          ("kernel_size", "stride", "padding", "dilation"))
-            size = (size + 2 * p - d * (k - 1) - 1) // s + 1
-            rf, jump = rf + d * (k - 1) * jump, jump * s
-            kind = ("conv" if isinstance(module, nn.Conv2d) else
-                    "maxpool" if isinstance(module, nn.MaxPool2d) else "avgpool")
-            macs = 0
-            if isinstance(module, nn.Conv2d):
-                macs = size * size * module.weight.numel()  # each output pixel: out × in/groups × k × k
-                channels = module.out_channels
-            rows.append(dict(layer=name, kind=kind, kernel=k, stride=s, padding=p, dilation=d, size=size,
-                             jump=jump, rf=rf, channels=channels, params=count_params(module), macs=macs))
-        elif isinstance(module, nn.AdaptiveAvgPool2d):  # global average pooling sees the whole feature map
-            rf, jump = rf + (size - 1) * jump, jump * size
-            rows.append(dict(layer=name, kind="gap", kernel=size, stride=size, padding=0, dilation=1, size=1,
-                             jump=jump, rf=rf, channels=channels, params=0, macs=0))
-            size = 1
-        elif isinstance(module, nn.BatchNorm2d) and rows:
-            rows[-1]["params"] += count_params(module)
-        elif isinstance(module, nn.Linear):  # a dense layer sees everything its input saw, and more
-            rf = max(rf, input_size)
-            channels = module.out_features
-            rows.append(dict(layer=name, kind="linear", kernel="-", stride="-", padding="-", dilation="-",
-                             size=1, jump="-", rf=rf, channels=channels, params=count_params(module),
-                             macs=module.weight.numel()))
+        try:
+            if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
+                kernel, stride, padding, dilation = window_of(module)
+                ceil_mode = getattr(module, "ceil_mode", False)
+                height, width = (slide(side, k, s, p, d, ceil_mode)
+                                 for side, k, s, p, d in zip((height, width), kernel, stride, padding, dilation))
+                conv = isinstance(module, nn.Conv2d)
+                kind = "conv" if conv else "maxpool" if isinstance(module, nn.MaxPool2d) else "avgpool"
+                channels = module.out_channels if conv else channels
+                # each output pixel of a convolution: out × in/groups × k × k multiply-adds; a pool has none
+                macs = height.size * width.size * module.weight.numel() if conv else 0
+                window = (shown(*kernel), shown(*stride), module.padding if isinstance(module.padding, str) else
+                          shown(*(before for before, _ in padding)), shown(*dilation))
+                rows.append(_row(name, kind, window, height, width, channels, count_params(module), macs))
+            elif isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
+                outs = [side.size if out is None else out  # None keeps that side's size
+                        for side, out in zip((height, width), pair(module.output_size))]
+                (height, kernel_h, stride_h), (width, kernel_w, stride_w) = (adapt(side, out) for side, out in
+                                                                             zip((height, width), outs))
+                pool = "avgpool" if isinstance(module, nn.AdaptiveAvgPool2d) else "maxpool"
+                kind = ("gap" if pool == "avgpool" else "global maxpool") if outs == [1, 1] else f"adaptive {pool}"
+                window = (shown(kernel_h, kernel_w), shown(stride_h, stride_w), 0, 1)
+                rows.append(_row(name, kind, window, height, width, channels, 0, 0))
+            elif isinstance(module, nn.Linear):  # a dense layer sees the whole map before it
+                if module.in_features != channels * height.size * width.size:
+                    raise CannotFollow(f"it takes {module.in_features:,} inputs, but the map before it holds "
+                                       f"{channels}×{height.size}×{width.size} (is an nn.Flatten missing?)")
+                height, width, channels = everything(height), everything(width), module.out_features
+                row = _row(name, "linear", ("-",) * 4, height, width, channels, count_params(module),
+                           module.weight.numel())
+                rows.append(row | dict(jump="-"))  # no map after it to step along
+            elif keeps_the_map(module):
+                if rows:
+                    rows[-1]["params"] += count_params(module)
+            elif next(module.children(), None) is None:  # a container's own layers come next; a leaf is unknown
+                raise CannotFollow("it knows Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
+                                   "Linear and the layers that keep the map (activations, normalisation, dropout, "
+                                   "Flatten, Identity)")
+        except CannotFollow as reason:
+            raise CannotFollow(f"receptive_field cannot follow {name or 'the model'} ({type(module).__name__}): "
+                               f"{reason}") from None
     return rows
+
+
+def _row(layer, kind, window, height, width, channels, params, macs):
+    """One row of the table; `window` is its kernel, stride, padding and dilation cells."""
+    kernel, stride, padding, dilation = window
+    return dict(layer=layer, kind=kind, kernel=kernel, stride=stride, padding=padding, dilation=dilation,
+                size=shown(height.size, width.size), jump=shown(height.jump, width.jump),
+                rf=shown(height.rf, width.rf), channels=channels, params=params, macs=macs, height=height, width=width)
+
+
+WINDOW_KINDS = ("conv", "maxpool", "avgpool", "adaptive avgpool", "adaptive maxpool")
 
 
 def feature_rf(rows):
     """The receptive field of the last convolution or pooling window, before any global pooling or dense layer."""
-    windows = [row["rf"] for row in rows if row["kind"] in ("conv", "maxpool", "avgpool")]
+    windows = [row["rf"] for row in rows if row["kind"] in WINDOW_KINDS]
     return windows[-1] if windows else 1
 
 
@@ -238,7 +320,7 @@ def transition_rf(rows):
     for previous, row in zip([{"rf": 1}] + rows, rows):
         if row["kind"] == "maxpool":
             return previous["rf"]
-        if row["kind"] == "conv" and row["stride"] > 1:
+        if row["kind"] == "conv" and row["stride"] != 1:
             return row["rf"]
     return None
 

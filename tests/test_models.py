@@ -64,33 +64,6 @@ def test_skeleton_has_transition_at_rf5_and_reaches_rf22(step):
     assert not any(isinstance(m, nn.Linear) for m in step.Net().modules()), "the head is a 1×1 conv + GAP"
 
 
-def test_rf_of_stacked_3x3_convs_and_a_pool_worked_by_hand():
-    # 3x3 -> RF 3; 3x3 -> 5; pool 2/2 -> 6, jump 2; 3x3 -> 6 + 2*2 = 10; sizes 28 -> 26 -> 24 -> 12 -> 10
-    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Conv2d(2, 2, 3), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3))
-    rows = common.receptive_field(net)
-    assert [r["rf"] for r in rows] == [3, 5, 6, 10]
-    assert [r["size"] for r in rows] == [26, 24, 12, 10]
-    assert [r["jump"] for r in rows] == [1, 1, 2, 2]
-    # multiply-adds per image: output pixels × (in × k × k) per output channel × out channels; a pool has none
-    assert [r["macs"] for r in rows] == [26 * 26 * 2 * 9, 24 * 24 * 2 * 2 * 9, 0, 10 * 10 * 2 * 2 * 9]
-
-
-def test_rf_with_stride_padding_and_dilation_worked_by_hand():
-    # 3x3 stride 2 pad 1: 28 -> 14, RF 3, jump 2; dilated 3x3 (d=2) adds (3-1)*2*2 = 8 -> RF 11, size 14 -> 10
-    net = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2, padding=1), nn.Conv2d(2, 2, 3, dilation=2),
-                        nn.AdaptiveAvgPool2d(1))
-    rows = common.receptive_field(net)
-    assert [(r["size"], r["jump"], r["rf"]) for r in rows[:2]] == [(14, 2, 3), (10, 2, 11)]
-    assert rows[2]["kind"] == "gap" and rows[2]["rf"] == 11 + 9 * 2 and rows[2]["size"] == 1
-
-
-def test_rf_table_counts_batchnorm_with_its_convolution_and_renders():
-    rows = common.receptive_field(model3.Net())
-    assert sum(r["params"] for r in rows) == common.count_params(model3.Net())
-    text = common.rf_markdown(rows, "model3")
-    assert "| features.0.0 | conv | 3 |" in text and "transition (first shrinking of the map) at RF 5" in text
-
-
 # Each round of step 4's search on other layouts, and the budget it searched under.
 ROUNDS = {"search-recipes-designs.txt": 5000, "search-recipes-under-4000.txt": 4000}
 

@@ -1,4 +1,5 @@
 """Smoke runs of every step on a subset, as a user runs them: outputs written, metrics sane, model reloadable."""
+import importlib
 import json
 import math
 
@@ -7,6 +8,7 @@ import torch
 
 import common
 import model3
+import model4
 from conftest import ROOT, run_script
 from harness import cli, cuda_graph, files, runs as runs_module
 
@@ -16,12 +18,14 @@ EXPECTED_FILES = {"summary.txt", "rf.md", "metrics.json", "curves.png", "misclas
 
 @pytest.fixture(scope="module")
 def smoke_runs(tmp_path_factory, data_dir):
-    """Each step once, 2 epochs on 1,000 images of each split, in batches of 32."""
+    """Each step once, 2 epochs on 1,000 images of each split, in batches of 32; step 3 trains only its last epoch
+    clean, so its first is augmented (its default of 3 clean epochs would leave none)."""
     runs = {}
     for step in ("model1", "model2", "model3"):
         out = tmp_path_factory.mktemp(step)
-        result = run_script(f"{step}.py", "--subset", "1000", "--epochs", "2", "--batch-size", "32", "--out", out,
-                            data_dir=data_dir)
+        clean = ["--clean-epochs", "1"] if step == "model3" else []
+        result = run_script(f"{step}.py", "--subset", "1000", "--epochs", "2", "--batch-size", "32", *clean,
+                            "--out", out, data_dir=data_dir)
         runs[step] = (result, out)
     return runs
 
@@ -33,9 +37,14 @@ def test_smoke_run_writes_every_output_with_sane_metrics(smoke_runs, step):
     written = {p.name for p in out.iterdir()}
     assert EXPECTED_FILES <= written and ("samples.png" in written) == (step == "model1")
     metrics = json.loads((out / "metrics.json").read_text())
-    for key in ("model", "params", "epochs", "seed", "device", "history", "train_seconds", "targets", "passed"):
-        assert key in metrics
     assert metrics["model"] == step and metrics["epochs"] == 2 and len(metrics["history"]) == 2
+    assert metrics["params"] == common.count_params(importlib.import_module(step).Net()) and metrics["seed"] == 1
+    assert metrics["device"].startswith("cpu")
+    assert all(epoch["seconds"] > 0 for epoch in metrics["history"])
+    assert metrics["train_seconds"] == round(sum(epoch["seconds"] for epoch in metrics["history"]), 2)
+    if step == "model3":  # the first epoch augmented, the last clean
+        config = metrics["config"]
+        assert config["clean_epochs"] == 1 and config["rotate"] > 0 and config["shift"] > 0
     assert metrics["passed"] is None and "N/A (smoke run" in metrics["verdict"]  # a subset is not judged
     for epoch in metrics["history"]:
         assert set(epoch) >= {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
@@ -49,6 +58,31 @@ def test_smoke_run_writes_every_output_with_sane_metrics(smoke_runs, step):
     assert f"{metrics['params']:,}" in (out / "summary.txt").read_text()
     assert "| layer | kind |" in (out / "rf.md").read_text()
     assert metrics["verdict"] in result.stdout
+
+
+@pytest.mark.parametrize("step", [model3, model4], ids=lambda step: step.__name__)
+def test_a_run_one_epoch_longer_than_its_clean_epochs_augments_every_image_of_its_first(step, mnist, monkeypatch):
+    """Steps 3 and 4 train their last epochs on the digits as they are, so a shorter smoke run never augments;
+    one epoch more, and DeviceLoader.augment must move every training image of that epoch, and none after it."""
+    clean = step.DEFAULTS["clean_epochs"]
+    config = cli.config_from_args(cli.build_parser(step.__name__, step.DEFAULTS, "").parse_args(
+        ["--epochs", str(clean + 1), "--subset", "256", "--batch-size", "64", "--device", "cpu"]))
+    assert config.clean_epochs == clean and config.rotate > 0 and config.shift > 0
+    epochs_done, augmented, augment = [], [], common.DeviceLoader.augment
+
+    def counting(loader, x):
+        moved = augment(loader, x)
+        augmented.append((len(epochs_done) + 1, len(x), (moved - x).abs().amax(dim=(1, 2, 3)).min().item()))
+        return moved
+
+    def log(line):  # fit logs a line as each epoch ends
+        if line.startswith("epoch "):
+            epochs_done.append(line)
+    monkeypatch.setattr(common.DeviceLoader, "augment", counting)
+    common.fit(step.Net, config, mnist, log=log)
+    assert len(epochs_done) == clean + 1
+    assert {epoch for epoch, _, _ in augmented} == {1} and sum(n for _, n, _ in augmented) == 256
+    assert min(change for _, _, change in augmented) > 0  # every image moved, none passed through as it was
 
 
 def test_step1_saves_the_data_analysis(smoke_runs):
