@@ -66,7 +66,7 @@ def interrupt_status(error):
 
 def run_main(prog, main, interrupted="nothing was written"):
     """Run `main()` as the body of program `prog` and return its exit status: main's own (None counts as 0), 2 for
-    a UsageError, 1 for a DataError, a TrainingError or a failed write, 130 on Ctrl-C and 143 on SIGTERM — each failure
+    a UsageError, 1 for a DataError, a TrainingError or an OSError, 130 on Ctrl-C and 143 on SIGTERM — each failure
     said in one line. `interrupted` (text, or a function giving it) says what an interrupt left behind, unless the
     interrupt itself says (its `left_behind`: one that came as a run was being put in place). Every program of the
     project ends through here."""
@@ -79,8 +79,8 @@ def run_main(prog, main, interrupted="nothing was written"):
     except (DataError, TrainingError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:  # a disk that fills up or a folder removed mid-run; earlier files are still whole
-        print(f"{prog}: error: could not write the results: {e}", file=sys.stderr)
+    except OSError as e:  # one that no caller named (writes, MNIST and the cluster name theirs): the system's words
+        print(f"{prog}: error: {os_reason(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:
         left = getattr(stop, "left_behind", None) or (interrupted() if callable(interrupted) else interrupted)

@@ -2,7 +2,8 @@
 complete run: the previous one until the new one is complete, then the new one, never a mix of the two, even when
 the writing process is killed (SIGKILL included) at any moment — replace_run. Any other result file is written
 beside its place and renamed over it, so a reader finds the old file or the new one, never half of one —
-atomic_write_bytes and the helpers over it."""
+atomic_write_bytes and the helpers over it. A failed write is a DataError that names the file and what the system
+said."""
 import contextlib
 import ctypes
 import errno
@@ -226,18 +227,21 @@ def _turn(folder):
 def atomic_write_bytes(path, data):
     """Write one file whole: into a temporary file beside it, fsynced, then renamed over it."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; results are ordinary files
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes files private; results are ordinary files
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as e:
+        raise DataError(f"could not write {path}: {os_reason(e)}; it is as it was") from None
 
 
 def atomic_write_text(path, text):

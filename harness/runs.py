@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.cli import command_line, settings_meant_by, settings_recorded_in, settings_to_record
-from harness.errors import TrainingError, UsageError
+from harness.errors import TrainingError, UsageError, os_reason
 from harness.files import atomic_write_json, atomic_write_text, recover_folder, replace_run
 
 
@@ -95,16 +95,21 @@ def run_commands(runs, jobs, report=print, cluster=None):
     if not to_do:
         return results
     from distributed import as_completed
-    with dask_client(cluster, jobs) as (client, where):
-        futures = {client.submit(run_on_worker, runs[i].argv, *where, pure=False, retries=1): i for i in to_do}
-        try:
-            for future in as_completed(futures):
-                index = futures[future]
-                results[index] = keep_run(runs[index], commands[index], future)
-                report(outcome_line(runs[index], results[index], started))
-        except KeyboardInterrupt:
-            client.cancel(list(futures))  # each task kills its run (run_on_worker)
-            raise
+    try:
+        with dask_client(cluster, jobs) as (client, where):
+            futures = {client.submit(run_on_worker, runs[i].argv, *where, pure=False, retries=1): i for i in to_do}
+            try:
+                for future in as_completed(futures):
+                    index = futures[future]
+                    results[index] = keep_run(runs[index], commands[index], future)
+                    report(outcome_line(runs[index], results[index], started))
+            except KeyboardInterrupt:
+                client.cancel(list(futures))  # each task kills its run (run_on_worker)
+                raise
+    except OSError as e:  # the cluster's connection (or its start); a failed write of a run's files is a DataError
+        raise TrainingError(f"the Dask cluster {f'at {cluster}' if cluster else 'started for the sweep'} failed: "
+                            f"{os_reason(e)}; the runs completed so far are kept, and the same command goes on "
+                            "from them") from None
     return results
 
 

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from harness import errors, files, runs
+from conftest import ROOT
+from harness import errors, files, mnist, runs
 
 # What a run's writing does to the filesystem, as Python's audit events name it: a kill before each of them, and a
 # last run that none interrupts, go through every state a reader could find.
@@ -227,3 +228,53 @@ def test_an_interrupt_during_the_swap_waits_for_it_and_says_the_run_is_in_place(
         raise stop.value
     assert errors.run_main("model3.py", main, "this run wrote nothing") == 130
     assert capsys.readouterr().err == f"\nmodel3.py: interrupted; the run was complete and is in {out}, whole\n"
+
+
+def test_an_unreadable_mnist_file_is_named_as_a_read_error(tmp_path, monkeypatch):
+    raw = tmp_path / mnist.RAW_SUBDIR
+    raw.mkdir(parents=True)
+
+    def unreadable(path):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(path))
+    monkeypatch.setattr(mnist, "check_mnist_file", unreadable)
+    with pytest.raises(errors.DataError, match=f"could not read {raw / 'train-images-idx3-ubyte'}: Input/output"):
+        mnist.verify_mnist(raw)
+
+    def failing_read(*args, **kwargs):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(raw / "t10k-images-idx3-ubyte"))
+    monkeypatch.setattr("torchvision.datasets.MNIST", failing_read)
+    with pytest.raises(errors.DataError, match="could not read MNIST's test split from .*: Input/output error"):
+        mnist.load_split(tmp_path, train=False)
+
+
+def test_a_clusters_closed_connection_is_named_as_the_clusters(tmp_path, monkeypatch, capsys):
+    from distributed.comm.core import CommClosedError
+
+    class ClosingClient:
+        def submit(self, *args, **kwargs):
+            raise CommClosedError("in <TCP (closed) ConnectionPool.submit local=tcp://127.0.0.1:1>: Stream is closed")
+
+    @runs.contextlib.contextmanager
+    def closing_cluster(address, jobs):
+        yield ClosingClient(), (None, {}, ())
+    monkeypatch.setattr(runs, "dask_client", closing_cluster)
+    run = runs.Run(runs.step_argv(ROOT / "model3.py", [], 1, tmp_path / "seed-1"), tmp_path / "seed-1")
+    status = errors.run_main("model3.py", lambda: runs.run_commands([run], 1, lambda *_: None, "tcp://host:8786"))
+    assert status == 1
+    assert capsys.readouterr().err == (
+        "model3.py: error: the Dask cluster at tcp://host:8786 failed: in <TCP (closed) ConnectionPool.submit "
+        "local=tcp://127.0.0.1:1>: Stream is closed; the runs completed so far are kept, and the same command goes "
+        "on from them\n")
+
+
+def test_an_os_error_nobody_named_is_not_called_a_failed_write(capsys):
+    def main():
+        raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), "somewhere/else")
+    assert errors.run_main("x.py", main) == 1
+    assert capsys.readouterr().err == "x.py: error: No such file or directory: somewhere/else\n"
+
+
+def test_a_result_file_that_cannot_be_written_is_named(tmp_path):
+    with pytest.raises(errors.DataError, match=f"could not write {tmp_path / 'missing' / 'a.json'}: No such file"):
+        files.atomic_write_json(tmp_path / "missing" / "a.json", {})
+    assert os.listdir(tmp_path) == []
