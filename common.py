@@ -27,8 +27,7 @@ from harness import cuda_graph
 from harness.cli import (bf16_note, build_parser, command_line, config_from_args, describe_device,
                          settings_to_record)
 from harness.errors import TrainingError, run_main
-from harness.files import (atomic_save_figure, atomic_save_state_dict, atomic_write_json, atomic_write_text,
-                           check_writable)
+from harness.files import check_writable, json_text, png_bytes, recover_folder, replace_run, state_dict_bytes
 from harness.layers import CannotFollow, keeps_the_map, pair, shown, window_of
 from harness.mnist import ensure_mnist, load_split
 from harness.runs import RUN_FOLDER_ENV, run_seeds
@@ -713,35 +712,35 @@ FEATURES_DIGIT = 0  # the test digit features.png shows: the first of the test s
 
 
 def write_artifacts(out, name, model, metrics, rf_rows, data, predictions, labels, analyse_data):
-    """Every file of a run, each written atomically. metrics.json goes last: its presence means a complete run."""
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "summary.txt", summary_text(model))
-    atomic_write_text(out / "rf.md", rf_markdown(rf_rows, f"{name}: receptive field, computed from the model"))
-    atomic_save_figure(plot_curves(metrics["history"], name, metrics["targets"]["min_test_acc"]), out / "curves.png")
+    """Every file of a run, put into `out` as one whole (harness.files.replace_run): until the last of them is
+    written, `out` holds the previous run; then this one, never a mix. Returns the files' names."""
     test_images = data["test"][0][:len(labels)]
     wrong = (predictions != labels).nonzero().flatten()[:40].tolist()
-    atomic_save_figure(plot_digits([test_images[i].numpy() for i in wrong],
-                                   [f"{labels[i].item()}→{predictions[i].item()}" for i in wrong],
-                                   f"{name}: {int((predictions != labels).sum())} misclassified test images "
-                                   f"(true→predicted), first {len(wrong)} shown"), out / "misclassified.png")
-    atomic_save_figure(plot_confusion(metrics["confusion"], f"{name}: confusion on the test set"),
-                       out / "confusion.png")
     digit = FEATURES_DIGIT
     image = (test_images[digit].float() / 255 - data["mean"]) / data["std"]
     device = next(model.parameters()).device
-    atomic_save_figure(plot_features(first_kernels(model), feature_maps(model, image.to(device)),
-                                     test_images[digit].numpy(),
-                                     f"{name}: what each block sees of test digit {digit} (a {labels[digit].item()})"),
-                       out / "features.png")
+    run = {
+        "summary.txt": summary_text(model),
+        "rf.md": rf_markdown(rf_rows, f"{name}: receptive field, computed from the model"),
+        "curves.png": png_bytes(plot_curves(metrics["history"], name, metrics["targets"]["min_test_acc"])),
+        "misclassified.png": png_bytes(plot_digits(
+            [test_images[i].numpy() for i in wrong], [f"{labels[i].item()}→{predictions[i].item()}" for i in wrong],
+            f"{name}: {int((predictions != labels).sum())} misclassified test images (true→predicted), "
+            f"first {len(wrong)} shown")),
+        "confusion.png": png_bytes(plot_confusion(metrics["confusion"], f"{name}: confusion on the test set")),
+        "features.png": png_bytes(plot_features(
+            first_kernels(model), feature_maps(model, image.to(device)), test_images[digit].numpy(),
+            f"{name}: what each block sees of test digit {digit} (a {labels[digit].item()})")),
+    }
     if analyse_data:
         images, sample_labels = data["train"]
-        atomic_save_figure(plot_digits([images[i].numpy() for i in range(40)],
-                                       [str(sample_labels[i].item()) for i in range(40)],
-                                       "MNIST: the first 40 training images and their labels"), out / "samples.png")
-    atomic_save_state_dict(model, out / "model.pt")
-    atomic_write_json(out / "metrics.json", metrics)
-    return ["summary.txt", "rf.md", "curves.png", "misclassified.png", "confusion.png", "features.png",
-            *(["samples.png"] if analyse_data else []), "model.pt", "metrics.json"]
+        run["samples.png"] = png_bytes(plot_digits([images[i].numpy() for i in range(40)],
+                                                   [str(sample_labels[i].item()) for i in range(40)],
+                                                   "MNIST: the first 40 training images and their labels"))
+    run["model.pt"] = state_dict_bytes(model)
+    run["metrics.json"] = json_text(metrics)
+    replace_run(out, run)
+    return list(run)
 
 
 def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=False):
@@ -757,12 +756,14 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
             args.epochs, args.subset = 1, min(args.subset or 256, 256)
         config = config_from_args(args)
         if not args.dry_run:
+            check_writable(out.parent)  # where the run is built, beside `out`, and swapped in (replace_run)
             check_writable(out)
+            recover_folder(out)  # a run here that was killed as it was swapped in: `out` as it was, nothing beside
         data = prepare_data(args.data_dir)
         print(f"{name}: data from {data['source']}; training mean {data['mean']}, std {data['std']}")
         if args.seeds and not args.dry_run:
             train = lambda seed_config, seed_out, command: run_once(  # noqa: E731
-                name, net_class, seed_config, targets, data, seed_out, command=command)
+                name, net_class, seed_config, targets, data, seed_out, analyse_data, command)
             all_met = run_seeds(name, STEPS_FOLDER / f"{name}.py", config, targets, out, args.seeds, argv, train,
                                 args.jobs, cluster=args.cluster)
             return 0 if all_met or config.subset else 1

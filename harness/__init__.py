@@ -2,7 +2,7 @@
 
     errors     the errors a user can cause, and the one place that turns them into a line and an exit status
     mnist      the four MNIST files: sizes, MD5s, fetching (torchvision, else a pinned PyPI wheel), loading
-    files      atomic writes: a result on disk is the old one or the new one, never half of one
+    files      whole results: a run's folder is swapped in as a whole; any other file is renamed in whole
     layers     what PyTorch's layers say of their windows, for receptive_field; the error for one it cannot follow
     cli        the command line: Config, the flags and their checks, devices, the settings a run records
     cuda_graph the fast path on a GPU: the training update compiled, recorded once as a CUDA graph, replayed

@@ -2,6 +2,7 @@
 import contextlib
 import signal
 import sys
+import threading
 
 
 class UsageError(Exception):
@@ -22,6 +23,13 @@ class Terminated(KeyboardInterrupt):
     exit_status = 143
 
 
+def os_reason(error):
+    """An OSError in a few words: what the system said, and about which file."""
+    if not error.strerror:
+        return str(error) or type(error).__name__
+    return error.strerror + (f": {error.filename}" if error.filename else "")
+
+
 def _raise_terminated(signum, frame):
     raise Terminated()
 
@@ -34,7 +42,11 @@ def stop_on_sigterm():
 @contextlib.contextmanager
 def interrupts_held():
     """Ctrl-C and SIGTERM held back while the block runs, then raised as they would have been: for a step that
-    must not be cut in half, such as starting a child process that must be ended on the way out."""
+    must not be cut in half, such as starting a child process that must be ended on the way out. Signals come to
+    the main thread only: in another thread the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
     held = []
     previous = {signum: signal.signal(signum, lambda signum, frame: held.append(signum))
                 for signum in (signal.SIGINT, signal.SIGTERM)}
@@ -54,9 +66,10 @@ def interrupt_status(error):
 
 def run_main(prog, main, interrupted="nothing was written"):
     """Run `main()` as the body of program `prog` and return its exit status: main's own (None counts as 0), 2 for
-    a UsageError, 1 for a DataError, a TrainingError or a failed write, 130 on Ctrl-C and 143 on SIGTERM — each
-    failure said in one line. `interrupted` (text, or a function giving it) says what an interrupt left behind.
-    Every program of the project ends through here."""
+    a UsageError, 1 for a DataError, a TrainingError or an OSError, 130 on Ctrl-C and 143 on SIGTERM — each failure
+    said in one line. `interrupted` (text, or a function giving it) says what an interrupt left behind, unless the
+    interrupt itself says (its `left_behind`: one that came as a run was being put in place). Every program of the
+    project ends through here."""
     stop_on_sigterm()
     try:
         return main() or 0
@@ -66,9 +79,10 @@ def run_main(prog, main, interrupted="nothing was written"):
     except (DataError, TrainingError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
-    except OSError as e:  # a disk that fills up or a folder removed mid-run; earlier files are still whole
-        print(f"{prog}: error: could not write the results: {e}", file=sys.stderr)
+    except OSError as e:  # one that no caller named (writes, MNIST and the cluster name theirs): the system's words
+        print(f"{prog}: error: {os_reason(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as stop:
-        print(f"\n{prog}: interrupted; {interrupted() if callable(interrupted) else interrupted}", file=sys.stderr)
+        left = getattr(stop, "left_behind", None) or (interrupted() if callable(interrupted) else interrupted)
+        print(f"\n{prog}: interrupted; {left}", file=sys.stderr)
         return interrupt_status(stop)

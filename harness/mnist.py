@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.errors import DataError
+from harness.errors import DataError, os_reason
 from harness.files import atomic_write_bytes
 
 RAW_SUBDIR = Path("MNIST") / "raw"
@@ -66,7 +66,10 @@ def check_mnist_file(path):
 def verify_mnist(raw_dir):
     """Raise DataError naming the first bad file, with what to do about it."""
     for name in MNIST_FILES:
-        problem = check_mnist_file(raw_dir / name)
+        try:
+            problem = check_mnist_file(raw_dir / name)
+        except OSError as e:
+            raise DataError(f"could not read {raw_dir / name}: {os_reason(e)}") from None
         if problem:
             raise DataError(f"{problem}. Delete it so that it is fetched again, "
                             f"or replace it with the original file (MD5 {MNIST_FILES[name][1]}).")
@@ -184,7 +187,11 @@ TRAIN_IMAGES = (MNIST_FILES["train-labels-idx1-ubyte"][0] - 8)  # one byte a lab
 def load_split(root, train):
     """One MNIST split as (uint8 images N×28×28, int64 labels), read by torchvision from the raw IDX files."""
     from torchvision import datasets
-    dataset = datasets.MNIST(root, train=train, download=False)
+    try:
+        dataset = datasets.MNIST(root, train=train, download=False)
+    except OSError as e:
+        raise DataError(f"could not read MNIST's {'training' if train else 'test'} split from "
+                        f"{Path(root) / RAW_SUBDIR}: {os_reason(e)}") from None
     return dataset.data.contiguous(), dataset.targets.long()
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.cli import command_line, settings_meant_by, settings_recorded_in, settings_to_record
-from harness.errors import TrainingError, UsageError
-from harness.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from harness.errors import TrainingError, UsageError, os_reason
+from harness.files import atomic_write_json, atomic_write_text, recover_folder, replace_run
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +65,13 @@ def completed_run(out, command, settings=None):
     return metrics
 
 
+def reusable_run(run, command):
+    """completed_run for the Run `run`, once an interrupted write of its folder is undone (recover_folder): the
+    sweep that goes on from a killed one finds each run whole, the previous one or the new one."""
+    recover_folder(run.out)
+    return completed_run(run.out, command, run.settings)
+
+
 RUN_FOLDER_ENV = "MNIST_RUN_FOLDER"  # set by run_on_worker: where the run writes instead of its --out
 CONNECT_SECONDS = 10
 POLL_SECONDS = 0.5  # how often a task looks whether the driver still wants its run
@@ -88,7 +95,7 @@ def run_commands(runs, jobs, report=print, cluster=None):
     started here is closed."""
     started = time.perf_counter()
     commands = [command_line(run.argv[1], run.argv[2:]) for run in runs]
-    results = [completed_run(run.out, command, run.settings) for run, command in zip(runs, commands)]
+    results = [reusable_run(run, command) for run, command in zip(runs, commands)]
     for run, metrics in zip(runs, results):
         if metrics is not None:
             report(outcome_line(run, metrics, started))
@@ -96,19 +103,24 @@ def run_commands(runs, jobs, report=print, cluster=None):
     if not to_do:
         return results
     from distributed import as_completed
-    with dask_client(cluster, jobs) as (client, where):
-        task = SentByValue(run_on_worker)
-        futures = {client.submit(task, runs[i].argv, *where, pure=False, retries=1): i for i in to_do}
-        try:
-            for future in as_completed(futures):
-                index = futures[future]
-                if future.status == "error":
-                    refuse_a_cluster_that_cannot_run_it(future.exception(), client.scheduler.address)
-                results[index] = keep_run(runs[index], commands[index], future)
-                report(outcome_line(runs[index], results[index], started))
-        except BaseException:  # an interrupt, or a cluster that cannot run the project: no run goes on
-            client.cancel(list(futures))  # each task kills its run (run_on_worker)
-            raise
+    try:
+        with dask_client(cluster, jobs) as (client, where):
+            task = SentByValue(run_on_worker)
+            futures = {client.submit(task, runs[i].argv, *where, pure=False, retries=1): i for i in to_do}
+            try:
+                for future in as_completed(futures):
+                    index = futures[future]
+                    if future.status == "error":
+                        refuse_a_cluster_that_cannot_run_it(future.exception(), client.scheduler.address)
+                    results[index] = keep_run(runs[index], commands[index], future)
+                    report(outcome_line(runs[index], results[index], started))
+            except BaseException:  # an interrupt, or a cluster that cannot run the project: no run goes on
+                client.cancel(list(futures))  # each task kills its run (run_on_worker)
+                raise
+    except OSError as e:  # the cluster's connection (or its start); a failed write of a run's files is a DataError
+        raise TrainingError(f"the Dask cluster {f'at {cluster}' if cluster else 'started for the sweep'} failed: "
+                            f"{os_reason(e)}; the runs completed so far are kept, and the same command goes on "
+                            "from them") from None
     return results
 
 
@@ -155,21 +167,16 @@ def outcome_line(run, metrics, started):
 
 
 def keep_run(run, command, future):
-    """Write what a finished task sent back into the run's folder: log.txt, then the run's files with
-    metrics.json last, each atomically; return the run's metrics as completed_run reads them back, else None."""
+    """Put what a finished task sent back into the run's folder as one whole (harness.files.replace_run): its
+    log.txt and the files the run wrote, or the log alone for a run that failed or was lost, so a folder never
+    keeps a previous run's log or files beside this one's. Returns the run's metrics as completed_run reads them
+    back, else None."""
     if future.status == "error":  # its workers died, or the task itself failed: the run is lost, the sweep goes on
         metrics, log, files = None, f"the run was lost: {future.exception()!r}\n", {}
     else:
         metrics, log, files = future.result()
-    out = Path(run.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "log.txt", log)
-    if metrics is None:
-        return None
-    for name in sorted(files, key=lambda name: name == "metrics.json"):
-        (out / name).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / name, files[name])
-    return completed_run(out, command, run.settings)
+    replace_run(run.out, {**(files if metrics is not None else {}), "log.txt": log})
+    return None if metrics is None else completed_run(run.out, command, run.settings)
 
 
 @contextlib.contextmanager
@@ -346,7 +353,7 @@ def run_seeds(name, script, config, targets, out, count, argv, train, jobs=1, lo
         results = []
         for index, (seed, seed_config, run) in enumerate(zip(seeds, configs, runs), 1):
             command = command_line(run.argv[1], run.argv[2:])
-            metrics = completed_run(run.out, command, run.settings)
+            metrics = reusable_run(run, command)
             log(f"\n=== {name}: seed {seed} ({index} of {count}){' — done before, kept' if metrics else ''} ===")
             if metrics is None:
                 metrics = train(seed_config, run.out, command)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import common
-from harness import cli, files, mnist
+from harness import cli, errors, files, mnist
 from conftest import ROOT, assert_clean_failure, program, run_script
 
 
@@ -179,7 +179,7 @@ def test_a_failing_write_leaves_the_previous_file_and_no_temporary(tmp_path, mon
     def crash(src, dst):
         raise OSError("disk full")
     monkeypatch.setattr(files.os, "replace", crash)
-    with pytest.raises(OSError):
+    with pytest.raises(errors.DataError, match=f"could not write {target}: disk full; it is as it was"):
         files.atomic_write_json(target, {"new": 1})
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
