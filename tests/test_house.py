@@ -11,7 +11,7 @@ from conftest import ROOT
 from harness import cli
 
 # harness's modules from the bottom up: each may import only those before it.
-LAYERS = ["errors", "files", "mnist", "cli", "cuda_graph", "runs"]
+LAYERS = ["errors", "files", "layers", "mnist", "cli", "cuda_graph", "runs"]
 
 
 def _imports(path):
