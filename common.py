@@ -632,12 +632,22 @@ def confusion_matrix(labels, predictions):
 @dataclass(frozen=True)
 class Targets:
     """What a step must reach: parameters in [min_params, max_params), test accuracy >= min_test_acc on each of
-    the last `last_epochs` epochs, and no more than `max_epochs` epochs."""
+    the last `last_epochs` epochs, and no more than `max_epochs` epochs; and of a run over seeds (`--seeds N`), at
+    least the share `min_seed_share` of the seeds must reach all that (1.0: every seed; 0.9: 9 in 10)."""
     min_test_acc: float
     max_params: int
     min_params: int = 0
     last_epochs: int = 3
     max_epochs: int = 15
+    min_seed_share: float = 1.0
+
+    def __post_init__(self):
+        if not 0 < self.min_seed_share <= 1:
+            raise ValueError(f"Targets.min_seed_share is a share of the seeds, in (0, 1]: {self.min_seed_share!r}")
+
+    def seeds_needed(self, count):
+        """How many of `count` seeds must meet the target: the share, rounded up (9 of 10 at 0.9, 3 of 3)."""
+        return math.ceil(round(self.min_seed_share * count, 9))  # rounded first: 0.3 × 10 is a hair above 3
 
 
 def judge(name, targets, params, history, smoke):
@@ -764,9 +774,9 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
         if args.seeds and not args.dry_run:
             train = lambda seed_config, seed_out, command: run_once(  # noqa: E731
                 name, net_class, seed_config, targets, data, seed_out, analyse_data, command)
-            all_met = run_seeds(name, STEPS_FOLDER / f"{name}.py", config, targets, out, args.seeds, argv, train,
-                                args.jobs, cluster=args.cluster)
-            return 0 if all_met or config.subset else 1
+            rule_met = run_seeds(name, STEPS_FOLDER / f"{name}.py", config, targets, out, args.seeds, argv, train,
+                                 args.jobs, cluster=args.cluster)
+            return 0 if rule_met or config.subset else 1
         metrics = run_once(name, net_class, config, targets, data, None if args.dry_run else out, analyse_data,
                            command_line(f"{name}.py", argv))
         return 1 if metrics["passed"] is False else 0

@@ -9,9 +9,9 @@ Results
     7,970 parameters, receptive field 25; test accuracy 99.61/99.57/99.57 % on the last 3 epochs;
     best train accuracy 99.70 %; 15 epochs at 7.9 s/epoch (median) on cpu (AMD EPYC, 2 threads).
     PASS. Run: `python model3.py --device cpu`, 2026-11-27. (Written by lab/report.py from results/model3/metrics.json.)
-    Over 20 seeds: 20/20 seeds met the target; final test accuracy 99.529 ± 0.039 % (mean ± std), lowest
-    99.46 %, lowest of any last-3 epoch 99.44 % (python model3.py --seeds 20 --jobs 2, cpu (AMD EPYC, 1
-    thread)).
+    Over 20 seeds: 20/20 seeds met the target (the rule: every seed — met); final test accuracy 99.529 ±
+    0.039 % (mean ± std), lowest 99.46 %, lowest of any last-3 epoch 99.44 % (python model3.py --seeds 20
+    --jobs 2, cpu (AMD EPYC, 1 thread)).
 
 Analysis
     What changed from step 2: the same skeleton at 8–16 channels, and two changes to its layout. The transition,

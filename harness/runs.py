@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -335,7 +336,8 @@ def run_seeds(name, script, config, targets, out, count, argv, train, jobs=1, lo
     """Step `name` (its file `script`) over `count` seeds: per-seed runs in out/seeds/seed-N, then seeds.json and
     seeds.md. With jobs > 1 or a `cluster` the seeds run as separate processes through run_commands; else one
     after another here, by `train(config, out, command)`, which returns a run's metrics. A seed already completed
-    is not run again."""
+    is not run again. Returns the verdict of the step's seed rule (`targets.seeds_needed`): True or False, None
+    where a seed's accuracy was not judged (a smoke run)."""
     seeds = list(range(config.seed, config.seed + count))
     configs = [dataclasses.replace(config, seed=seed) for seed in seeds]
     runs = [Run(step_argv(script, seed_flags(argv), seed, out / "seeds" / f"seed-{seed}"),
@@ -361,21 +363,42 @@ def run_seeds(name, script, config, targets, out, count, argv, train, jobs=1, lo
     rows = [dict(seed=seed, final_test_acc=m["final_test_acc"], last3_min_test_acc=min(m["last_test_accs"]),
                  passed=m["passed"], train_seconds=m["train_seconds"]) for seed, m in zip(seeds, results)]
     finals = np.array([r["final_test_acc"] for r in rows])
-    met = sum(r["passed"] is True for r in rows)
+    met, needed = sum(r["passed"] is True for r in rows), targets.seeds_needed(count)
     command = command_line(script, argv)
     summary = dict(model=name, device=results[0]["device"], command=command, seeds=rows,
                    mean_final_test_acc=round(float(finals.mean()), 3),
                    std_final_test_acc=round(float(finals.std(ddof=1)) if len(finals) > 1 else 0.0, 3),
                    min_final_test_acc=round(float(finals.min()), 2),
                    min_last3_test_acc=min(r["last3_min_test_acc"] for r in rows),
-                   met_target=met, count=count, min_test_acc=targets.min_test_acc)
+                   met_target=met, count=count, min_test_acc=targets.min_test_acc,
+                   min_seed_share=targets.min_seed_share, seeds_needed=needed,
+                   passed=None if any(r["passed"] is None for r in rows) else met >= needed)
     atomic_write_json(out / "seeds.json", summary)
     atomic_write_text(out / "seeds.md", seeds_markdown(summary))
     line = (f"{name} seeds: {met}/{count} met the target (≥ {targets.min_test_acc:.2f} on each of the last "
-            f"{targets.last_epochs} epochs); final test acc {summary['mean_final_test_acc']:.3f} ± "
-            f"{summary['std_final_test_acc']:.3f}, lowest {summary['min_final_test_acc']:.2f}")
+            f"{targets.last_epochs} epochs); {seed_rule_verdict(summary)}; final test acc "
+            f"{summary['mean_final_test_acc']:.3f} ± {summary['std_final_test_acc']:.3f}, lowest "
+            f"{summary['min_final_test_acc']:.2f}")
     log(seeds_markdown(summary) + "\n" + line)
-    return met == count
+    return summary["passed"]
+
+
+def seed_rule(summary):
+    """A seeds.json's rule as words: "every seed", or "at least 9 in 10" (with what that asks of this many seeds
+    where it is not plain). A seeds.json written before the rule was recorded is judged by the rule of its day:
+    every seed."""
+    share, count = summary.get("min_seed_share", 1.0), summary["count"]
+    if share >= 1:
+        return "every seed"
+    ratio = Fraction(share).limit_denominator(100)
+    return (f"at least {ratio.numerator} in {ratio.denominator}"
+            + ("" if count == ratio.denominator else f", {summary['seeds_needed']} of these {count}"))
+
+
+def seed_rule_verdict(summary):
+    """"the rule: at least 9 in 10 — met" (or "not met", or "not judged" for a smoke run's seeds)."""
+    passed = summary.get("passed", summary["met_target"] == summary["count"])
+    return f"the rule: {seed_rule(summary)} — " + {True: "met", False: "not met", None: "not judged"}[passed]
 
 
 def seeds_markdown(summary):
@@ -386,6 +409,7 @@ def seeds_markdown(summary):
                      f"{r['train_seconds']:.0f} |")
     lines.append(f"| **mean ± std** | **{summary['mean_final_test_acc']:.3f} ± {summary['std_final_test_acc']:.3f}** "
                  f"| | **{summary['met_target']}/{summary['count']}** | |")
+    lines += ["", f"{summary['met_target']}/{summary['count']} met the target; {seed_rule_verdict(summary)}."]
     return "\n".join(lines) + "\n"
 
 

@@ -19,6 +19,7 @@ from common import STEPS, pyplot
 from harness.cli import OneLineParser, settings_meant_by, settings_recorded_in
 from harness.errors import DataError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text
+from harness.runs import seed_rule_verdict
 # The original write-up's figures, for comparison (its step 1 and 2 report the best test epoch).
 ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57 (best epoch)"),
             "model3": ("7,838", "99.22"), "model4": ("—", "no such step")}
@@ -173,10 +174,11 @@ SEEDS_KEYS = ("seeds", "count", "met_target", "mean_final_test_acc", "std_final_
 
 
 def seeds_headline(s):
-    """The evidence for a step in one sentence: pass rate, then the spread of the final accuracy."""
+    """The evidence for a step in one sentence: pass rate against the step's seed rule (as its seeds.json records
+    it), then the spread of the final accuracy."""
     finals = [r["final_test_acc"] for r in s["seeds"]] or [s["mean_final_test_acc"]]
     lowest_last3 = min((r["last3_min_test_acc"] for r in s["seeds"]), default=None)
-    return (f"**{s['met_target']}/{s['count']} seeds met the target**; final test accuracy "
+    return (f"**{s['met_target']}/{s['count']} seeds met the target** ({seed_rule_verdict(s)}); final test accuracy "
             f"**{s['mean_final_test_acc']:.3f} ± {s['std_final_test_acc']:.3f} %** (mean ± std), lowest "
             f"{min(finals):.2f} %" + (f", lowest of any last-3 epoch {lowest_last3:.2f} %" if lowest_last3 else "")
             + f" (`{s['command']}`, {s['device']})")

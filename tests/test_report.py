@@ -296,3 +296,14 @@ def test_a_step_s_search_story_sits_above_its_tables(tmp_path):
     (tmp_path / "model3" / "search-story.md").write_text("Round 1 found X.\n")
     assert report.search_story(tmp_path, "model3") == ["Round 1 found X.", ""]
     assert "Round 1 found X." in report.results_markdown(tmp_path)
+
+
+def test_the_seeds_headline_says_the_rule_its_seeds_json_records(results):
+    seeds = json.loads((results / "model3" / "seeds.json").read_text())
+    assert "**2/2 seeds met the target** (the rule: every seed — met);" in report.seeds_headline(seeds)  # as then
+    step4 = dict(seeds, count=10, met_target=8, min_seed_share=0.9, seeds_needed=9, passed=False)
+    assert "**8/10 seeds met the target** (the rule: at least 9 in 10 — not met);" in report.seeds_headline(step4)
+    _write(results / "model4" / "seeds.json", dict(step4, passed=True, met_target=9))
+    assert "Over 10 seeds: 9/10 seeds met the target (the rule: at least 9 in 10 — met)" in report.docstring_results(
+        _metrics("model4", [99.41, 99.45, 99.47]), json.loads((results / "model4" / "seeds.json").read_text()))
+
