@@ -115,15 +115,16 @@ def frontier_markdown(summary):
              f"| lowest of last 3 epochs (%) | met {TARGET_ACC:.2f} | met {CLUB_ACC:.1f} | device |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for r in summary["rows"]:
-        name = r["design"] + (" (99 % club)" if r["flags"] == summary["club"] else "")
+        name = (r["design"] + (" (99 % club)" if r["flags"] == summary["club"] else "")
+                + (f" ({r['completed']} of {r['seeds']} seeds completed)" if r["completed"] < r["seeds"] else ""))
         net = ",".join(map(str, r["widths"])) if r["widths"] else " ".join(r["flags"])
         head = f"| {name} | {net} | {r['params']:,} | {r['macs']:,} "
         if not r["completed"]:
             lines.append(head + "| no run completed | | | | | |")
             continue
         lines.append(head + f"| {r['mean_final_test_acc']:.3f} | {r['min_final_test_acc']:.2f}–"
-                     f"{r['max_final_test_acc']:.2f} | {r['min_last3_test_acc']:.2f} | {r['met']}/{r['completed']} "
-                     f"| {r['met_club']}/{r['completed']} | {r['device']} |")
+                     f"{r['max_final_test_acc']:.2f} | {r['min_last3_test_acc']:.2f} | {r['met']}/{r['seeds']} "
+                     f"| {r['met_club']}/{r['seeds']} | {r['device']} |")
     lines += ["", "Other people's points, drawn beside ours as they report them: each one number from runs they "
               "picked, not a line held over seeds:", ""]
     lines += [f"- {who}: {params:,} parameters, {acc} % — {how}." for params, acc, who, how in summary["public"]]
@@ -157,7 +158,7 @@ def frontier_figure(summary):
         for axis, x in ((ax, r["params"]), (cost, r["macs"])):
             axis.plot(x, error(r["mean_final_test_acc"]), marker="D", markersize=10, mfc="none", mew=2,
                       color="tab:green", linestyle="none",
-                      label=f"the 99 % club: {r['params']:,} parameters, {r['met_club']}/{r['completed']} seeds "
+                      label=f"the 99 % club: {r['params']:,} parameters, {r['met_club']}/{r['seeds']} seeds "
                             f"≥ {CLUB_ACC:.1f} % on their last 3 epochs (mean final)")
     for (params, acc, who, how), marker in zip(summary["public"], "*PX"):
         ax.plot(params, error(acc), marker=marker, markersize=11, color="black", linestyle="none",

@@ -225,6 +225,11 @@ def frontier_summary(results):
     sentence = " ".join(smallest_held(done, key, line) for key, line in (("met", "the target (≥ 99.40 % on each of "
                                                                             "the last 3 epochs)"),
                                                                            ("met_club", "99.0 %")) if done)
+    incomplete = [r for r in f["rows"] if r["completed"] < r["seeds"]]
+    if incomplete:
+        sentence += (" Not every seed completed at " + ", ".join(
+            f"{r['design']} at {r['params']:,} parameters ({r['completed']} of {r['seeds']} seeds)" for r in incomplete)
+            + ": a point held a line only where each of its seeds completed and met it.")
     club = next((r for r in done if r.get("flags") == f.get("club")), None)
     if club:
         sentence += " " + club_sentence(club, f.get("public", []), done)
@@ -237,27 +242,36 @@ def frontier_summary(results):
     return f, sentence
 
 
+def held_on_every_seed(row, key):
+    """Whether each of a frontier point's seeds completed and met the line that `key` counts ("met", "met_club"):
+    a point with a seed that did not complete has not shown that it holds."""
+    return row["completed"] == row["seeds"] and row.get(key) == row["seeds"]
+
+
 def smallest_held(rows, key, line):
     """The smallest net of each design that held `line` on every one of its seeds."""
     said = []
     for design in ("model3", "model4"):
-        params = min((r["params"] for r in rows if r["design"] == design and r.get(key) == r["completed"]), default=0)
+        params = min((r["params"] for r in rows if r["design"] == design and held_on_every_seed(r, key)), default=0)
         said.append(f"step {design[-1]}'s design, " + (f"{params:,} parameters" if params else "none of its sizes"))
     return f"The smallest net of each design that held {line} on every one of its seeds: {'; '.join(said)}."
 
 
 def club_sentence(row, public, rows):
     """The 99 % club's net, its seeds, and, at each public point's accuracy, the smallest of our nets that held it."""
-    held = row["met_club"] >= 0.9 * row["completed"]
+    held = row["met_club"] >= 0.9 * row["seeds"]  # a seed that did not complete did not hold
+    unfinished = row["seeds"] - row["completed"]
     text = (f"The 99 % club, the smallest net found to hold 99.0 % (chosen on the validation split, results/club): "
             f"`python {row['design']}.py {' '.join(row['flags'])}`, {row['params']:,} parameters and "
-            f"{row['macs']:,} multiply-adds per image; {row['met_club']} of its {row['completed']} seeds held 99.0 % "
-            f"on each of their last 3 epochs (final test accuracy {row['mean_final_test_acc']:.2f} % on average, "
+            f"{row['macs']:,} multiply-adds per image; {row['met_club']} of its {row['seeds']} seeds held 99.0 % "
+            f"on each of their last 3 epochs" + (f" ({unfinished} did not complete)" if unfinished else "")
+            + f" (final test accuracy {row['mean_final_test_acc']:.2f} % on average, "
             f"lowest of any last-3 epoch {row['min_last3_test_acc']:.2f} %) — "
             f"{'it holds the line' if held else 'not the 9 in 10 that holding the line asks'}.")
     said = []
     for params, acc, who, how in public:
-        ours = min((r["params"] for r in rows if r["min_last3_test_acc"] >= acc), default=None)
+        ours = min((r["params"] for r in rows if r["completed"] == r["seeds"] and r["min_last3_test_acc"] >= acc),
+                   default=None)
         said.append(f"at {who}'s {acc} % ({params:,} parameters; {how}), "
                     + (f"{ours:,} parameters ({ours / params:.2f}× theirs)" if ours else "none of ours"))
     if said:

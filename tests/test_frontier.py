@@ -73,3 +73,14 @@ def test_an_output_folder_that_cannot_be_written_is_refused_before_any_run(tmp_p
     blocker.write_text("not a folder")
     result = run_script("lab.frontier", "--sizes", "2000", "--out", blocker / "f")
     assert_clean_failure(result, 2, "cannot write to")
+
+
+def test_a_point_whose_seeds_did_not_all_complete_is_marked_and_counted_over_all_its_seeds():
+    row = dict(design="model3", widths=[1] * 6, flags=["--widths", "1,1,1,1,1,1"], params=449, macs=15484, seeds=3,
+               completed=1, mean_final_test_acc=99.5, min_final_test_acc=99.5, max_final_test_acc=99.5,
+               min_last3_test_acc=99.45, met=1, met_club=1, device="cpu")
+    summary = dict(seeds=3, club_seeds=0, club=None, epochs=15, device="cpu", command="python frontier.py",
+                   public=[], rows=[row, dict(row, completed=3, met=3, met_club=3, params=679)])
+    lines = frontier.frontier_markdown(summary).splitlines()
+    assert "| model3 (1 of 3 seeds completed) | 1,1,1,1,1,1 | 449 |" in lines[4] and "| 1/3 | 1/3 |" in lines[4]
+    assert lines[5].startswith("| model3 | 1,1,1,1,1,1 | 679 |") and "| 3/3 | 3/3 |" in lines[5]

@@ -307,3 +307,25 @@ def test_the_seeds_headline_says_the_rule_its_seeds_json_records(results):
     assert "Over 10 seeds: 9/10 seeds met the target (the rule: at least 9 in 10 — met)" in report.docstring_results(
         _metrics("model4", [99.41, 99.45, 99.47]), json.loads((results / "model4" / "seeds.json").read_text()))
 
+
+def test_a_frontier_point_whose_seeds_did_not_all_complete_holds_no_line_and_is_named(results):
+    club = ("--widths", "2,3,4,4,5")
+    rows = [_frontier_row("model3", 1000, [99.5], 99.45, 1),  # 1 of 3 seeds completed, and it met both lines
+            _frontier_row("model3", 3000, [99.5, 99.5, 99.55], 99.42, 3),
+            _frontier_row("model4", 600, [99.1] * 9, 99.02, 0, flags=club),  # 9 of 10 completed and held 99.0
+            _frontier_row("model4", 4800, [99.5, 99.48, 99.5], 99.41, 3)]
+    rows[0]["seeds"] = 3
+    rows[2]["seeds"] = 10
+    _write(results / "frontier" / "frontier.json", dict(
+        rows=rows, seeds=3, epochs=15, command="python frontier.py", device="cpu", subset=None, club=list(club),
+        public=[[697, 99.03, "someone/tiny-mnist", "the best of many runs"]]))
+    (results / "frontier" / "frontier.md").write_text("| design | ... |\n")
+    text = report.frontier_section(results)
+    assert ("held the target (≥ 99.40 % on each of the last 3 epochs) on every one of its seeds: step 3's design, "
+            "3,000 parameters; step 4's design, 4,800 parameters") in text
+    assert "held 99.0 % on every one of its seeds: step 3's design, 3,000 parameters" in text
+    assert ("Not every seed completed at model3 at 1,000 parameters (1 of 3 seeds), model4 at 600 parameters (9 of "
+            "10 seeds)") in text
+    assert "9 of its 10 seeds held 99.0 % on each of their last 3 epochs (1 did not complete)" in text
+    assert "it holds the line" in text  # 9 in 10 held, whatever the tenth would have done
+    assert "someone/tiny-mnist's 99.03 % (697 parameters; the best of many runs), 3,000 parameters" in text
