@@ -56,19 +56,32 @@ seeds: $(ENV)  ## STEP over N seeds (default 20), JOBS at once: make seeds STEP=
 search: $(ENV)  ## STEP's recipes (results/STEP/search-recipes.txt) screened on a validation split, 3 seeds each
 	$(PYTHON) -m lab.search $(STEP) results/$(STEP)/search-recipes.txt --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)
 
-# One change at a time, ABLATION_SEEDS seeds each (flags joined by +); the "full" row is the step's own `make seeds`.
+# One change at a time, ABLATION_SEEDS seeds each: NAME:FLAGS, the flags joined by +, and where a variant is another
+# script's net (step 4's net of round 4 is designs.py's m4 family) that script first. Every row of lab/report.py's
+# ablation tables is one of these (its ABLATIONS says what each changes), or "full": the step's own `make seeds`.
 ABLATIONS_model3 := clean-0:--clean-epochs=0  rotate-7:--rotate=7  no-augment:--no-augment  bf16:--precision=bf16
-ABLATIONS_model4 := clean-0:--clean-epochs=0  no-augment:--no-augment  aug-5-1:--rotate=5+--shift=1
+ABLATIONS_model4 := clean-0:--clean-epochs=0  round-4-net:designs.py+--design=m4-6.12.6.12.14.14+--clean-epochs=0 \
+                    round-6-net:--widths=6,12,28,28,32  no-augment:--no-augment  aug-5-1:--rotate=5+--shift=1
 ABLATION_DIR_model3 := results/ablation
 ABLATION_DIR_model4 := results/model4/ablation
-ABLATION_SEEDS ?= 3
+# As many seeds as each step's rows were made with: step 4's rule, 9 seeds in 10, needs ten to say anything.
+ABLATION_SEEDS_model3 := 3
+ABLATION_SEEDS_model4 := 10
+ABLATION_SEEDS ?= $(ABLATION_SEEDS_$(STEP))
+# A variant failed when its run wrote no seeds.json (a seeds run writes it once every seed has completed); one that
+# misses the step's seed rule exits 1 too, but having written it: a row of the table, not a failure.
 ablation: $(ENV)  ## STEP (model3 or model4) with one thing changed at a time, ABLATION_SEEDS seeds each, then the table
-	@set -e; for item in $(ABLATIONS_$(STEP)); do name=$${item%%:*}; flags=$${item#*:}; flags=$${flags//+/ }; \
-	  echo "=== ablation of $(STEP): $$name ($${flags:-defaults}) ==="; \
-	  $(PYTHON) $(STEP).py $$flags --seeds $(ABLATION_SEEDS) --jobs $(JOBS) $(CLUSTER_FLAG) \
-	    --out $(ABLATION_DIR_$(STEP))/$$name \
-	    $(ARGS) || true; done
-	$(PYTHON) -m lab.report --ablation-only
+	@failed=; stamp=$$(mktemp); trap 'rm -f "$$stamp"' EXIT; \
+	for item in $(ABLATIONS_$(STEP)); do name=$${item%%:*}; flags=$${item#*:}; flags=$${flags//+/ }; \
+	  script=$(STEP).py; case $$flags in *.py*) script=$${flags%%.py*}.py; flags=$${flags#*.py}; flags=$${flags# }; esac; \
+	  out=$(ABLATION_DIR_$(STEP))/$$name; touch "$$stamp"; \
+	  echo "=== ablation of $(STEP): $$name ($$script $${flags:-with its defaults}) ==="; \
+	  $(PYTHON) $$script $$flags --seeds $(ABLATION_SEEDS) --jobs $(JOBS) $(CLUSTER_FLAG) --out $$out $(ARGS) \
+	    || [ "$$out/seeds.json" -nt "$$stamp" ] || failed="$$failed $$name"; done; \
+	$(PYTHON) -m lab.report --ablation-only || exit; \
+	if [ -n "$$failed" ]; then echo "make ablation: failed:$$failed (output above; with JOBS > 1 in each seed's" \
+	  "log.txt under $(ABLATION_DIR_$(STEP))/NAME/seeds); the table was rewritten, a failed variant's row from" \
+	  "its last completed run if it has one" >&2; exit 1; fi
 
 frontier: N = 3
 frontier: $(ENV)  ## steps 3 and 4 at SIZES (default 500 to 20,000 parameters), N seeds each (default 3), and the 99 % club: results/frontier/

@@ -23,15 +23,15 @@ from harness.runs import seed_rule_verdict
 # The original write-up's figures, for comparison (its step 1 and 2 report the best test epoch).
 ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57 (best epoch)"),
             "model3": ("7,838", "99.22"), "model4": ("—", "no such step")}
-# Ablation variants: folder name -> what it changes. The flags are read back from each run's command.
+# Ablation variants: folder name -> what it changes, for the variants that the Makefile's ABLATIONS_<step> run
+# (`make ablation STEP=...`), in the order of the table. The flags are read back from each run's command.
 ABLATIONS = {"full": "nothing (the recipe as is)",
              "clean-0": "no clean epochs: augmentation to the last epoch",
              "round-4-net": "step 4's net before round 5: a strided transition, full 3×3s, no clean epochs",
              "round-6-net": "round 6's choice under 4,000 parameters: the same layout, thinner (6,12,28,28,32)",
              "rotate-7": "rotation ±7° (step 3's recipe before its first search)",
-             "no-augment": "no augmentation (rotation and shift)", "step-lr": "StepLR instead of OneCycle",
-             "no-schedule": "no schedule (constant lr)", "bf16": "bf16 autocast in the training forward pass",
-             "aug-5-1": "lighter augmentation: ±5°, ±1 px", "no-dilation": "the last 3×3 not dilated"}
+             "no-augment": "no augmentation (rotation and shift)", "bf16": "bf16 autocast in the training forward pass",
+             "aug-5-1": "lighter augmentation: ±5°, ±1 px"}
 # Where each step's ablation runs live (`make ablation STEP=...`); the "full" row is the step's own --seeds run.
 ABLATION_DIRS = {"model3": "ablation", "model4": "model4/ablation"}
 # Rows that are the seeds run of a step's previous recipe, made when these flags were its defaults (so the
@@ -140,8 +140,10 @@ def ablation_rows(results, step="model3"):
                 for r in summary["seeds"]]
         if any(m is None or m.get("subset") for m in runs):
             continue
-        flags = PREVIOUS_RECIPE_FLAGS.get(f"{step}/{name}") or re.sub(r"\s*--(seeds|jobs|out)(=|\s+)\S+", "",
-                                                           summary["command"].split(".py", 1)[-1]).strip()
+        script, command_flags = summary["command"].split(" ", 2)[1], summary["command"].split(".py", 1)[-1]
+        flags = PREVIOUS_RECIPE_FLAGS.get(f"{step}/{name}") or (
+            ("" if script == f"{step}.py" else script)  # a net of another script's, as round-4-net
+            + re.sub(r"\s*--(seeds|jobs|out)(=|\s+)\S+", "", command_flags)).strip()
         lasts = [a for m in runs for a in m["last_test_accs"]]
         target = runs[0]["targets"]["min_test_acc"]
         rows.append(dict(variant=name, change=change, flags=flags or "(defaults)", params=runs[0]["params"],
