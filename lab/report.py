@@ -218,30 +218,37 @@ def search_section(results, step="model3", folder="search", name="search"):
 FRONTIER_KEYS = ("rows", "seeds", "epochs", "command", "device")
 
 
+LINES = (("met", "99.40 % (the target)"), ("met_club", "99.0 %"))  # a frontier row's count of seeds that held each
+
+
 def frontier_summary(results):
-    """make frontier's results and, in sentences computed from its rows, what the picture teaches."""
+    """make frontier's results and, in small tables computed from its rows, what the picture teaches: the smallest
+    net of each design on each line, the 99 % club, our nets beside the public points, and step 4's layout against
+    step 3's."""
     f = load_json(Path(results) / "frontier" / "frontier.json", FRONTIER_KEYS)
     if not f or f.get("subset"):
         return None
     done = [r for r in f["rows"] if r["completed"]]
-    sentence = " ".join(smallest_held(done, key, line) for key, line in (("met", "the target (≥ 99.40 % on each of "
-                                                                            "the last 3 epochs)"),
-                                                                           ("met_club", "99.0 %")) if done)
+    parts = [smallest_held_table(done)] if done else []
     incomplete = [r for r in f["rows"] if r["completed"] < r["seeds"]]
     if incomplete:
-        sentence += (" Not every seed completed at " + ", ".join(
+        parts.append("Not every seed completed at " + ", ".join(
             f"{r['design']} at {r['params']:,} parameters ({r['completed']} of {r['seeds']} seeds)" for r in incomplete)
             + ": a point held a line only where each of its seeds completed and met it.")
     club = next((r for r in done if r.get("flags") == f.get("club")), None)
     if club:
-        sentence += " " + club_sentence(club, f.get("public", []), done)
+        parts.append(club_sentence(club))
+    if f.get("public"):
+        parts.append(public_table(f["public"], done))
     gains = design_gains(done)
     if gains:
-        sentence += (" Step 4's design against step 3's at the same parameter count (step 3's mean final accuracy "
-                     "interpolated on the log axis): " + ", ".join(f"{g:+.2f} points at {p:,}" for p, g in gains)
-                     + (" — step 4's layout pays most where parameters are scarcest"
-                        if gains[0][1] > gains[-1][1] else "") + ".")
-    return f, sentence
+        parts.append("Step 4's design against step 3's at the same parameter count (step 3's mean final accuracy "
+                     "interpolated on the log axis)" + (": step 4's layout pays most where parameters are scarcest."
+                                                        if gains[0][1] > gains[-1][1] else ".") + "\n\n"
+                     + "| parameters | " + " | ".join(f"{p:,}" for p, _ in gains) + " |\n"
+                     + "|---|" + "---|" * len(gains) + "\n"
+                     + "| step 4 − step 3 (points) | " + " | ".join(f"{g:+.2f}" for _, g in gains) + " |")
+    return f, "\n\n".join(parts)
 
 
 def held_on_every_seed(row, key):
@@ -250,36 +257,50 @@ def held_on_every_seed(row, key):
     return row["completed"] == row["seeds"] and row.get(key) == row["seeds"]
 
 
-def smallest_held(rows, key, line):
-    """The smallest net of each design that held `line` on every one of its seeds."""
-    said = []
-    for design in ("model3", "model4"):
-        params = min((r["params"] for r in rows if r["design"] == design and held_on_every_seed(r, key)), default=0)
-        said.append(f"step {design[-1]}'s design, " + (f"{params:,} parameters" if params else "none of its sizes"))
-    return f"The smallest net of each design that held {line} on every one of its seeds: {'; '.join(said)}."
+def smallest_held(rows, key, design):
+    """The parameters of the smallest net of `design` that held the line `key` counts on every one of its seeds;
+    None where none did."""
+    return min((r["params"] for r in rows if r["design"] == design and held_on_every_seed(r, key)), default=None)
 
 
-def club_sentence(row, public, rows):
-    """The 99 % club's net, its seeds, and, at each public point's accuracy, the smallest of our nets that held it."""
+def smallest_held_table(rows):
+    """The smallest net of each design that held each line on each of its last 3 epochs, on every one of its
+    seeds."""
+    lines = ["The smallest net of each design that held a line on each of its last 3 epochs, on every one of its "
+             "seeds:", "", "| line | step 3's design | step 4's design |", "|---|---|---|"]
+    for key, line in LINES:
+        cells = [smallest_held(rows, key, design) for design in ("model3", "model4")]
+        lines.append(f"| {line} | " + " | ".join(f"{c:,} parameters" if c else "none of its sizes" for c in cells)
+                     + " |")
+    return "\n".join(lines)
+
+
+def club_sentence(row):
+    """The 99 % club's net and how its seeds did."""
     held = row["met_club"] >= 0.9 * row["seeds"]  # a seed that did not complete did not hold
     unfinished = row["seeds"] - row["completed"]
-    text = (f"The 99 % club, the smallest net found to hold 99.0 % (chosen on the validation split, results/club): "
-            f"`python {row['design']}.py {' '.join(row['flags'])}`, {row['params']:,} parameters and "
-            f"{row['macs']:,} multiply-adds per image; {row['met_club']} of its {row['seeds']} seeds held 99.0 % "
+    return (f"**The 99 % club**, the smallest net found to hold 99.0 % (chosen on the validation split, "
+            f"results/club): `python {row['design']}.py {' '.join(row['flags'])}`, {row['params']:,} parameters and "
+            f"{row['macs']:,} multiply-adds per image. {row['met_club']} of its {row['seeds']} seeds held 99.0 % "
             f"on each of their last 3 epochs" + (f" ({unfinished} did not complete)" if unfinished else "")
             + f" (final test accuracy {row['mean_final_test_acc']:.2f} % on average, "
-            f"lowest of any last-3 epoch {row['min_last3_test_acc']:.2f} %) — "
+            f"lowest of any last-3 epoch {row['min_last3_test_acc']:.2f} %): "
             f"{'it holds the line' if held else 'not the 9 in 10 that holding the line asks'}.")
-    said = []
+
+
+def public_table(public, rows):
+    """At each public point's accuracy, the smallest of our nets whose every seed held it on each of its last 3
+    epochs."""
+    lines = ["Each public point is one number from runs its author picked; beside it, the smallest of our nets whose "
+             "every seed held that accuracy on each of its last 3 epochs:", "",
+             "| public point | its parameters | its accuracy | how it was picked | ours | ours / theirs |",
+             "|---|---|---|---|---|---|"]
     for params, acc, who, how in public:
         ours = min((r["params"] for r in rows if r["completed"] == r["seeds"] and r["min_last3_test_acc"] >= acc),
                    default=None)
-        said.append(f"at {who}'s {acc} % ({params:,} parameters; {how}), "
-                    + (f"{ours:,} parameters ({ours / params:.2f}× theirs)" if ours else "none of ours"))
-    if said:
-        text += (" Each public point is one number from runs its author picked; the smallest of our nets whose every "
-                 "seed held that accuracy on each of its last 3 epochs: " + "; ".join(said) + ".")
-    return text
+        lines.append(f"| {who} | {params:,} | {acc} % | {how} | "
+                     + (f"{ours:,} | {ours / params:.2f}× |" if ours else "none of ours | — |"))
+    return "\n".join(lines)
 
 
 def design_gains(rows):
@@ -329,7 +350,7 @@ def frontier_recipe_note(results):
                          + ", ".join(f"{new}" for _, _, new in changed))
     if not notes:
         return ""
-    return (" These points are as measured then: " + "; ".join(notes) + ". `make frontier` trains them again with "
+    return ("\n\nThese points are as measured then: " + "; ".join(notes) + ". `make frontier` trains them again with "
             "today's recipes (a completed run is reused only while its command means the same recipe).")
 
 
@@ -627,7 +648,7 @@ def planned_files(results, ablation_only=False):
             if frontier:
                 block += ("\n\n![parameters against test accuracy, steps 3 and 4 at several sizes]"
                           "(results/frontier/frontier.png)\n\n" + frontier[1] + frontier_recipe_note(results)
-                          + " (`make frontier`; the table is in RESULTS.md.)")
+                          + "\n\n(`make frontier`; every point's table is in RESULTS.md.)")
             text = replace_between(text, README_BEGIN, README_END, block)
         bench = bench_section(results)
         if bench:

@@ -198,13 +198,14 @@ def test_the_frontier_names_the_smallest_net_of_each_design_that_held_on_every_s
                                                        device="cpu", subset=None))
     (results / "frontier" / "frontier.md").write_text("| design | ... |\n")
     text = report.frontier_section(results)
-    assert "step 3's design, 8,000 parameters" in text and "step 4's design, 4,800 parameters" in text
+    assert "| 99.40 % (the target) | 8,000 parameters | 4,800 parameters |" in text
     assert "frontier.png" in text and "frontier" in report.results_markdown(results)
     # step 4 against step 3 at the same count: 4,800 lies between step 3's 5,000 and 2,000 nets, 8,200 beyond its last
     gains = dict(report.design_gains(rows))
     step3_at_4800 = 99.15 + (99.475 - 99.15) * math.log(4800 / 2000) / math.log(5000 / 2000)
     assert sorted(gains) == [2100, 4800] and gains[4800] == round(99.49 - step3_at_4800, 2)
-    assert f"{gains[4800]:+.2f} points at 4,800" in text
+    assert "| parameters | 2,100 | 4,800 |" in text
+    assert f"| step 4 − step 3 (points) | {gains[2100]:+.2f} | {gains[4800]:+.2f} |" in text
     _write(results / "frontier" / "frontier.json", dict(rows=rows, seeds=2, epochs=1, command="x", device="cpu",
                                                        subset=300))
     assert report.frontier_section(results) is None  # a smoke run on a subset is not a result
@@ -222,13 +223,11 @@ def test_the_frontier_names_the_smallest_net_holding_99_and_the_club_beside_the_
         public=[[697, 99.03, "someone/tiny-mnist", "the best of many runs"]]))
     (results / "frontier" / "frontier.md").write_text("| design | ... |\n")
     text = report.frontier_section(results)
-    assert ("held 99.0 % on every one of its seeds: step 3's design, 1,000 parameters; step 4's design, 4,800 "
-            "parameters") in text  # the club's 600 held on 9 of 10, not every seed
+    assert "| 99.0 % | 1,000 parameters | 4,800 parameters |" in text  # the club's 600 held on 9 of 10, not every seed
     assert "9 of its 10 seeds held 99.0 %" in text and "it holds the line" in text
     # at the public point's accuracy, our smallest net whose every seed held it: step 3's 1,000 (the club's lowest
     # epoch, 98.95, is under 99.03)
-    assert ("at someone/tiny-mnist's 99.03 % (697 parameters; the best of many runs), 1,000 parameters (1.43× theirs)"
-            in text)
+    assert "| someone/tiny-mnist | 697 | 99.03 % | the best of many runs | 1,000 | 1.43× |" in text
     rows[2]["met_club"] = 8
     _write(results / "frontier" / "frontier.json", dict(
         rows=rows, seeds=2, epochs=15, command="python -m lab.frontier", device="cpu", subset=None, club=list(club)))
@@ -321,11 +320,10 @@ def test_a_frontier_point_whose_seeds_did_not_all_complete_holds_no_line_and_is_
         public=[[697, 99.03, "someone/tiny-mnist", "the best of many runs"]]))
     (results / "frontier" / "frontier.md").write_text("| design | ... |\n")
     text = report.frontier_section(results)
-    assert ("held the target (≥ 99.40 % on each of the last 3 epochs) on every one of its seeds: step 3's design, "
-            "3,000 parameters; step 4's design, 4,800 parameters") in text
-    assert "held 99.0 % on every one of its seeds: step 3's design, 3,000 parameters" in text
+    assert "| 99.40 % (the target) | 3,000 parameters | 4,800 parameters |" in text
+    assert "| 99.0 % | 3,000 parameters |" in text
     assert ("Not every seed completed at model3 at 1,000 parameters (1 of 3 seeds), model4 at 600 parameters (9 of "
             "10 seeds)") in text
     assert "9 of its 10 seeds held 99.0 % on each of their last 3 epochs (1 did not complete)" in text
     assert "it holds the line" in text  # 9 in 10 held, whatever the tenth would have done
-    assert "someone/tiny-mnist's 99.03 % (697 parameters; the best of many runs), 3,000 parameters" in text
+    assert "| someone/tiny-mnist | 697 | 99.03 % | the best of many runs | 3,000 |" in text
