@@ -151,7 +151,7 @@ def build_parser(name, defaults, description):
              "evaluation stays fp32 (default: %(default)s)")
     add("--channels-last", action="store_true",
         help="keep the net's weights, and so its activations, in channels-last (NHWC) memory order: on one CPU "
-             "thread the 99 %% club's net trains ~1.3x faster; the sums run in another order, so the numbers "
+             "thread the 99 %% club's net trains about 1.25x faster; the sums run in another order, so the numbers "
              "differ from a run without it in their last bits (default: off)")
     add("--jobs", type=positive_int, default=1, metavar="J",
         help="with --seeds: run J seeds at once, each in its own process with 1/J of the cores (default: 1)")

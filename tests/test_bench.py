@@ -18,8 +18,8 @@ def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
     assert bench["command"].startswith("python -m lab.bench --steps 5 --warmup 2 --repeats 2 --skip-full")
     rows = bench["pipelines"]
     assert [row["pipeline"].split(" (")[0] for row in rows] == [
-        "reference", "project", "project, --precision bf16", "tiny"]  # no eager row off CUDA
-    # the tiny row trains the 99 % club's net, named with its parameters
+        "reference", "project", "project, --precision bf16", "tiny", "tiny, --channels-last"]  # no eager row off CUDA
+    # the tiny rows train the 99 % club's net, named with its parameters
     assert rows[3]["pipeline"] == "tiny (the project's pipeline, the 99 % club's net of 1,426 parameters)"
     for row in rows:  # each row its median round, every time a positive number of seconds
         rounds = row["rounds_samples_per_s"]
