@@ -494,11 +494,18 @@ class Trained:
     setup_seconds: float
 
 
+def placed(model, config):
+    """The net on its device, in channels-last (NHWC) memory order with --channels-last: on a CPU a tiny net's
+    max-pool and convolutions' backward passes run faster so."""
+    model = model.to(config.device)
+    return model.to(memory_format=torch.channels_last) if config.channels_last else model
+
+
 def fit(net_factory, config, data, log=print):
     """Train a fresh model with `config` on `data` (from `prepare_data`), testing it after every epoch."""
     set_seed(config.seed)
     device = torch.device(config.device)
-    model = net_factory().to(device)
+    model = placed(net_factory(), config)
     train, val = split_training(data["train"], config)
     train_loader = DeviceLoader(*train, config.batch_size, device, data["mean"], data["std"], shuffle=True,
                                 rotate_degrees=config.rotate, shift_pixels=config.shift, seed=config.seed)

@@ -45,6 +45,7 @@ class Config:
     val: int = 0
     label_smoothing: float = 0.0
     precision: str = "fp32"
+    channels_last: bool = False
     batchnorm: bool = True
     clean_epochs: int = 0
     net_kwargs: dict = field(default_factory=dict)
@@ -148,6 +149,10 @@ def build_parser(name, defaults, description):
     add("--precision", choices=PRECISIONS, default="fp32",
         help="bf16: the training forward pass under bfloat16 autocast, faster on CPUs with AVX512-BF16 or AMX; "
              "evaluation stays fp32 (default: %(default)s)")
+    add("--channels-last", action="store_true",
+        help="keep the net's weights, and so its activations, in channels-last (NHWC) memory order: on one CPU "
+             "thread the 99 %% club's net trains about 1.25x faster; the sums run in another order, so the numbers "
+             "differ from a run without it in their last bits (default: off)")
     add("--jobs", type=positive_int, default=1, metavar="J",
         help="with --seeds: run J seeds at once, each in its own process with 1/J of the cores (default: 1)")
     add_cluster_flag(parser)
@@ -233,7 +238,8 @@ def config_from_args(args):
                   gamma=args.gamma, rotate=0.0 if args.no_augment else args.rotate,
                   shift=0.0 if args.no_augment else args.shift, seed=args.seed,
                   device=resolve_device(args.device), subset=args.subset, val=args.val, precision=args.precision,
-                  batchnorm=not args.no_batchnorm, clean_epochs=args.clean_epochs, net_kwargs=net_kwargs)
+                  channels_last=args.channels_last, batchnorm=not args.no_batchnorm, clean_epochs=args.clean_epochs,
+                  net_kwargs=net_kwargs)
 
 
 def command_line(script, args):

@@ -8,12 +8,14 @@ The reference is what most solutions of this exercise run: torchvision's MNIST d
 transforms (RandomRotation(7), ToTensor, Normalize) in a DataLoader with 2 workers, batch 128, and an eager
 training step. The project's pipeline keeps the uint8 split on the device, augments whole batches there
 (common.DeviceLoader) and trains with common.train_epoch, as `fit` does (its update compiled and replayed as
-a CUDA graph on a GPU). On a GPU
-a row runs the project's steps eagerly, to show what compiling and recording are worth; a last row runs the
-project with --precision bf16 (bfloat16 autocast in the forward pass). Each row trains model3's Net with SGD for the same number
-of steps after a warm-up, in a fresh process of its own, and the rows take turns for --repeats rounds; each row's
-median samples/s gives its s/epoch and the ratio. Measured on an H100 and on 2 CPU cores: README.md, Performance.
-Writes results/bench.json; `python -m lab.report` puts its table into RESULTS.md.
+a CUDA graph on a GPU). On a GPU a row runs the project's steps eagerly, to show what compiling and recording are
+worth; a row runs the project with --precision bf16 (bfloat16 autocast in the forward pass); a row "tiny" runs
+the project's pipeline with the 99 % club's net (lab/frontier.py's CLUB, 1,426 parameters) in place of model3's: a
+tiny net's rate, which its 26×26 maps and the per-batch costs decide more than its parameters; "tiny,
+--channels-last" the same in NHWC memory order, the speed-up the flag buys it. Each row trains its
+net with SGD for the same number of steps after a warm-up, in a fresh process of its own, and the rows take turns
+for --repeats rounds; each row's median samples/s gives its s/epoch and the ratio. Measured on an H100 and on 2
+CPU cores: README.md, Performance. Writes results/bench.json; `python -m lab.report` puts its table into RESULTS.md.
 """
 import argparse
 import itertools
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 
 import common
 import model3
-from lab import report
+from lab import frontier, report
 from harness import cli, cuda_graph, errors, files, mnist
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -90,14 +92,15 @@ def model3_config(device, *flags):
         ["--device", device.type, *flags]))
 
 
-def project_rate(loader, device, steps, warmup, precision="fp32", fast=True, seed=0):
-    """Train model3's Net as `fit` does — common.train_epoch over the project's batches, its update replayed as a
-    CUDA graph where `fast` and the device is a GPU (harness/cuda_graph.fast, warmed up untimed) — for warmup +
-    steps batches, with the project's SGD at the reference's learning rate, held constant; return samples per
-    second over the timed ones."""
+def project_rate(loader, device, steps, warmup, flags=(), fast=True, seed=0, make_net=model3.Net):
+    """Train model3's Net (or `make_net`'s) as `fit` does, with the step's `flags` (--precision bf16,
+    --channels-last) — common.train_epoch over the project's batches, its update replayed as a CUDA graph where
+    `fast` and the device is a GPU (harness/cuda_graph.fast, warmed up untimed) — for warmup + steps batches, with
+    the project's SGD at the reference's learning rate, held constant; return samples per second over the timed
+    ones."""
     torch.manual_seed(seed)
-    net = model3.Net().to(device)
-    config = model3_config(device, "--lr", "0.01", "--scheduler", "none", "--precision", precision)
+    config = model3_config(device, "--lr", "0.01", "--scheduler", "none", *flags)
+    net = common.placed(make_net(), config)
     optimizer = common.make_optimizer_and_scheduler(net, config, 1)[0]
     graphed = (cuda_graph.fast(net, optimizer, config, loader, evaluate_test=lambda: None,
                                throwaway_optimizer=common.make_optimizer_and_scheduler(net, config, 1)[0])
@@ -178,10 +181,17 @@ def project_loader(data, device):
 
 # Each row runs in a fresh process, so that its peak memory is its own and no setting carries over. The speedup is
 # the reference's time over the "project" row's (the defaults a user gets).
-PIPELINES = ("reference", "project-eager", "project", "project-bf16")
+PIPELINES = ("reference", "project-eager", "project", "project-bf16", "tiny", "tiny-channels-last")
 LABELS = {"project-eager": "project, eager steps (no compile, no CUDA graph)",
           "project": "project (in-memory batches, common.train_epoch)",
-          "project-bf16": "project, --precision bf16"}
+          "project-bf16": "project, --precision bf16",
+          "tiny": "tiny (the project's pipeline, the 99 % club's net of {params:,} parameters)",
+          "tiny-channels-last": "tiny, --channels-last"}
+FLAGS = {"project-bf16": ("--precision", "bf16"), "tiny-channels-last": ("--channels-last",)}
+
+
+def club_net():
+    return frontier.net_of(*frontier.CLUB)
 
 
 def pipelines_for(device):
@@ -196,9 +206,9 @@ def run_pipeline(args, device, data):
         batches = reference_batches(args.data_dir, device, data["mean"], data["std"], args.workers)
         rate = time_steps(batches, device, args.steps, args.warmup, reference_step)
     else:
-        label = LABELS[name]
-        rate = project_rate(project_loader(data, device), device, args.steps, args.warmup,
-                            "bf16" if name == "project-bf16" else "fp32", fast=name != "project-eager")
+        label = LABELS[name].format(params=common.count_params(club_net()))
+        rate = project_rate(project_loader(data, device), device, args.steps, args.warmup, FLAGS.get(name, ()),
+                            fast=name != "project-eager", make_net=club_net if name.startswith("tiny") else model3.Net)
     return dict(pipeline=label, samples_per_s=round(rate, 1), epoch_s=round(60000 / rate, 2),
                 peak_memory_mb=round(peak_memory_mb(device), 1))
 

@@ -395,6 +395,9 @@ def bench_section(results):
         if "project, --precision bf16" in rates and "project" in rates:
             text += (f" With bf16 autocast the project's step ran at "
                      f"{rates['project, --precision bf16'] / rates['project']:.2f}× its fp32 rate here.")
+        if "tiny" in rates and "tiny, --channels-last" in rates:
+            text += (f" The 99 % club's net trained at {rates['tiny'] / rates['project']:.2f}× model3's rate, and "
+                     f"{rates['tiny, --channels-last'] / rates['tiny']:.2f}× its own with --channels-last.")
         if b.get("model3_train_seconds") is not None:
             setup = b.get("model3_setup_seconds")
             text += (f" model3's full 15-epoch run (training and per-epoch evaluation, data already loaded) took "

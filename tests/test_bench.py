@@ -7,7 +7,7 @@ from conftest import run_script
 
 
 def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
-    import report
+    from lab import report
     out = tmp_path / "bench.json"
     result = run_script("lab.bench", "--steps", "5", "--warmup", "2", "--repeats", "2", "--skip-full", "--device",
                         "cpu", "--out", out, data_dir=data_dir)
@@ -15,10 +15,12 @@ def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
     bench = json.loads(out.read_text())
     assert re.fullmatch(r"cpu \(.+, \d+ threads?\)", bench["device"]), bench["device"]
     assert (bench["steps"], bench["warmup"], bench["repeats"]) == (5, 2, 2)
-    assert bench["command"].startswith("python bench.py --steps 5 --warmup 2 --repeats 2 --skip-full")
+    assert bench["command"].startswith("python -m lab.bench --steps 5 --warmup 2 --repeats 2 --skip-full")
     rows = bench["pipelines"]
     assert [row["pipeline"].split(" (")[0] for row in rows] == [
-        "reference", "project", "project, --precision bf16"]  # no eager row off CUDA
+        "reference", "project", "project, --precision bf16", "tiny", "tiny, --channels-last"]  # no eager row off CUDA
+    # the tiny rows train the 99 % club's net, named with its parameters
+    assert rows[3]["pipeline"] == "tiny (the project's pipeline, the 99 % club's net of 1,426 parameters)"
     for row in rows:  # each row its median round, every time a positive number of seconds
         rounds = row["rounds_samples_per_s"]
         assert len(rounds) == 2 and all(isinstance(rate, float) and rate > 0 for rate in rounds)

@@ -171,12 +171,15 @@ def test_the_batchnorm_claim_is_judged_from_the_runs(results, final, word):
     assert "## What batch norm does for step 2" in report.results_markdown(results)
 
 
-def test_the_bench_says_what_bf16_bought(tmp_path):
+def test_the_bench_says_what_bf16_and_channels_last_bought(tmp_path):
     rows = [dict(pipeline=name, samples_per_s=rate, epoch_s=60000 / rate, peak_memory_mb=10.0)
-            for name, rate in (("reference (x)", 2000.0), ("project (y)", 5000.0), ("project, --precision bf16", 7500.0))]
+            for name, rate in (("reference (x)", 2000.0), ("project (y)", 5000.0), ("project, --precision bf16", 7500.0),
+                               ("tiny (z)", 4000.0), ("tiny, --channels-last", 5200.0))]
     _write(tmp_path / "bench.json", dict(device="cpu (test)", steps=200, warmup=10, speedup=2.5, pipelines=rows,
                                          reference_epoch_s=30.0, project_epoch_s=12.0))
-    assert "With bf16 autocast the project's step ran at 1.50× its fp32 rate here." in report.bench_section(tmp_path)
+    text = report.bench_section(tmp_path)
+    assert "With bf16 autocast the project's step ran at 1.50× its fp32 rate here." in text
+    assert "The 99 % club's net trained at 0.80× model3's rate, and 1.30× its own with --channels-last." in text
 
 
 def _frontier_row(design, params, finals, last3_min, met, met_club=None, flags=("--widths", "1,1,1,1,1,1")):

@@ -287,6 +287,24 @@ def test_bf16_changes_the_forward_pass_and_fp32_does_not():
     assert losses["bf16"] == pytest.approx(plain, rel=0.05)
 
 
+def test_channels_last_trains_in_nhwc_and_is_recorded_and_off_by_default(mnist):
+    """--channels-last keeps the weights in NHWC order, learns as much, and is a setting of its own: its numbers
+    differ from the default run's in the last bits, and the default leaves the weights as they were built."""
+    parser = cli.build_parser("model3", model3.DEFAULTS, "")
+    flags = ["--device", "cpu", "--subset", "640", "--epochs", "1", "--seed", "3"]
+    assert not cli.config_from_args(parser.parse_args(flags)).channels_last
+    trained = {}
+    for extra in ([], ["--channels-last"]):
+        config = cli.config_from_args(parser.parse_args(flags + extra))
+        trained[bool(extra)] = common.fit(model3.Net, config, mnist, log=lambda *_: None)
+        assert cli.settings_to_record(config)["channels_last"] is bool(extra)
+    weights = {nhwc: [p for p in t.model.parameters() if p.dim() == 4] for nhwc, t in trained.items()}
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights[True])
+    assert any(not w.is_contiguous() for w in weights[True])  # a 1-channel or 1×1 kernel is both; the others not
+    assert all(w.is_contiguous() for w in weights[False])
+    losses = {nhwc: t.history[0]["train_loss"] for nhwc, t in trained.items()}
+    assert losses[True] != losses[False] and losses[True] == pytest.approx(losses[False], rel=0.01)
+
 def test_each_seed_has_its_own_command_line():
     flags = runs_module.seed_flags(["--seeds", "20", "--lr", "0.2", "--jobs=2", "--seed", "5"])
     argv = runs_module.step_argv(common.STEPS_FOLDER / "model3.py", flags, 7, "out/seed-7")
