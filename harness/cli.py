@@ -150,8 +150,8 @@ def build_parser(name, defaults, description):
         help="bf16: the training forward pass under bfloat16 autocast, faster on CPUs with AVX512-BF16 or AMX; "
              "evaluation stays fp32 (default: %(default)s)")
     add("--channels-last", action="store_true",
-        help="keep the net's weights, and so its activations, in channels-last (NHWC) memory order: on one CPU "
-             "thread the 99 %% club's net trains about 1.25x faster; the sums run in another order, so the numbers "
+        help="keep the net's weights, and so its activations, in channels-last (NHWC) memory order: it may run a "
+             "tiny net faster on a CPU (make bench measures it); the sums run in another order, so the numbers "
              "differ from a run without it in their last bits (default: off)")
     add("--jobs", type=positive_int, default=1, metavar="J",
         help="with --seeds: run J seeds at once, each in its own process with 1/J of the cores (default: 1)")
