@@ -170,9 +170,33 @@ def without_batchnorm(model):
     return model
 
 
+class LayerAffineBatchNorm(nn.BatchNorm2d):
+    """Batch norm that learns one scale and one shift for the whole layer (2 parameters) where PyTorch's learns one
+    of each per channel: at a thousand parameters, BatchNorm's 2 per channel are a tenth of the net."""
+
+    def __init__(self, channels):
+        super().__init__(channels, affine=False)
+        self.scale, self.shift = nn.Parameter(torch.ones(())), nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return super().forward(x) * self.scale + self.shift
+
+
+def with_bn_affine(model, kind):
+    """Every BatchNorm2d of `model` made to learn a scale and a shift per channel ("channel", as built), one of each
+    for the whole layer ("layer") or neither ("none"): --bn-affine."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.BatchNorm2d) and kind != "channel":
+            setattr(model, name, LayerAffineBatchNorm(child.num_features) if kind == "layer" else
+                    nn.BatchNorm2d(child.num_features, affine=False))
+        else:
+            with_bn_affine(child, kind)
+    return model
+
+
 def build_net(net_class, config):
     net = net_class(**config.net_kwargs)
-    return net if config.batchnorm else without_batchnorm(net)
+    return with_bn_affine(net, config.bn_affine) if config.batchnorm else without_batchnorm(net)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -248,9 +272,16 @@ def receptive_field(model, input_size=28, in_channels=1):
     any other layer is refused by name, since the numbers after it would be wrong. The parameters of a layer that
     keeps the map (BatchNorm's) are counted with the layer before it; `macs` is a layer's multiply-adds per image
     (convolutions and dense layers), which decides its time more than its parameters do. Layers must be registered
-    in the order the forward pass uses them, each used once (nn.Sequential blocks guarantee it)."""
-    rows, channels = [], in_channels
+    in the order the forward pass uses them (nn.Sequential blocks guarantee it); a layer used twice is registered
+    twice, as two modules that hold the same weights, which count once, where first used."""
+    rows, channels, counted = [], in_channels, set()
     height, width = (Side(n, 1, 1, n) for n in pair(input_size))
+
+    def new_params(module):  # a weight used again (tied, as in designs.py's shared block) counts where first used
+        fresh = [p for p in module.parameters() if id(p) not in counted]
+        counted.update(id(p) for p in fresh)
+        return sum(p.numel() for p in fresh)
+
     for name, module in model.named_modules():
         try:
             if isinstance(module, (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)):
@@ -265,7 +296,7 @@ def receptive_field(model, input_size=28, in_channels=1):
                 macs = height.size * width.size * module.weight.numel() if conv else 0
                 window = (shown(*kernel), shown(*stride), module.padding if isinstance(module.padding, str) else
                           shown(*(before for before, _ in padding)), shown(*dilation))
-                rows.append(_row(name, kind, window, height, width, channels, count_params(module), macs))
+                rows.append(_row(name, kind, window, height, width, channels, new_params(module), macs))
             elif isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
                 outs = [side.size if out is None else out  # None keeps that side's size
                         for side, out in zip((height, width), pair(module.output_size))]
@@ -280,12 +311,12 @@ def receptive_field(model, input_size=28, in_channels=1):
                     raise CannotFollow(f"it takes {module.in_features:,} inputs, but the map before it holds "
                                        f"{channels}×{height.size}×{width.size} (is an nn.Flatten missing?)")
                 height, width, channels = everything(height), everything(width), module.out_features
-                row = _row(name, "linear", ("-",) * 4, height, width, channels, count_params(module),
+                row = _row(name, "linear", ("-",) * 4, height, width, channels, new_params(module),
                            module.weight.numel())
                 rows.append(row | dict(jump="-"))  # no map after it to step along
             elif keeps_the_map(module):
                 if rows:
-                    rows[-1]["params"] += count_params(module)
+                    rows[-1]["params"] += new_params(module)
             elif next(module.children(), None) is None:  # a container's own layers come next; a leaf is unknown
                 raise CannotFollow("it knows Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
                                    "Linear and the layers that keep the map (activations, normalisation, dropout, "

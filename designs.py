@@ -17,8 +17,13 @@ Families (receptive field 20 or more at the last 3×3, a 1×1 to the classes aft
     pool1_ds pool_ds with one full 3×3 before the max-pool, not two (28 → 26 → 13, ending on 5×5, RF 20 at the
              last 3×3): for nets of a thousand parameters or so, where two full 3×3s wide enough to see strokes
              would cost most of the budget; the 99 % club's net (results/club)
+    shared   pool1_ds's start and first separable block (a to b channels), then ONE separable b-to-b block applied
+             again and again with the same weights: `shared-8.16.3` uses it 3 times (13 → 11 → 9 → 7 → 5, RF 20),
+             for the weights of one. A tiny net is short of weights, not of compute, and MNIST's strokes look alike
+             at every depth; each use keeps a batch norm of its own (--bn-affine layer: 2 parameters a use)
 """
 import argparse
+import copy
 import re
 
 import torch.nn as nn
@@ -61,8 +66,27 @@ def pool1_ds_features(a, b, c, d, dropout=0.0):
             separable_bn_relu(c, d, dilation=2)]                                       # -> 5, RF 20
 
 
-FAMILIES = dict(m4=m4_features, pad=pad_features, pool=pool_features, ds=ds_features, pool1_ds=pool1_ds_features)
-ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4)  # pool_ds: model4.Net
+def reused(block):
+    """`block` applied once more: a copy whose convolutions hold the very same weights (one tensor, trained by every
+    use), with a batch norm of its own, since each use sees maps of another depth."""
+    again = copy.deepcopy(block)
+    for layer, original in zip(again, block):
+        if isinstance(layer, nn.Conv2d):
+            layer.weight = original.weight
+    return again
+
+
+def shared_features(a, b, uses, dropout=0.0):
+    block = separable_bn_relu(b, b, dropout=dropout)
+    return [conv_bn_relu(1, a), nn.MaxPool2d(2),                                      # 28 -> 26 -> 13, RF 4
+            separable_bn_relu(a, b, dropout=dropout),                                  # -> 11, RF 8
+            block, *(reused(block) for _ in range(uses - 1))]                          # 3 uses: -> 5, RF 20
+
+
+FAMILIES = dict(m4=m4_features, pad=pad_features, pool=pool_features, ds=ds_features, pool1_ds=pool1_ds_features,
+                shared=shared_features)
+ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4, shared=3)  # pool_ds: model4.Net
+MAX_USES = 5  # shared: 11 -> 9 -> 7 -> 5 -> 3 -> 1
 DESIGN = re.compile(r"^([a-z_0-9]+)-(\d+(?:\.\d+)*)$")
 
 
@@ -75,6 +99,9 @@ def parse_design(text):
             f"expected FAMILY-WIDTHS with FAMILY one of {', '.join(ARITY)} and that many widths in 1..256 "
             f"({', '.join(f'{k}: {n}' for k, n in ARITY.items())}) joined by dots, e.g. pool-6.10.6.12.14.14; "
             f"got {text!r}")
+    if family == "shared" and widths[-1] > MAX_USES:
+        raise argparse.ArgumentTypeError(f"shared-A.B.USES: the block fits at most {MAX_USES} uses on the 11×11 map "
+                                         f"it starts on (each unpadded 3×3 takes 2 positions); got {text!r}")
     return family, widths
 
 
@@ -93,7 +120,8 @@ class Net(nn.Module):
             self.features, self.head = net.features, net.head
         else:
             self.features = nn.Sequential(*FAMILIES[family](*widths, dropout=dropout))
-            self.head = gap_head(widths[-1])
+            last_conv = [m for m in self.features.modules() if isinstance(m, nn.Conv2d)][-1]
+            self.head = gap_head(last_conv.out_channels)
 
     def forward(self, x):
         return self.head(self.features(x))

@@ -21,6 +21,7 @@ BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, m
                      shift=0.0, clean_epochs=0, seed=1)
 SCHEDULERS = ("onecycle", "step", "none")
 PRECISIONS = ("fp32", "bf16")
+BN_AFFINE = ("channel", "layer", "none")  # --bn-affine: what batch norm learns (common.with_bn_affine)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLUSTER_ENV = "MNIST_DASK_CLUSTER"  # the scheduler sweeps submit to when --cluster is not given
 
@@ -47,6 +48,7 @@ class Config:
     precision: str = "fp32"
     channels_last: bool = False
     batchnorm: bool = True
+    bn_affine: str = "channel"
     clean_epochs: int = 0
     net_kwargs: dict = field(default_factory=dict)
 
@@ -146,6 +148,10 @@ def build_parser(name, defaults, description):
         help="train N times with seeds seed..seed+N-1 and write seeds.json and seeds.md")
     add("--no-batchnorm", action="store_true",
         help="replace every BatchNorm layer by identity: the step as it trains without batch norm")
+    add("--bn-affine", choices=BN_AFFINE, default="channel",
+        help="what batch norm learns after normalising: a scale and a shift per channel (channel, PyTorch's), one "
+             "scale and one shift for the whole layer (layer: 2 parameters a layer), or nothing (none) "
+             "(default: %(default)s)")
     add("--precision", choices=PRECISIONS, default="fp32",
         help="bf16: the training forward pass under bfloat16 autocast, faster on CPUs with AVX512-BF16 or AMX; "
              "evaluation stays fp32 (default: %(default)s)")
@@ -238,7 +244,8 @@ def config_from_args(args):
                   gamma=args.gamma, rotate=0.0 if args.no_augment else args.rotate,
                   shift=0.0 if args.no_augment else args.shift, seed=args.seed,
                   device=resolve_device(args.device), subset=args.subset, val=args.val, precision=args.precision,
-                  channels_last=args.channels_last, batchnorm=not args.no_batchnorm, clean_epochs=args.clean_epochs,
+                  channels_last=args.channels_last, batchnorm=not args.no_batchnorm,
+                  bn_affine=args.bn_affine, clean_epochs=args.clean_epochs,
                   net_kwargs=net_kwargs)
 
 

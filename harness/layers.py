@@ -34,7 +34,7 @@ KEEP_THE_MAP = ("torch.nn.modules.activation", "torch.nn.modules.batchnorm", "to
 
 
 def keeps_the_map(module):
-    return isinstance(module, (nn.Flatten, nn.Identity, nn.ChannelShuffle)) or (
+    return isinstance(module, (nn.Flatten, nn.Identity, nn.ChannelShuffle, nn.modules.batchnorm._NormBase)) or (
         type(module).__module__ in KEEP_THE_MAP and not isinstance(module, (nn.GLU, nn.MultiheadAttention)))
 
 

@@ -22,7 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from common import count_params, pyplot, receptive_field
+from common import build_net, count_params, pyplot, receptive_field
 from harness.cli import (OneLineParser, add_cluster_flag, build_parser, command_line, config_from_args,
                          non_negative_int, positive_int)
 from harness.errors import UsageError, run_main
@@ -73,7 +73,7 @@ def widths_for(net_class, widths, size):
 def net_of(design, flags):
     """The net that `design`'s step builds from these flags."""
     module = importlib.import_module(design)
-    return module.Net(**config_from_args(build_parser(design, module.DEFAULTS, "").parse_args(flags)).net_kwargs)
+    return build_net(module.Net, config_from_args(build_parser(design, module.DEFAULTS, "").parse_args(flags)))
 
 
 def multiply_adds(net):
