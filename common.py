@@ -469,14 +469,20 @@ def train_epoch(model, loader, optimizer, scheduler, config, progress=None, grap
     return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
 
+CPU_EVAL_CHUNK = 256  # images a CPU evaluates at once: see evaluate
+
+
 @torch.inference_mode()
-def evaluate(model, loader):
+def evaluate(model, loader, chunk=CPU_EVAL_CHUNK):
     """Mean loss, accuracy (%) and every prediction over a split."""
     model.eval()
     loss_sum = torch.zeros((), device=loader.device)
     predictions = []
     for x, y in loader:
-        logits = model(x)
+        # A CPU runs a batch of 1000 images' maps out of its cache: `chunk` at a time is faster (1.5-4× here, make
+        # bench), and each image's logits come out the same to the bit.
+        logits = (torch.cat([model(part) for part in x.split(chunk)]) if chunk and x.device.type == "cpu"
+                  else model(x))
         loss_sum += F.cross_entropy(logits, y, reduction="sum")
         predictions.append(logits.argmax(1))
     predictions = torch.cat(predictions)

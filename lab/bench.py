@@ -12,7 +12,9 @@ a CUDA graph on a GPU). On a GPU a row runs the project's steps eagerly, to show
 worth; a row runs the project with --precision bf16 (bfloat16 autocast in the forward pass); a row "tiny" runs
 the project's pipeline with the 99 % club's net (lab/frontier.py's CLUB, 1,426 parameters) in place of model3's: a
 tiny net's rate, which its 26×26 maps and the per-batch costs decide more than its parameters; "tiny,
---channels-last" the same in NHWC memory order, the speed-up the flag buys it. Each row trains its
+--channels-last" the same in NHWC memory order, the speed-up the flag buys it. On a CPU it also times
+common.evaluate over the test split, its batches of 1000 whole and in chunks (as evaluate runs them there), for
+model3's net and the club's. Each row trains its
 net with SGD for the same number of steps after a warm-up, in a fresh process of its own, and the rows take turns
 for --repeats rounds; each row's median samples/s gives its s/epoch and the ratio. Measured on an H100 and on 2
 CPU cores: README.md, Performance. Writes results/bench.json; `python -m lab.report` puts its table into RESULTS.md.
@@ -213,6 +215,29 @@ def run_pipeline(args, device, data):
                 peak_memory_mb=round(peak_memory_mb(device), 1))
 
 
+def evaluation_rates(data, device, repeats):
+    """common.evaluate's images/s over the test split in its batches of 1000, evaluated whole and (as on a CPU it
+    does) CPU_EVAL_CHUNK at a time, for model3's net and the club's: in one process, the two ways taking turns
+    for `repeats` rounds, each its median. An evaluation of a run's every epoch, which at a thousand parameters
+    costs about as much as a fifth of its training."""
+    loader = common.DeviceLoader(*data["test"], 1000, device, data["mean"], data["std"])
+    rows = []
+    for name, make_net in (("model3", model3.Net), ("tiny", club_net)):
+        torch.manual_seed(0)
+        net, rates = make_net().to(device), {"whole": [], "chunked": []}
+        common.evaluate(net, loader)  # warm-up: the first pass allocates
+        for _ in range(repeats):
+            for way, chunk in (("whole", None), ("chunked", common.CPU_EVAL_CHUNK)):
+                started = time.perf_counter()
+                common.evaluate(net, loader, chunk=chunk)
+                rates[way].append(len(loader.labels) / (time.perf_counter() - started))
+        whole, chunked = (sorted(rates[way])[len(rates[way]) // 2] for way in ("whole", "chunked"))
+        rows.append(dict(net=name, params=common.count_params(net), chunk=common.CPU_EVAL_CHUNK,
+                         whole_images_per_s=round(whole), chunked_images_per_s=round(chunked),
+                         ratio=round(chunked / whole, 2)))
+    return rows
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Main
 
@@ -278,6 +303,11 @@ def bench(args, argv):
                   warmup=args.warmup, repeats=args.repeats, pipelines=rows, reference_epoch_s=rows[0]["epoch_s"],
                   project_epoch_s=project["epoch_s"], speedup=round(speedup, 2),
                   model3_train_seconds=None, model3_final_test_acc=None, model3_verdict=None)
+    if device.type == "cpu":
+        result["evaluation"] = evaluation_rates(data, device, args.repeats)
+        for row in result["evaluation"]:
+            print(f"  evaluation, {row['net']}: {row['whole_images_per_s']:,} images/s 1000 at once, "
+                  f"{row['chunked_images_per_s']:,} {row['chunk']} at a time ({row['ratio']:.2f}x)")
     if not args.skip_full:
         print("bench: model3's full run with its defaults (training + per-epoch evaluation, data already loaded)")
         config = model3_config(device)

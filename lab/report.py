@@ -379,6 +379,16 @@ def bench_runs(results):
     return [b for _, b in runs]
 
 
+def evaluation_sentence(rows):
+    """What evaluating a CPU's batches in chunks bought (lab/bench.py's evaluation_rates)."""
+    chunk = rows[0]["chunk"]
+    rates = "; ".join(f"{'model3' if r['net'] == 'model3' else 'the club net'} ({r['params']:,} parameters) "
+                      f"{r['whole_images_per_s']:,} images/s whole, {r['chunked_images_per_s']:,} in chunks: "
+                      f"**{r['ratio']:.2f}×**" for r in rows)
+    return (f"Evaluating the test set's batches of 1000 {chunk} images at a time (common.evaluate on a CPU), "
+            f"every logit the same to the bit: {rates}.")
+
+
 def bench_section(results):
     sections, by_device = [], {}
     for b in bench_runs(results):
@@ -398,6 +408,8 @@ def bench_section(results):
         if "tiny" in rates and "tiny, --channels-last" in rates:
             text += (f" The 99 % club's net trained at {rates['tiny'] / rates['project']:.2f}× model3's rate, and "
                      f"{rates['tiny, --channels-last'] / rates['tiny']:.2f}× its own with --channels-last.")
+        if b.get("evaluation"):
+            text += " " + evaluation_sentence(b["evaluation"])
         if b.get("model3_train_seconds") is not None:
             setup = b.get("model3_setup_seconds")
             text += (f" model3's full 15-epoch run (training and per-epoch evaluation, data already loaded) took "

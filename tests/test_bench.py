@@ -20,7 +20,10 @@ def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
     assert [row["pipeline"].split(" (")[0] for row in rows] == [
         "reference", "project", "project, --precision bf16", "tiny", "tiny, --channels-last"]  # no eager row off CUDA
     # the tiny rows train the 99 % club's net, named with its parameters
-    assert rows[3]["pipeline"] == "tiny (the project's pipeline, the 99 % club's net of 1,426 parameters)"
+    import common
+    from lab import bench as bench_module
+    club_params = common.count_params(bench_module.club_net())
+    assert rows[3]["pipeline"] == f"tiny (the project's pipeline, the 99 % club's net of {club_params:,} parameters)"
     for row in rows:  # each row its median round, every time a positive number of seconds
         rounds = row["rounds_samples_per_s"]
         assert len(rounds) == 2 and all(isinstance(rate, float) and rate > 0 for rate in rounds)
@@ -31,6 +34,16 @@ def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
     assert isinstance(bench["peak_memory_mb"], float) and bench["peak_memory_mb"] > 0
     # --skip-full: no full model3 run, so none of its numbers, rather than made-up ones
     assert [bench[key] for key in ("model3_train_seconds", "model3_final_test_acc", "model3_verdict")] == [None] * 3
+    # on a CPU: the test split evaluated whole and in chunks, for model3's net and the club's
+    evaluation = bench["evaluation"]
+    assert [(row["net"], row["params"], row["chunk"]) for row in evaluation] == [
+        ("model3", common.count_params(bench_module.model3.Net()), 256), ("tiny", club_params, 256)]
+    for row in evaluation:
+        assert row["whole_images_per_s"] > 0 and row["chunked_images_per_s"] > 0
+        assert abs(row["ratio"] - row["chunked_images_per_s"] / row["whole_images_per_s"]) <= 0.01
+    sentence = report.evaluation_sentence(evaluation)
+    assert sentence in report.bench_section(tmp_path)
+    assert f"the club net ({club_params:,} parameters) {evaluation[1]['whole_images_per_s']:,} images/s whole" in sentence
     assert bench["table_markdown"] == report.bench_table(bench)
     for row in rows:
         assert f"| {row['pipeline']} | {bench['device']} | {row['samples_per_s']:,.0f} | {row['epoch_s']:.2f} |" in \

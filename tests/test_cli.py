@@ -54,6 +54,12 @@ def test_a_bad_design_gets_one_line_and_exit_2(design):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_shared_block_used_more_times_than_its_map_allows_gets_one_line_and_exit_2():
+    result = run_script("designs.py", "--design", "shared-8.16.6", "--dry-run")
+    assert_clean_failure(result, 2, "argument --design: shared-A.B.USES: the block fits at most 5 uses")
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_a_bad_flag_from_the_command_line_gets_no_traceback():
     result = run_script("model2.py", "--epochs", "-3")
     assert_clean_failure(result, 2, "argument --epochs: expected a positive integer, got '-3'")

@@ -95,3 +95,70 @@ def test_the_design_chosen_in_round_5_is_model4s_own_net():
     assert list(candidate) == list(own) and all(torch.equal(candidate[k], own[k]) for k in own)
     # the separable 3×3: in·9 + in·out weights (and batch norm's 2·out), not in·out·9
     assert common.count_params(common.separable_bn_relu(32, 40)) == 32 * 9 + 32 * 40 + 2 * 40
+
+
+def test_the_shared_block_is_one_set_of_weights_used_three_times():
+    import designs
+    net = designs.Net("shared-8.16.3")
+    uses = list(net.features)[3:]
+    convs = [[m for m in use if isinstance(m, nn.Conv2d)] for use in uses]
+    norms = [next(m for m in use if isinstance(m, nn.BatchNorm2d)) for use in uses]
+    assert len(uses) == 3 and all(len(c) == 2 for c in convs)
+    assert all(mine.weight is first.weight for later in convs[1:] for mine, first in zip(later, convs[0]))
+    assert len({id(n.weight) for n in norms}) == 3  # each use normalises the maps it gets
+    # the weights of one use: a 3×3 of 8, its batch norm, a separable 8 -> 16, one separable 16 -> 16, three
+    # batch norms of 16, the head
+    assert common.count_params(net) == (8 * 9 + 16) + (8 * 9 + 8 * 16 + 32) + (16 * 9 + 16 * 16) + 3 * 32 + 170
+    rows = common.receptive_field(net)
+    assert sum(r["params"] for r in rows) == common.count_params(net) and common.feature_rf(rows) == 20
+    # a later use's convolutions count nothing (their weights counted at the first use), its batch norm its own
+    assert [r["params"] for r in rows if r["layer"].startswith("features.5.")] == [0, 32]
+
+
+def test_the_shared_weights_train_as_one_and_save_as_one():
+    import designs
+    torch.manual_seed(0)
+    net = designs.Net("shared-8.16.3")
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    first = net.features[3][0].weight
+    before = first.detach().clone()
+    for _ in range(2):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(net(torch.randn(4, 1, 28, 28)), torch.arange(4)).backward()
+        optimizer.step()
+    assert not torch.equal(first, before)  # trained by the sum of every use's gradient ...
+    assert net.features[5][0].weight is first  # ... and still one tensor
+    twin = designs.Net("shared-8.16.3")
+    twin.load_state_dict(net.state_dict())
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.equal(twin.eval()(x), net.eval()(x)) and twin.features[4][0].weight is twin.features[3][0].weight
+
+
+@pytest.mark.parametrize("kind, learned", [("channel", lambda c: 2 * c), ("layer", lambda c: 2), ("none", lambda c: 0)])
+def test_bn_affine_sets_what_each_batch_norm_learns(kind, learned):
+    net = common.with_bn_affine(model4.Net(), kind)
+    norms = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    without_norms = common.count_params(model4.Net()) - 2 * sum(model4.DEFAULTS["widths"])
+    assert len(norms) == 5
+    assert common.count_params(net) == without_norms + sum(learned(n.num_features) for n in norms)
+    rows = common.receptive_field(net)
+    assert sum(r["params"] for r in rows) == common.count_params(net)
+    assert net.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_layer_affine_batch_norm_is_plain_batch_norm_then_one_scale_and_one_shift():
+    norm, plain = common.LayerAffineBatchNorm(4), nn.BatchNorm2d(4, affine=False)
+    with torch.no_grad():
+        norm.scale.fill_(1.5)
+        norm.shift.fill_(-0.25)
+    x = torch.randn(8, 4, 5, 5)
+    assert torch.allclose(norm(x), plain(x) * 1.5 - 0.25)
+    assert torch.equal(norm.running_mean, plain.running_mean) and common.count_params(norm) == 2
+
+
+def test_the_bn_affine_flag_reaches_the_net_built():
+    from harness.cli import build_parser, config_from_args
+    config = config_from_args(build_parser("model4", model4.DEFAULTS, "").parse_args(["--bn-affine", "layer"]))
+    assert config.bn_affine == "layer"
+    net = common.build_net(model4.Net, config)
+    assert sum(isinstance(m, common.LayerAffineBatchNorm) for m in net.modules()) == 5

@@ -191,6 +191,22 @@ def test_train_epoch_is_the_plain_training_loop(mnist):
     assert optimizers[0].param_groups[0]["lr"] == optimizers[1].param_groups[0]["lr"] != config.lr
 
 
+def test_evaluating_a_few_hundred_images_at_a_time_changes_no_bit(mnist):
+    """evaluate runs a CPU's batches of 1000 in chunks (faster); every logit, so the loss, the accuracy and each
+    prediction, is what the whole batch gives. A trained net, so that the predictions are not all one class."""
+    images, labels = mnist["train"]
+    torch.manual_seed(0)
+    net = model4.Net()
+    train = common.DeviceLoader(images[:2048], labels[:2048], 128, "cpu", 0.13, 0.31, shuffle=True)
+    config = cli.config_from_args(cli.build_parser("model4", model4.DEFAULTS, "").parse_args(
+        ["--device", "cpu", "--scheduler", "none", "--lr", "0.05"]))
+    common.train_epoch(net, train, common.make_optimizer_and_scheduler(net, config, len(train))[0], None, config)
+    test = common.DeviceLoader(*(split[:2300] for split in mnist["test"]), 1000, "cpu", 0.13, 0.31)  # 1000, 1000, 300
+    chunked, whole = common.evaluate(net, test), common.evaluate(net, test, chunk=None)
+    assert chunked[:2] == whole[:2] and torch.equal(chunked[2], whole[2]) and 30 < whole[1] < 100
+    assert common.evaluate(net, test, chunk=7)[:2] == whole[:2]  # a chunk that divides nothing evenly
+
+
 def test_the_graphed_update_computes_the_loop_s_forward_and_loss():
     """The forward and loss that harness/cuda_graph.py compiles and records are the loop's own lines (checked here
     on the CPU, eagerly; tests/test_cuda.py trains both ways on a GPU)."""
