@@ -87,6 +87,7 @@ FAMILIES = dict(m4=m4_features, pad=pad_features, pool=pool_features, ds=ds_feat
                 shared=shared_features)
 ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4, shared=3)  # pool_ds: model4.Net
 MAX_USES = 5  # shared: 11 -> 9 -> 7 -> 5 -> 3 -> 1
+WIDTHS = dict(shared=2)  # a family's numbers that are widths, where not all are (shared's last is its uses)
 DESIGN = re.compile(r"^([a-z_0-9]+)-(\d+(?:\.\d+)*)$")
 
 

@@ -22,6 +22,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import designs
 from common import build_net, count_params, pyplot, receptive_field
 from harness.cli import (OneLineParser, add_cluster_flag, build_parser, command_line, config_from_args,
                          non_negative_int, positive_int)
@@ -32,7 +33,9 @@ from harness.runs import run_commands, step_run
 ROOT = Path(__file__).resolve().parent.parent  # the project's folder, where the steps are
 DESIGNS = ("model3", "model4")
 TARGET_ACC, CLUB_ACC, BUDGET = 99.40, 99.0, 8000
+CLUB_SHARE = 0.9  # the club's net holds the line if 9 in 10 of its seeds do, as step 4's rule
 SIZES = "500,700,1000,1400,2000,3500,5000,8000,12000,20000"
+CLUB_SIZES = "500,700,1000,1400,2000"  # the club's layout, scaled: where parameters are scarcest
 CLUB = ("designs", ("--design", "pool1_ds-10.16.16.16", "--clean-epochs", "5"))  # the 99 % club's net, chosen on
 # the validation split: the smallest that held 99.0 % on every seed (results/club, RESULTS.md)
 # Other people's points, as they report them: parameters, test accuracy, who, and how the number was picked.
@@ -55,19 +58,41 @@ def sizes_list(text):
     return sizes
 
 
+def club_sizes_list(text):
+    """--club-sizes: as --sizes, or 'none'."""
+    return [] if text == "none" else sizes_list(text)
+
+
 def scaled(widths, factor):
     return tuple(max(1, round(w * factor)) for w in widths)
 
 
 def widths_for(net_class, widths, size):
-    """The design's widths scaled by one factor to the parameter count nearest `size`: (widths, params)."""
-    best = None
+    """The design's widths scaled by one factor to the parameter count nearest `size`: (widths, params).
+    `net_class(widths=...)` builds the net (a step's Net, or club_layout's)."""
+    best, counted = None, {}
     for step in range(10, 801):  # factors 0.10 .. 8.00
         candidate = scaled(widths, step / 100)
-        params = count_params(net_class(widths=candidate))
+        if candidate not in counted:  # neighbouring factors round to the same widths
+            counted[candidate] = count_params(net_class(widths=candidate))
+        params = counted[candidate]
         if best is None or abs(params - size) < abs(best[1] - size):
             best = (candidate, params)
     return best
+
+
+def club_layout():
+    """The club's net as a design to scale: (its widths, a function from widths to the flags of its command line,
+    with the rest of its recipe kept). Only the family's widths scale; a count (shared's uses) stays."""
+    flags = list(CLUB[1])
+    at = flags.index("--design") + 1
+    family, numbers = designs.parse_design(flags[at])
+    count = designs.WIDTHS.get(family, len(numbers))
+
+    def flags_for(widths):
+        text = f"{family}-" + ".".join(map(str, (*widths, *numbers[count:])))
+        return (*flags[:at], text, *flags[at + 1:])
+    return numbers[:count], flags_for
 
 
 def net_of(design, flags):
@@ -87,7 +112,7 @@ def widths_of(flags):
 def summarise(point, runs):
     design, flags, params, macs, seeds = point
     done = [m for m in runs if m is not None]
-    row = dict(design=design, widths=widths_of(flags), flags=list(flags), params=params, macs=macs,
+    row = dict(design=design, line=line_of(design), widths=widths_of(flags), flags=list(flags), params=params, macs=macs,
                seeds=len(seeds), seed_list=list(seeds), completed=len(done))
     if done:
         finals = [m["final_test_acc"] for m in done]
@@ -97,6 +122,14 @@ def summarise(point, runs):
                    met=sum(a >= TARGET_ACC for a in lowest), met_club=sum(a >= CLUB_ACC for a in lowest),
                    epochs=done[0]["epochs"], subset=done[0].get("subset"), device=devices_of(done))
     return row
+
+
+LINE_LABELS = dict(model3="step 3's design", model4="step 4's design", club="the 99 % club's layout")
+
+
+def line_of(design):
+    """The line of the picture a point is on: its step's design, or (designs.py) the club's layout."""
+    return "club" if design == CLUB[0] else design
 
 
 def devices_of(runs):
@@ -140,10 +173,11 @@ def frontier_figure(summary):
     from matplotlib.ticker import FuncFormatter, NullFormatter
     plt = pyplot()
     fig, (ax, cost) = plt.subplots(1, 2, figsize=(13, 6.5), gridspec_kw=dict(width_ratios=(2, 1)), sharey=True)
-    for design, marker in zip(DESIGNS, "os"):
-        rows = [r for r in summary["rows"] if r["design"] == design and r["completed"]]
+    for line_name, marker in zip(LINE_LABELS, "os^"):
+        rows = [r for r in summary["rows"] if r.get("line", r["design"]) == line_name and r["completed"]]
         if not rows:
             continue
+        design = LINE_LABELS[line_name]
         mean = [error(r["mean_final_test_acc"]) for r in rows]
         spread = [[m - error(r["max_final_test_acc"]) for m, r in zip(mean, rows)],
                   [error(r["min_final_test_acc"]) - m for m, r in zip(mean, rows)]]
@@ -191,9 +225,10 @@ def frontier_figure(summary):
     return fig
 
 
-def frontier_points(designs, sizes, club_seeds, seeds, extra):
-    """[(design, flags, params, multiply-adds, seeds)]: each design at its own size and scaled to each size, and the
-    club's net (its seeds replace a point's own where a size lands on the same net). Each net is built from its
+def frontier_points(designs, sizes, club_sizes, club_seeds, seeds, extra):
+    """[(design, flags, params, multiply-adds, seeds)]: each design at its own size and scaled to each size, the
+    club's layout scaled to each of `club_sizes`, and the club's net (its seeds replace a point's own where a size
+    lands on the same net). Each net is built from its
     runs' flags with `extra`, so a command line its step would refuse is a UsageError here, before any run."""
     points = {}
     for design in designs:
@@ -201,6 +236,11 @@ def frontier_points(designs, sizes, club_seeds, seeds, extra):
         own = (module.DEFAULTS["widths"], count_params(module.Net(widths=module.DEFAULTS["widths"])))
         for widths, params in [own, *(widths_for(module.Net, own[0], size) for size in sizes)]:
             points[(design, params)] = ("--widths", ",".join(map(str, widths))), seeds  # two sizes may round to one
+    if club_sizes:
+        widths, flags_for = club_layout()
+        for size in club_sizes:
+            best, params = widths_for(lambda widths: net_of(CLUB[0], list(flags_for(widths))), widths, size)
+            points[(CLUB[0], params)] = flags_for(best), seeds
     if club_seeds:
         design, flags = CLUB
         points[(design, count_params(net_of(design, list(flags))))] = flags, list(range(1, club_seeds + 1))
@@ -224,6 +264,9 @@ def main(argv=None):
                         help="steps whose design is scaled (default: %(default)s)")
     parser.add_argument("--seeds", type=positive_int, default=3, help="seeds per point (default: %(default)s)")
     parser.add_argument("--seed", type=non_negative_int, default=1, help="the first seed (default: %(default)s)")
+    parser.add_argument("--club-sizes", type=club_sizes_list, default=sizes_list(CLUB_SIZES),
+                        help=f"parameter counts to scale the club's layout to, --seeds seeds each; 'none' for no "
+                             f"such line (default: {CLUB_SIZES})")
     parser.add_argument("--club-seeds", type=non_negative_int, default=10,
                         help="seeds 1..N of the 99 %% club's net; 0 leaves it out (default: %(default)s)")
     parser.add_argument("--jobs", type=positive_int, default=1, help="runs at once (default: %(default)s)")
@@ -239,8 +282,8 @@ def main(argv=None):
     extra = [*(["--epochs", str(args.epochs)] if args.epochs else []),
              *(["--subset", str(args.subset)] if args.subset else [])]
     try:  # a run that cannot start is refused here, not after the others have trained
-        points = frontier_points(designs, args.sizes, args.club_seeds, list(range(args.seed, args.seed + args.seeds)),
-                                 extra)
+        points = frontier_points(designs, args.sizes, args.club_sizes, args.club_seeds,
+                                 list(range(args.seed, args.seed + args.seeds)), extra)
     except UsageError as e:
         parser.error(str(e))
     out = Path(args.out)
@@ -262,6 +305,7 @@ def frontier(args, argv, points, extra, out):
         by_point.setdefault(point[:3], []).append(metrics)
     done = [m for m in results if m is not None]
     summary = dict(seeds=args.seeds, club_seeds=args.club_seeds, club=list(CLUB[1]) if args.club_seeds else None,
+                   club_share=CLUB_SHARE, club_sizes=args.club_sizes,
                    public=[list(point) for point in PUBLIC],
                    epochs=done[0]["epochs"] if done else args.epochs, device=devices_of(done), subset=args.subset,
                    command=command_line("lab.frontier", sys.argv[1:] if argv is None else argv),

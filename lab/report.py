@@ -237,7 +237,7 @@ def frontier_summary(results):
             + ": a point held a line only where each of its seeds completed and met it.")
     club = next((r for r in done if r.get("flags") == f.get("club")), None)
     if club:
-        parts.append(club_sentence(club))
+        parts.append(club_sentence(club, f.get("club_share", 0.9)))
     if f.get("public"):
         parts.append(public_table(f["public"], done))
     gains = design_gains(done)
@@ -258,26 +258,30 @@ def held_on_every_seed(row, key):
 
 
 def smallest_held(rows, key, design):
-    """The parameters of the smallest net of `design` that held the line `key` counts on every one of its seeds;
-    None where none did."""
-    return min((r["params"] for r in rows if r["design"] == design and held_on_every_seed(r, key)), default=None)
+    """The parameters of the smallest net of `design` (a line of the picture: model3, model4, club) that held the
+    line `key` counts on every one of its seeds; None where none did."""
+    return min((r["params"] for r in rows if r.get("line", r["design"]) == design and held_on_every_seed(r, key)),
+               default=None)
 
 
 def smallest_held_table(rows):
     """The smallest net of each design that held each line on each of its last 3 epochs, on every one of its
     seeds."""
+    designs = [d for d in ("model3", "model4", "club") if any(r.get("line", r["design"]) == d for r in rows)]
+    names = dict(model3="step 3's design", model4="step 4's design", club="the club's layout")
     lines = ["The smallest net of each design that held a line on each of its last 3 epochs, on every one of its "
-             "seeds:", "", "| line | step 3's design | step 4's design |", "|---|---|---|"]
+             "seeds:", "", "| line | " + " | ".join(names[d] for d in designs) + " |", "|---|" + "---|" * len(designs)]
     for key, line in LINES:
-        cells = [smallest_held(rows, key, design) for design in ("model3", "model4")]
+        cells = [smallest_held(rows, key, design) for design in designs]
         lines.append(f"| {line} | " + " | ".join(f"{c:,} parameters" if c else "none of its sizes" for c in cells)
                      + " |")
     return "\n".join(lines)
 
 
-def club_sentence(row):
-    """The 99 % club's net and how its seeds did."""
-    held = row["met_club"] >= 0.9 * row["seeds"]  # a seed that did not complete did not hold
+def club_sentence(row, share=0.9):
+    """The 99 % club's net and how its seeds did; `share`: the seeds that must hold (frontier.json's club_share)."""
+    needed = math.ceil(round(share * row["seeds"], 9))  # rounded first, as Targets.seeds_needed
+    held = row["met_club"] >= needed  # a seed that did not complete did not hold
     unfinished = row["seeds"] - row["completed"]
     return (f"**The 99 % club**, the smallest net found to hold 99.0 % (chosen on the validation split, "
             f"results/club): `python {row['design']}.py {' '.join(row['flags'])}`, {row['params']:,} parameters and "
@@ -285,7 +289,7 @@ def club_sentence(row):
             f"on each of their last 3 epochs" + (f" ({unfinished} did not complete)" if unfinished else "")
             + f" (final test accuracy {row['mean_final_test_acc']:.2f} % on average, "
             f"lowest of any last-3 epoch {row['min_last3_test_acc']:.2f} %): "
-            f"{'it holds the line' if held else 'not the 9 in 10 that holding the line asks'}.")
+            + ("it holds the line." if held else f"not the {needed} of its {row['seeds']} that holding the line asks."))
 
 
 def public_table(public, rows):

@@ -22,15 +22,20 @@ def test_widths_are_scaled_to_the_nearest_parameter_count(step):
 
 
 def test_a_frontier_on_a_tiny_subset_writes_its_three_files_and_reuses_runs(tmp_path, data_dir):
-    args = ("lab.frontier", "--sizes", "1000,3000", "--seeds", "1", "--club-seeds", "2", "--jobs", "2", "--epochs", "5",
-            "--subset", "300", "--out", tmp_path / "f")
+    args = ("lab.frontier", "--sizes", "1000,3000", "--club-sizes", "700", "--seeds", "1", "--club-seeds", "2",
+            "--jobs", "2", "--epochs", "5", "--subset", "300", "--out", tmp_path / "f")
     result = run_script(*args, data_dir=data_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((tmp_path / "f" / "frontier.json").read_text())
     club = [r for r in summary["rows"] if r["flags"] == list(frontier.CLUB[1])]
-    others = [r for r in summary["rows"] if r not in club]
-    # two sizes and each step's own net, for both designs, and the club's net over its own seeds
+    layout = [r for r in summary["rows"] if r["line"] == "club" and r not in club]
+    others = [r for r in summary["rows"] if r not in club + layout]
+    # two sizes and each step's own net, for both designs, the club's layout at 700, and the club's net over its
+    # own seeds
     assert sorted({r["design"] for r in others}) == ["model3", "model4"] and len(others) == 6
+    assert len(layout) == 1 and abs(layout[0]["params"] - 700) < 70 and layout[0]["seeds"] == 1
+    assert layout[0]["params"] == common.count_params(frontier.net_of("designs", layout[0]["flags"]))
+    assert summary["club_share"] == 0.9 and summary["club_sizes"] == [700]
     assert len(club) == 1 and club[0]["seeds"] == club[0]["completed"] == 2 and club[0]["seed_list"] == [1, 2]
     assert all(r["completed"] == r["seeds"] and r["epochs"] == 5 and r["subset"] == 300 for r in summary["rows"])
     own = [r for r in summary["rows"] if tuple(r["widths"] or ()) == model4.DEFAULTS["widths"]]
@@ -43,6 +48,18 @@ def test_a_frontier_on_a_tiny_subset_writes_its_three_files_and_reuses_runs(tmp_
     before = run.stat().st_mtime_ns
     assert run_script(*args, data_dir=data_dir).returncode == 0
     assert run.stat().st_mtime_ns == before
+
+
+def test_the_club_layout_scales_its_widths_and_keeps_the_rest_of_its_recipe(monkeypatch):
+    widths, flags_for = frontier.club_layout()
+    design, flags = frontier.CLUB
+    assert flags_for(widths) == tuple(flags)  # its own widths: its own command line
+    monkeypatch.setattr(frontier, "CLUB", ("designs", ("--design", "shared-8.16.3", "--bn-affine", "layer")))
+    widths, flags_for = frontier.club_layout()
+    assert widths == (8, 16) and flags_for((4, 8)) == ("--design", "shared-4.8.3", "--bn-affine", "layer")
+    small, params = frontier.widths_for(lambda widths: frontier.net_of("designs", list(flags_for(widths))), widths, 500)
+    assert abs(params - 500) < 50 and params == common.count_params(
+        common.with_bn_affine(designs.Net(f"shared-{small[0]}.{small[1]}.3"), "layer"))
 
 
 def test_the_club_net_is_built_from_its_own_command_line():

@@ -234,7 +234,7 @@ def test_the_frontier_names_the_smallest_net_holding_99_and_the_club_beside_the_
     rows[2]["met_club"] = 8
     _write(results / "frontier" / "frontier.json", dict(
         rows=rows, seeds=2, epochs=15, command="python -m lab.frontier", device="cpu", subset=None, club=list(club)))
-    assert "not the 9 in 10" in report.frontier_section(results)
+    assert "not the 9 of its 10 that holding the line asks" in report.frontier_section(results)
 
 
 def test_the_frontier_says_which_points_an_older_recipe_trained(results, monkeypatch):
