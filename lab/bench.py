@@ -10,7 +10,7 @@ training step. The project's pipeline keeps the uint8 split on the device, augme
 (common.DeviceLoader) and trains with common.train_epoch, as `fit` does (its update compiled and replayed as
 a CUDA graph on a GPU). On a GPU a row runs the project's steps eagerly, to show what compiling and recording are
 worth; a row runs the project with --precision bf16 (bfloat16 autocast in the forward pass); a row "tiny" runs
-the project's pipeline with the 99 % club's net (lab/frontier.py's CLUB, 1,426 parameters) in place of model3's: a
+the project's pipeline with the 99 % club's net (lab/frontier.py's CLUB) in place of model3's: a
 tiny net's rate, which its 26×26 maps and the per-batch costs decide more than its parameters; "tiny,
 --channels-last" the same in NHWC memory order, the speed-up the flag buys it. On a CPU it also times
 common.evaluate over the test split, its batches of 1000 whole and in chunks (as evaluate runs them there), for
