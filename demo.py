@@ -200,17 +200,19 @@ def how_long(metrics_path):
 
 def pick_samples(models, data, count=SAMPLES):
     """Test digits for the page: those step 3 (else the first loaded step) gets wrong among the first 2,000, then
-    the first few test digits it gets right."""
+    the first few test digits it gets right; and the step that judged them (None where no step is loaded)."""
     images, labels = data["test"]
-    chooser = models.nets.get("model3") or next(iter(models.nets.values()), None)
+    judge = "model3" if "model3" in models.nets else next(iter(models.nets), None)
+    chooser = models.nets.get(judge)
     wrong = []
     if chooser is not None:
         with torch.inference_mode():
             x = models.normalise(images[:2000].float().div(255)).unsqueeze(1)
             wrong = (chooser(x).argmax(1) != labels[:2000]).nonzero().flatten().tolist()
     chosen = wrong[:count // 2] + [i for i in range(count) if i not in wrong][:count - len(wrong[:count // 2])]
-    return [dict(index=i, label=int(labels[i]), misclassified=i in wrong,
-                 pixels=[round(float(v), 3) for v in images[i].flatten().float().div(255)]) for i in chosen]
+    return dict(judged_by=judge, samples=[dict(index=i, label=int(labels[i]), misclassified=i in wrong,
+                                               pixels=[round(float(v), 3) for v in images[i].flatten().float().div(255)])
+                                          for i in chosen])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -292,7 +294,7 @@ class Handler(BaseHTTPRequestHandler):
         elif self.path == "/api/info":
             self.send_json(HTTPStatus.OK, dict(steps=self.models.info))
         elif self.path == "/api/samples":
-            self.send_json(HTTPStatus.OK, dict(samples=self.samples))
+            self.send_json(HTTPStatus.OK, self.samples)
         else:
             self.error(HTTPStatus.NOT_FOUND, f"no such page: {self.path}")
 

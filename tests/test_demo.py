@@ -3,6 +3,7 @@ clients and survives a damaged model, and the page in a real browser."""
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -249,6 +250,7 @@ def test_samples_include_digits_step3_gets_wrong(server):
     status, answer = _request(server + "/api/samples")
     assert status == 200 and len(answer["samples"]) == demo.SAMPLES
     assert any(s["misclassified"] for s in answer["samples"]) and all(len(s["pixels"]) == 784 for s in answer["samples"])
+    assert answer["judged_by"] == "model3"  # the page's caption names the step whose mistakes are framed
 
 
 def test_a_port_in_use_is_one_line_and_exit_2(data_dir):
@@ -349,6 +351,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         page = browser.new_page(viewport={"width": 1280, "height": 1000})
         page.goto(server + "/")
         page.wait_for_selector(".sample")
+        assert page.locator("#wrongNote").inner_text() == "; a red frame marks a digit model3 gets wrong"
         box = page.locator("#draw").bounding_box()
         page.mouse.move(box["x"] + 140, box["y"] + 50)
         page.mouse.down()
@@ -391,6 +394,8 @@ def test_the_page_shows_a_damaged_step_as_unavailable_with_why(tmp_path, data_di
         text = missing.inner_text()
         assert "cannot be loaded" in text and "not a complete zip archive" in text and "make model3" in text
         assert page.locator('[data-step="model4"] .bar').count() == 10  # the others are there
+        note = page.locator("#wrongNote").inner_text()  # the framed digits are a loaded step's mistakes
+        assert "model3" not in note and re.search(r"a red frame marks a digit model[124] gets wrong", note), note
         browser.close()
 
 
