@@ -19,6 +19,9 @@ import model4
 from conftest import ROOT
 from harness.errors import UsageError
 
+# The padding="same" net has an even kernel on purpose (1 before, 2 after); torch warns that it may copy the input.
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths:UserWarning")
+
 
 class Blocks(nn.Module):
     """A learner's own container: its layers registered in the order its forward uses them."""
