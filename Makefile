@@ -84,7 +84,7 @@ ablation: $(ENV)  ## STEP (model3 or model4) with one thing changed at a time, A
 	  "its last completed run if it has one" >&2; exit 1; fi
 
 frontier: N = 3
-frontier: $(ENV)  ## steps 3 and 4 at SIZES (default 500 to 20,000 parameters), N seeds each (default 3), and the 99 % club: results/frontier/
+frontier: $(ENV)  ## steps 3 and 4 at SIZES (default 500 to 20,000 parameters), N seeds each (default 3), the 99 % club's layout (500 to 2,000) and its net: results/frontier/
 	$(PYTHON) -m lab.frontier $(if $(SIZES),--sizes $(SIZES)) --seeds $(N) --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)
 
 demo: $(ENV)  ## a local page: draw a digit, see every step's prediction and feature maps (ARGS="--port 8080")

@@ -6,7 +6,8 @@ and the 99 % club's net over ten.
 For every design and every size (a parameter count), the design's default widths are scaled by one factor
 (rounded, at least 1 channel each) to the count nearest that size, and the step's own net is always a point.
 The 99 % club's net (CLUB: the smallest net found to hold 99.0 %, chosen on the validation split, results/club)
-is a point of its own over --club-seeds seeds. Each run is the step's own command line with --widths set,
+is a point of its own over --club-seeds seeds, and its layout and recipe, scaled the same way to --club-sizes, a
+line of its own. Each run is the step's own command line with --widths set,
 trained on the full training set and judged on the test set (the frontier measures nets already chosen; it
 chooses nothing). Runs go to OUT/runs/DESIGN-PARAMS/seed-S, `--jobs` at once (or on the Dask cluster at
 `--cluster`); a run already completed by the same command is reused, so an interrupted frontier goes on where it
@@ -35,7 +36,7 @@ DESIGNS = ("model3", "model4")
 TARGET_ACC, CLUB_ACC, BUDGET = 99.40, 99.0, 8000
 CLUB_SHARE = 0.9  # the club's net holds the line if 9 in 10 of its seeds do, as step 4's rule
 SIZES = "500,700,1000,1400,2000,3500,5000,8000,12000,20000"
-CLUB_SIZES = "500,700,1000,1400,2000"  # the club's layout, scaled: where parameters are scarcest
+CLUB_SIZES = "500,700,1000,2000"  # the club's layout, scaled: where parameters are scarcest
 CLUB = ("designs", ("--design", "pool1_ds-10.16.16.16", "--clean-epochs", "5"))  # the 99 % club's net, chosen on
 # the validation split: the smallest that held 99.0 % on every seed (results/club, RESULTS.md)
 # Other people's points, as they report them: parameters, test accuracy, who, and how the number was picked.
