@@ -479,8 +479,8 @@ def evaluate(model, loader, chunk=CPU_EVAL_CHUNK):
     loss_sum = torch.zeros((), device=loader.device)
     predictions = []
     for x, y in loader:
-        # A CPU runs a batch of 1000 images' maps out of its cache: `chunk` at a time is faster (1.5-4× here, make
-        # bench), and each image's logits come out the same to the bit.
+        # A CPU runs a batch of 1000 images' maps out of its cache: `chunk` at a time is faster (make bench
+        # measures it), and each image's logits come out the same to the bit.
         logits = (torch.cat([model(part) for part in x.split(chunk)]) if chunk and x.device.type == "cpu"
                   else model(x))
         loss_sum += F.cross_entropy(logits, y, reduction="sum")

@@ -389,7 +389,7 @@ def evaluation_sentence(rows):
     rates = "; ".join(f"{'model3' if r['net'] == 'model3' else 'the club net'} ({r['params']:,} parameters) "
                       f"{r['whole_images_per_s']:,} images/s whole, {r['chunked_images_per_s']:,} in chunks: "
                       f"**{r['ratio']:.2f}×**" for r in rows)
-    return (f"Evaluating the test set's batches of 1000 {chunk} images at a time (common.evaluate on a CPU), "
+    return (f"Evaluating the test set's batches of 1000 in chunks of {chunk} images (common.evaluate on a CPU), "
             f"every logit the same to the bit: {rates}.")
 
 
