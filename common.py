@@ -691,7 +691,12 @@ class Targets:
 
     def seeds_needed(self, count):
         """How many of `count` seeds must meet the target: the share, rounded up (9 of 10 at 0.9, 3 of 3)."""
-        return math.ceil(round(self.min_seed_share * count, 9))  # rounded first: 0.3 × 10 is a hair above 3
+        return seeds_needed(self.min_seed_share, count)
+
+
+def seeds_needed(share, count):
+    """The seeds of `count` that a share of them means, rounded up: the one rule of steps and the club alike."""
+    return math.ceil(round(share * count, 9))  # rounded first: 0.3 × 10 is a hair above 3
 
 
 def judge(name, targets, params, history, smoke):

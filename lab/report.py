@@ -15,7 +15,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from common import STEPS, pyplot
+from common import STEPS, pyplot, seeds_needed
 from harness.cli import OneLineParser, settings_meant_by, settings_recorded_in
 from harness.errors import DataError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text
@@ -280,7 +280,7 @@ def smallest_held_table(rows):
 
 def club_sentence(row, share=0.9):
     """The 99 % club's net and how its seeds did; `share`: the seeds that must hold (frontier.json's club_share)."""
-    needed = math.ceil(round(share * row["seeds"], 9))  # rounded first, as Targets.seeds_needed
+    needed = seeds_needed(share, row["seeds"])
     held = row["met_club"] >= needed  # a seed that did not complete did not hold
     unfinished = row["seeds"] - row["completed"]
     return (f"**The 99 % club**, the smallest net found to hold 99.0 % (chosen on the validation split, "
