@@ -194,8 +194,20 @@ def with_bn_affine(model, kind):
     return model
 
 
+def with_activation(model, kind):
+    """Every ReLU of `model` kept ("relu"), or made a LeakyReLU that lets a tenth of a negative input through
+    ("leaky": no unit is ever switched off for good) or a PReLU that learns that fraction, one a layer ("prelu"):
+    --activation."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.ReLU) and kind != "relu":
+            setattr(model, name, nn.LeakyReLU(0.1) if kind == "leaky" else nn.PReLU())
+        else:
+            with_activation(child, kind)
+    return model
+
+
 def build_net(net_class, config):
-    net = net_class(**config.net_kwargs)
+    net = with_activation(net_class(**config.net_kwargs), config.activation)
     return with_bn_affine(net, config.bn_affine) if config.batchnorm else without_batchnorm(net)
 
 
@@ -433,9 +445,31 @@ def make_optimizer_and_scheduler(model, config, batches_per_epoch):
     return optimizer, None, None
 
 
-def train_epoch(model, loader, optimizer, scheduler, config, progress=None, graphed=None, check_every=20):
+class WeightAverage:
+    """--ema: a copy of the net whose weights and batch-norm statistics follow the trained net's as an exponential
+    moving average, moved after every update. Late in a run the updates jitter the weights around a good point;
+    the average sits nearer it, so its accuracy steadies from epoch to epoch. The first updates count for more than
+    `decay` gives them ((1 + n) / (10 + n) for the n-th), so the average is not stuck on the random start."""
+
+    def __init__(self, model, decay):
+        self.model, self.decay, self.updates = copy.deepcopy(model), decay, 0
+        self.pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
+
+    @torch.no_grad()
+    def update(self):
+        self.updates += 1
+        weight = 1 - min(self.decay, (1 + self.updates) / (10 + self.updates))
+        for average, current in self.pairs:
+            if average.is_floating_point():
+                average.lerp_(current, weight)
+            else:  # batch norm's count of batches
+                average.copy_(current)
+
+
+def train_epoch(model, loader, optimizer, scheduler, config, progress=None, graphed=None, check_every=20,
+                average=None):
     """One pass over the training data: the textbook loop. `scheduler` is moved after every batch (OneCycle; None
-    for a schedule by epoch). The loss and the correct predictions are summed on the device and read only every
+    for a schedule by epoch), and `average` (a WeightAverage, with --ema) after every update. The loss and the correct predictions are summed on the device and read only every
     `check_every` batches (for the progress bar and the non-finite-loss check), so the device never waits."""
     model.train()
     loss_sum = torch.zeros((), device=loader.device)
@@ -455,6 +489,8 @@ def train_epoch(model, loader, optimizer, scheduler, config, progress=None, grap
             optimizer.step()
         if scheduler is not None:
             scheduler.step()
+        if average is not None:
+            average.update()
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
@@ -556,6 +592,8 @@ def fit(net_factory, config, data, log=print):
     graphed = (cuda_graph.fast(model, optimizer, config, train_loader, lambda: evaluate(model, test_loader),
                                throwaway_optimizer=make_optimizer_and_scheduler(model, config, 1)[0])
                if device.type == "cuda" else None)
+    average = WeightAverage(model, config.ema) if config.ema else None
+    judged = average.model if average else model  # what is evaluated each epoch, and returned
     history = []
     for epoch in range(1, config.epochs + 1):
         started, setup_before = time.perf_counter(), setup_seconds(graphed)
@@ -563,19 +601,19 @@ def fit(net_factory, config, data, log=print):
         if epoch == config.epochs - config.clean_epochs + 1:  # the last --clean-epochs see the digits unaugmented
             train_loader.rotate_degrees = train_loader.shift_pixels = 0.0
         train_loss, train_acc = train_epoch(model, train_loader, optimizer, batch_scheduler, config,
-                                            Progress(f"epoch {epoch}/{config.epochs}"), graphed)
+                                            Progress(f"epoch {epoch}/{config.epochs}"), graphed, average=average)
         if schedule_every == "epoch":
             scheduler.step()
         row = dict(epoch=epoch, train_loss=round(train_loss, 5), train_acc=round(train_acc, 2))
         if val_loader is not None:
-            val_loss, val_acc, _ = evaluate(model, val_loader)
+            val_loss, val_acc, _ = evaluate(judged, val_loader)
             row.update(val_loss=round(val_loss, 5), val_acc=round(val_acc, 2))
-        test_loss, test_acc, predictions = evaluate(model, test_loader)
+        test_loss, test_acc, predictions = evaluate(judged, test_loader)
         seconds = time.perf_counter() - started - (setup_seconds(graphed) - setup_before)  # one-time costs apart
         row.update(test_loss=round(test_loss, 5), test_acc=round(test_acc, 2), lr=lr, seconds=round(seconds, 3))
         history.append(row)
         log(epoch_line(row, config.epochs))
-    return Trained(model, history, predictions, test_loader.labels.cpu(), setup_seconds(graphed))
+    return Trained(judged, history, predictions, test_loader.labels.cpu(), setup_seconds(graphed))
 
 
 def setup_seconds(graphed):

@@ -22,6 +22,7 @@ BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, m
 SCHEDULERS = ("onecycle", "step", "none")
 PRECISIONS = ("fp32", "bf16")
 BN_AFFINE = ("channel", "layer", "none")  # --bn-affine: what batch norm learns (common.with_bn_affine)
+ACTIVATIONS = ("relu", "leaky", "prelu")  # --activation: the nonlinearity after each batch norm (common.with_activation)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLUSTER_ENV = "MNIST_DASK_CLUSTER"  # the scheduler sweeps submit to when --cluster is not given
 
@@ -49,6 +50,8 @@ class Config:
     channels_last: bool = False
     batchnorm: bool = True
     bn_affine: str = "channel"
+    activation: str = "relu"
+    ema: float = 0.0
     clean_epochs: int = 0
     net_kwargs: dict = field(default_factory=dict)
 
@@ -73,6 +76,7 @@ probability = number_parser(float, "a probability in [0, 1)", lambda v: 0 <= v <
 momentum_value = number_parser(float, "a momentum in [0, 1)", lambda v: 0 <= v < 1)
 decay_factor = number_parser(float, "a factor in (0, 1]", lambda v: 0 < v <= 1)
 small_penalty = number_parser(float, "a weight decay in [0, 0.1]", lambda v: 0 <= v <= 0.1)
+ema_decay = number_parser(float, "a decay in [0, 1), 0 for off", lambda v: 0 <= v < 1)
 degrees = number_parser(float, "degrees in [0, 180]", lambda v: 0 <= v <= 180)
 pixels = number_parser(float, "pixels in [0, 14)", lambda v: 0 <= v < 14)
 
@@ -151,6 +155,13 @@ def build_parser(name, defaults, description):
     add("--bn-affine", choices=BN_AFFINE, default="channel",
         help="what batch norm learns after normalising: a scale and a shift per channel (channel, PyTorch's), one "
              "scale and one shift for the whole layer (layer: 2 parameters a layer), or nothing (none) "
+             "(default: %(default)s)")
+    add("--activation", choices=ACTIVATIONS, default="relu",
+        help="the nonlinearity after each batch norm: ReLU, LeakyReLU (negative slope 0.1) or PReLU (one learned "
+             "slope a layer: 1 parameter a layer) (default: %(default)s)")
+    add("--ema", type=ema_decay, default=0.0, metavar="DECAY",
+        help="judge and save an exponential moving average of the weights and batch-norm statistics, updated after "
+             "every batch with this decay (0.999: about the last 1,000 updates); 0 judges the weights as they are "
              "(default: %(default)s)")
     add("--precision", choices=PRECISIONS, default="fp32",
         help="bf16: the training forward pass under bfloat16 autocast, faster on CPUs with AVX512-BF16 or AMX; "
@@ -245,7 +256,7 @@ def config_from_args(args):
                   shift=0.0 if args.no_augment else args.shift, seed=args.seed,
                   device=resolve_device(args.device), subset=args.subset, val=args.val, precision=args.precision,
                   channels_last=args.channels_last, batchnorm=not args.no_batchnorm,
-                  bn_affine=args.bn_affine, clean_epochs=args.clean_epochs,
+                  bn_affine=args.bn_affine, activation=args.activation, ema=args.ema, clean_epochs=args.clean_epochs,
                   net_kwargs=net_kwargs)
 
 
