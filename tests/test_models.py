@@ -162,3 +162,18 @@ def test_the_bn_affine_flag_reaches_the_net_built():
     assert config.bn_affine == "layer"
     net = common.build_net(model4.Net, config)
     assert sum(isinstance(m, common.LayerAffineBatchNorm) for m in net.modules()) == 5
+
+
+@pytest.mark.parametrize("kind, layer, learned", [("relu", nn.ReLU, 0), ("leaky", nn.LeakyReLU, 0),
+                                                   ("prelu", nn.PReLU, 1)])
+def test_activation_sets_the_nonlinearity_after_each_batch_norm(kind, layer, learned):
+    from harness.cli import build_parser, config_from_args
+    config = config_from_args(build_parser("model4", model4.DEFAULTS, "").parse_args(["--activation", kind]))
+    net = common.build_net(model4.Net, config)
+    nonlinear = [m for m in net.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.PReLU))]
+    assert len(nonlinear) == 5 and all(type(m) is layer for m in nonlinear)
+    assert common.count_params(net) == common.count_params(model4.Net()) + 5 * learned
+    assert sum(r["params"] for r in common.receptive_field(net)) == common.count_params(net)
+    assert net.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    slope = {"relu": 0.0, "leaky": 0.1, "prelu": 0.25}[kind]  # PReLU's slope as it starts, before it is learned
+    assert torch.allclose(nonlinear[0](torch.tensor([-2.0, 3.0])), torch.tensor([-2.0 * slope, 3.0]))

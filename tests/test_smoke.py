@@ -207,6 +207,56 @@ def test_evaluating_a_few_hundred_images_at_a_time_changes_no_bit(mnist):
     assert common.evaluate(net, test, chunk=7)[:2] == whole[:2]  # a chunk that divides nothing evenly
 
 
+def test_the_weight_average_moves_toward_each_update_by_one_minus_its_decay():
+    """--ema: each update moves the average toward the weights and batch-norm statistics by 1 - decay, by more for
+    the first updates ((1 + n) / (10 + n) kept of the average at the n-th); batch norm's count is copied."""
+    torch.manual_seed(0)
+    net = model4.Net()
+    average = common.WeightAverage(net, decay=0.9)
+    expected = {key: value.clone() for key, value in net.state_dict().items()}
+    for n in range(1, 6):
+        with torch.no_grad():
+            for value in net.state_dict().values():
+                value.add_(torch.randn_like(value) if value.is_floating_point() else 1)
+        average.update()
+        kept = min(0.9, (1 + n) / (10 + n))
+        for key, value in net.state_dict().items():
+            expected[key] = kept * expected[key] + (1 - kept) * value if value.is_floating_point() else value.clone()
+    averaged = average.model.state_dict()
+    assert all(torch.allclose(averaged[key], value, atol=1e-6) for key, value in expected.items())
+    assert averaged["features.0.1.num_batches_tracked"] == 5
+
+
+def test_train_epoch_moves_the_average_after_every_update_and_trains_as_without_it(mnist):
+    config = cli.config_from_args(cli.build_parser("model4", model4.DEFAULTS, "").parse_args(
+        ["--device", "cpu", "--scheduler", "none", "--lr", "0.05", "--ema", "0.9"]))
+    images, labels = mnist["train"]
+    loader = common.DeviceLoader(images[:320], labels[:320], 64, "cpu", 0.13, 0.31, shuffle=True, seed=3)
+    torch.manual_seed(0)
+    nets = [model4.Net() for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    average = common.WeightAverage(nets[0], config.ema)
+    for net, each in zip(nets, (average, None)):
+        loader.generator.manual_seed(3)  # both draw the same batches
+        optimizer = common.make_optimizer_and_scheduler(net, config, len(loader))[0]
+        common.train_epoch(net, loader, optimizer, None, config, average=each)
+    assert average.updates == len(loader) == 5
+    assert all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
+    assert not torch.equal(average.model.features[0][0].weight, nets[0].features[0][0].weight)
+
+
+def test_a_run_with_ema_judges_and_saves_the_average(tmp_path, data_dir, mnist):
+    result = run_script("model4.py", "--subset", "640", "--epochs", "2", "--ema", "0.99", "--out", tmp_path,
+                        data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["config"]["ema"] == 0.99 and metrics["config"]["activation"] == "relu"
+    net = model4.Net()
+    net.load_state_dict(files.load_state_dict(tmp_path / "model.pt"))
+    loader = common.DeviceLoader(*(split[:640] for split in mnist["test"]), 1000, "cpu", **metrics["normalisation"])
+    assert common.evaluate(net, loader)[1] == pytest.approx(metrics["final_test_acc"], abs=0.005)
+
+
 def test_the_graphed_update_computes_the_loop_s_forward_and_loss():
     """The forward and loss that harness/cuda_graph.py compiles and records are the loop's own lines (checked here
     on the CPU, eagerly; tests/test_cuda.py trains both ways on a GPU)."""
