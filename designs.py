@@ -21,6 +21,10 @@ Families (receptive field 20 or more at the last 3×3, a 1×1 to the classes aft
              again and again with the same weights: `shared-8.16.3` uses it 3 times (13 → 11 → 9 → 7 → 5, RF 20),
              for the weights of one. A tiny net is short of weights, not of compute, and MNIST's strokes look alike
              at every depth; each use keeps a batch norm of its own (--bn-affine layer: 2 parameters a use)
+    direct   pool1_ds without its last 1×1 of d channels and the head's 1×1 after it: the last separable 3×3's
+             own 1×1 makes the ten class maps, which are averaged (`direct-8.16.16`). Between two 1×1s with no
+             ReLU a net learns nothing that one 1×1 cannot, so only that ReLU is lost, and the c·d + 10·d weights
+             of the two become 10·c, to spend on width
 """
 import argparse
 import copy
@@ -66,6 +70,13 @@ def pool1_ds_features(a, b, c, d, dropout=0.0):
             separable_bn_relu(c, d, dilation=2)]                                       # -> 5, RF 20
 
 
+def direct_features(a, b, c, dropout=0.0):
+    return [conv_bn_relu(1, a), nn.MaxPool2d(2),                                      # 28 -> 26 -> 13, RF 4
+            separable_bn_relu(a, b, dropout=dropout), separable_bn_relu(b, c, dropout=dropout),  # -> 11 -> 9
+            nn.Conv2d(c, c, 3, dilation=2, groups=c, bias=False),                      # -> 5, RF 20
+            nn.Conv2d(c, 10, 1)]                                                       # the ten class maps
+
+
 def reused(block):
     """`block` applied once more: a copy whose convolutions hold the very same weights (one tensor, trained by every
     use), with a batch norm of its own, since each use sees maps of another depth."""
@@ -84,8 +95,8 @@ def shared_features(a, b, uses, dropout=0.0):
 
 
 FAMILIES = dict(m4=m4_features, pad=pad_features, pool=pool_features, ds=ds_features, pool1_ds=pool1_ds_features,
-                shared=shared_features)
-ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4, shared=3)  # pool_ds: model4.Net
+                shared=shared_features, direct=direct_features)
+ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4, shared=3, direct=3)  # pool_ds: model4.Net
 MAX_USES = 5  # shared: 11 -> 9 -> 7 -> 5 -> 3 -> 1
 WIDTHS = dict(shared=2)  # a family's numbers that are widths, where not all are (shared's last is its uses)
 DESIGN = re.compile(r"^([a-z_0-9]+)-(\d+(?:\.\d+)*)$")
@@ -119,6 +130,9 @@ class Net(nn.Module):
         if family == "pool_ds":  # the design chosen: model4's own Net
             net = model4.Net(widths, dropout)
             self.features, self.head = net.features, net.head
+        elif family == "direct":  # the features end on the class maps: the head only averages them
+            self.features = nn.Sequential(*FAMILIES[family](*widths, dropout=dropout))
+            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         else:
             self.features = nn.Sequential(*FAMILIES[family](*widths, dropout=dropout))
             last_conv = [m for m in self.features.modules() if isinstance(m, nn.Conv2d)][-1]

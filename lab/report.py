@@ -486,21 +486,32 @@ def model4_search_parts(results):
             parts += ["### Round 6, on CPU: the chosen layout under 4,000 parameters, three seeds each", "",
                       under4000, *(["### Round 6: the leaders over more seeds", "", under4000_10]
                                    if under4000_10 else [])]
+        round7 = search_section(results, "model4", "search-under-4000", "round-7")
+        if round7:
+            story = stories(Path(results) / "model4" / "search-recipes-under-4000.txt", "Round")
+            parts += ["### Round 7, on CPU: under 4,000 with what the 99 % club's search found, three seeds each",
+                      "", " ".join(story.get("round-7", [])), "", round7]
     else:
         parts += ["_Not run yet: `make search STEP=model4`._"]
     return parts
 
 
-def club_parts(results):
-    """The search for the smallest net that holds 99.0 %, stage by stage, each told by its paragraph of results/club's
-    recipes file (comment lines; a paragraph opens with 'Stage N:') above its table."""
-    recipes = Path(results) / "club" / "search-recipes.txt"
+def stories(recipes, word):
+    """The prose of a recipes file by the part it tells: comment lines, each paragraph opening with 'WORD N:' (a
+    stage, a round) under the key 'word-N' (the name of its search's table), what comes before under 'intro'."""
     story, part = {}, "intro"
     for line in recipes.read_text().splitlines() if recipes.exists() else []:
         if line.startswith("# ") and line[2:3] != " ":  # prose, not an indented command line
-            stage = re.match(r"Stage (\d+): ", line[2:])
-            part = f"stage-{stage[1]}" if stage else part
+            opening = re.match(rf"{word} (\d+): ", line[2:])
+            part = f"{word.lower()}-{opening[1]}" if opening else part
             story.setdefault(part, []).append(line[2:])
+    return story
+
+
+def club_parts(results):
+    """The search for the smallest net that holds 99.0 %, stage by stage, each told by its paragraph of results/club's
+    recipes file (comment lines; a paragraph opens with 'Stage N:') above its table."""
+    story = stories(Path(results) / "club" / "search-recipes.txt", "Stage")
     tables = {name: search_section(results, "club", "search", name) for name in story if name != "intro"}
     if not any(tables.values()):
         return ["_Not run yet: the commands are in results/club/search-recipes.txt._"]

@@ -70,18 +70,22 @@ ROUNDS = {"search-recipes-designs.txt": 5000, "search-recipes-under-4000.txt": 4
 
 def _designs_screened():
     from lab import search
-    return [(flags[flags.index("--design") + 1], budget) for recipes, budget in ROUNDS.items()
-            for _, flags in search.read_recipes(ROOT / "results/model4" / recipes)]
+    return [pytest.param(flags, budget, id=name) for recipes, budget in ROUNDS.items()
+            for name, flags in search.read_recipes(ROOT / "results/model4" / recipes)]
 
 
-@pytest.mark.parametrize("design, budget", _designs_screened())
-def test_every_design_screened_for_step4_is_under_its_budget_and_sees_the_digit(design, budget):
+@pytest.mark.parametrize("flags, budget", _designs_screened())
+def test_every_design_screened_for_step4_is_under_its_budget_and_sees_the_digit(flags, budget):
+    """Each net as its recipe builds it (--bn-affine, --activation and the rest of its flags)."""
     import designs
-    net = designs.Net(design)
+    from harness.cli import build_parser, config_from_args
+    parse = build_parser("designs", designs.DEFAULTS, "").parse_args
+    net, with_dropout = (common.build_net(designs.Net, config_from_args(parse([*flags, *more])))
+                         for more in ([], ["--dropout", "0.1"]))
     rows = common.receptive_field(net)
     assert common.count_params(net) < budget and common.feature_rf(rows) >= 20
     assert net.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    dropped = [m for m in designs.Net(design, dropout=0.1).modules() if isinstance(m, nn.Dropout)]
+    dropped = [m for m in with_dropout.modules() if isinstance(m, nn.Dropout)]
     assert len(dropped) == 2 and not any(isinstance(m, nn.Dropout) for m in net.modules())  # --dropout is honoured
 
 
@@ -113,6 +117,19 @@ def test_the_shared_block_is_one_set_of_weights_used_three_times():
     assert sum(r["params"] for r in rows) == common.count_params(net) and common.feature_rf(rows) == 20
     # a later use's convolutions count nothing (their weights counted at the first use), its batch norm its own
     assert [r["params"] for r in rows if r["layer"].startswith("features.5.")] == [0, 32]
+
+
+def test_the_direct_layout_is_pool1_ds_with_its_last_two_1x1s_made_one():
+    """direct-A.B.C: pool1_ds-A.B.C.D without the last block's 1×1 to D channels, its batch norm and ReLU, and the
+    head's 1×1: one 1×1 from C channels to the ten class maps, which the head only averages."""
+    import designs
+    direct, pool1_ds = designs.Net("direct-8.16.16"), designs.Net("pool1_ds-8.16.16.16")
+    assert common.count_params(direct) == common.count_params(pool1_ds) - (16 * 16 + 2 * 16) - 170 + 16 * 10 + 10
+    assert not any(isinstance(m, nn.Conv2d) for m in direct.head.modules())
+    assert direct.features[-1].out_channels == 10 and not isinstance(direct.features[-1], nn.Sequential)
+    rows = common.receptive_field(direct)
+    assert common.feature_rf(rows) == common.feature_rf(common.receptive_field(pool1_ds)) == 20
+    assert direct.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
 def test_the_shared_weights_train_as_one_and_save_as_one():

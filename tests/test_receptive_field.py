@@ -62,6 +62,8 @@ NETS = {
     "designs-pool1_ds": (lambda: designs.Net("pool1_ds-10.16.16.16"), (28, 28)),  # the 99 % club's net
     "designs-shared": (lambda: designs.Net("shared-8.16.3"), (28, 28)),  # one block used three times
     "bn-affine-layer": (lambda: common.with_bn_affine(model4.Net(), "layer"), (28, 28)),
+    "designs-direct": (lambda: designs.Net("direct-8.16.16"), (28, 28)),  # the last 1×1 makes the class maps
+    "activation-prelu": (lambda: common.with_activation(model4.Net(), "prelu"), (28, 28)),
     "padding-same": (lambda: nn.Sequential(
         nn.Conv2d(1, 4, 3, padding="same"),
         nn.Conv2d(4, 4, 4, padding="same"),                             # an even kernel: 1 before, 2 after
