@@ -402,10 +402,6 @@ class Server(ThreadingHTTPServer):
             self.refused.popleft()[1].close()
 
 
-def describe_os_error(error):
-    return f"{error.filename}: {error.strerror}" if error.filename and error.strerror else str(error)
-
-
 def bind(host, port, max_connections=MAX_CONNECTIONS):
     """The server, listening on host:port; a port that cannot be bound is a UsageError saying why."""
     try:
@@ -425,13 +421,13 @@ def make_server(host, port, results, data_dir, log=print, max_connections=MAX_CO
         try:
             data = common.prepare_data(data_dir, log=lambda *_: None)
         except OSError as e:
-            raise errors.DataError(f"cannot read MNIST in {data_dir}: {describe_os_error(e)}") from None
+            raise errors.DataError(f"cannot read MNIST in {data_dir}: {errors.os_reason(e)}") from None
         models = Models(results, data, log)
         page = Path(__file__).parent / "demo.html"
         try:
             html = page.read_bytes()
         except OSError as e:
-            raise errors.DataError(f"cannot read the page {page}: {describe_os_error(e)}") from None
+            raise errors.DataError(f"cannot read the page {page}: {errors.os_reason(e)}") from None
         server.RequestHandlerClass = type("Handler", (Handler,), dict(
             models=models, samples=pick_samples(models, data), page=html))
     except BaseException:

@@ -333,8 +333,8 @@ def test_each_failure_to_start_is_named_for_what_failed(data_dir, monkeypatch):
     def unreadable(*args, **kwargs):
         raise PermissionError(13, "Permission denied", "/x/MNIST/raw/train-images-idx3-ubyte")
     monkeypatch.setattr(demo.common, "prepare_data", unreadable)
-    with pytest.raises(errors.DataError, match="cannot read MNIST in .*: /x/MNIST/raw/train-images-idx3-ubyte: "
-                                               "Permission denied"):
+    with pytest.raises(errors.DataError, match="cannot read MNIST in .*: Permission denied: "
+                                               "/x/MNIST/raw/train-images-idx3-ubyte"):
         demo.make_server("127.0.0.1", 0, ROOT / "results", data_dir)
 
 
