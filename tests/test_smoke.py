@@ -159,16 +159,24 @@ def test_judge_uses_the_last_epochs_not_the_best():
     assert common.judge("model3", targets, 9000, history, smoke=True)[0] is False  # too big even for a smoke run
 
 
+def twin_nets(step, flags, mnist, images):
+    """A step's config from `flags` (on the CPU), a shuffling loader of the first `images` training images in
+    batches of 64, and two copies of the step's Net with the same weights, to train side by side."""
+    config = cli.config_from_args(cli.build_parser(step.__name__, step.DEFAULTS, "").parse_args(
+        ["--device", "cpu", *flags]))
+    train_images, labels = mnist["train"]
+    loader = common.DeviceLoader(train_images[:images], labels[:images], 64, "cpu", 0.13, 0.31, shuffle=True, seed=3)
+    torch.manual_seed(0)
+    nets = [step.Net() for _ in range(2)]
+    nets[1].load_state_dict(nets[0].state_dict())
+    return config, loader, nets
+
+
 def test_train_epoch_is_the_plain_training_loop(mnist):
     """train_epoch (the loop every device but CUDA runs as written) does what a textbook loop over the same batches
     does, to the bit, with a partial last batch, OneCycle moved every batch; and its sums are the batches' own."""
-    config = cli.config_from_args(cli.build_parser("model3", model3.DEFAULTS, "").parse_args(
-        ["--device", "cpu", "--epochs", "1", "--batch-size", "64", "--label-smoothing", "0.1"]))
-    images, labels = mnist["train"]
-    loader = common.DeviceLoader(images[:200], labels[:200], 64, "cpu", 0.13, 0.31, shuffle=True, seed=3)
-    torch.manual_seed(0)
-    nets = [model3.Net() for _ in range(2)]
-    nets[1].load_state_dict(nets[0].state_dict())
+    config, loader, nets = twin_nets(model3, ["--epochs", "1", "--batch-size", "64", "--label-smoothing", "0.1"],
+                                     mnist, images=200)
     optimizers, schedulers = zip(*(common.make_optimizer_and_scheduler(net, config, len(loader))[:2] for net in nets))
     batches = [(x.clone(), y.clone()) for x, y in loader]
     loader.generator.manual_seed(3)  # train_epoch draws the same shuffle again
@@ -228,13 +236,8 @@ def test_the_weight_average_moves_toward_each_update_by_one_minus_its_decay():
 
 
 def test_train_epoch_moves_the_average_after_every_update_and_trains_as_without_it(mnist):
-    config = cli.config_from_args(cli.build_parser("model4", model4.DEFAULTS, "").parse_args(
-        ["--device", "cpu", "--scheduler", "none", "--lr", "0.05", "--ema", "0.9"]))
-    images, labels = mnist["train"]
-    loader = common.DeviceLoader(images[:320], labels[:320], 64, "cpu", 0.13, 0.31, shuffle=True, seed=3)
-    torch.manual_seed(0)
-    nets = [model4.Net() for _ in range(2)]
-    nets[1].load_state_dict(nets[0].state_dict())
+    config, loader, nets = twin_nets(model4, ["--scheduler", "none", "--lr", "0.05", "--ema", "0.9"], mnist,
+                                     images=320)
     average = common.WeightAverage(nets[0], config.ema)
     for net, each in zip(nets, (average, None)):
         loader.generator.manual_seed(3)  # both draw the same batches
