@@ -448,8 +448,9 @@ def make_optimizer_and_scheduler(model, config, batches_per_epoch):
 class WeightAverage:
     """--ema: a copy of the net whose weights and batch-norm statistics follow the trained net's as an exponential
     moving average, moved after every update. Late in a run the updates jitter the weights around a good point;
-    the average sits nearer it, so its accuracy steadies from epoch to epoch. The first updates count for more than
-    `decay` gives them ((1 + n) / (10 + n) for the n-th), so the average is not stuck on the random start."""
+    the average sits nearer it. (Under OneCycle's falling rate the last weights are near it already: the 99 % club's
+    stage 6 measured no gain.) The first updates count for more than `decay` gives them ((1 + n) / (10 + n) for the
+    n-th), so the average is not stuck on the random start."""
 
     def __init__(self, model, decay):
         self.model, self.decay, self.updates = copy.deepcopy(model), decay, 0
@@ -469,8 +470,9 @@ class WeightAverage:
 def train_epoch(model, loader, optimizer, scheduler, config, progress=None, graphed=None, check_every=20,
                 average=None):
     """One pass over the training data: the textbook loop. `scheduler` is moved after every batch (OneCycle; None
-    for a schedule by epoch), and `average` (a WeightAverage, with --ema) after every update. The loss and the correct predictions are summed on the device and read only every
-    `check_every` batches (for the progress bar and the non-finite-loss check), so the device never waits."""
+    for a schedule by epoch), and `average` (a WeightAverage, with --ema) after every update. The loss and the
+    correct predictions are summed on the device and read only every `check_every` batches (for the progress bar
+    and the non-finite-loss check), so the device never waits."""
     model.train()
     loss_sum = torch.zeros((), device=loader.device)
     correct = torch.zeros((), dtype=torch.long, device=loader.device)

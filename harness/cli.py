@@ -22,7 +22,7 @@ BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, m
 SCHEDULERS = ("onecycle", "step", "none")
 PRECISIONS = ("fp32", "bf16")
 BN_AFFINE = ("channel", "layer", "none")  # --bn-affine: what batch norm learns (common.with_bn_affine)
-ACTIVATIONS = ("relu", "leaky", "prelu")  # --activation: the nonlinearity after each batch norm (common.with_activation)
+ACTIVATIONS = ("relu", "leaky", "prelu")  # --activation: what follows each batch norm (common.with_activation)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLUSTER_ENV = "MNIST_DASK_CLUSTER"  # the scheduler sweeps submit to when --cluster is not given
 
@@ -256,8 +256,8 @@ def config_from_args(args):
                   shift=0.0 if args.no_augment else args.shift, seed=args.seed,
                   device=resolve_device(args.device), subset=args.subset, val=args.val, precision=args.precision,
                   channels_last=args.channels_last, batchnorm=not args.no_batchnorm,
-                  bn_affine=args.bn_affine, activation=args.activation, ema=args.ema, clean_epochs=args.clean_epochs,
-                  net_kwargs=net_kwargs)
+                  bn_affine=args.bn_affine, activation=args.activation, ema=args.ema,
+                  clean_epochs=args.clean_epochs, net_kwargs=net_kwargs)
 
 
 def command_line(script, args):
