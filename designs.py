@@ -130,13 +130,11 @@ class Net(nn.Module):
         if family == "pool_ds":  # the design chosen: model4's own Net
             net = model4.Net(widths, dropout)
             self.features, self.head = net.features, net.head
-        elif family == "direct":  # the features end on the class maps: the head only averages them
-            self.features = nn.Sequential(*FAMILIES[family](*widths, dropout=dropout))
-            self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         else:
             self.features = nn.Sequential(*FAMILIES[family](*widths, dropout=dropout))
             last_conv = [m for m in self.features.modules() if isinstance(m, nn.Conv2d)][-1]
-            self.head = gap_head(last_conv.out_channels)
+            self.head = (nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()) if family == "direct"  # the class maps,
+                         else gap_head(last_conv.out_channels))                                  # only averaged
 
     def forward(self, x):
         return self.head(self.features(x))
