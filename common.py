@@ -179,7 +179,13 @@ class LayerAffineBatchNorm(nn.BatchNorm2d):
         self.scale, self.shift = nn.Parameter(torch.ones(())), nn.Parameter(torch.zeros(()))
 
     def forward(self, x):
-        return super().forward(x) * self.scale + self.shift
+        # The layer's scale and shift, one copy a channel, go into batch norm's own kernel, which applies them in
+        # the same pass over the map (make bench: a tiny net's update is mostly such passes over 26×26 maps).
+        # Copies, not expand()'s views: the CPU's channels-last backward reads a view of stride 0 as if contiguous.
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.scale.repeat(self.num_features),
+                            self.shift.repeat(self.num_features), self.training, self.momentum, self.eps)
 
 
 def with_bn_affine(model, kind):
@@ -196,13 +202,24 @@ def with_bn_affine(model, kind):
 
 def with_activation(model, kind):
     """Every ReLU of `model` kept ("relu"), or made a LeakyReLU that lets a tenth of a negative input through
-    ("leaky": no unit is ever switched off for good) or a PReLU that learns that fraction, one a layer ("prelu"):
-    --activation."""
-    for name, child in model.named_children():
-        if isinstance(child, nn.ReLU) and kind != "relu":
-            setattr(model, name, nn.LeakyReLU(0.1) if kind == "leaky" else nn.PReLU())
-        else:
-            with_activation(child, kind)
+    ("leaky": no unit is ever switched off for good) or a PReLU that learns that fraction, one a layer ("prelu") or
+    one a channel ("prelu-channel", as many as the layer before it makes): --activation."""
+    made = None  # channels out of the last layer walked, in registration order (the forward order, as in Sequential)
+
+    def walk(module):
+        nonlocal made
+        for name, child in module.named_children():
+            if isinstance(child, nn.ReLU) and kind != "relu":
+                setattr(module, name, nn.LeakyReLU(0.1) if kind == "leaky" else
+                        nn.PReLU(made if kind == "prelu-channel" else 1))
+            elif isinstance(child, nn.Conv2d):
+                made = child.out_channels
+            elif isinstance(child, nn.Linear):
+                made = child.out_features
+            else:
+                walk(child)
+
+    walk(model)
     return model
 
 

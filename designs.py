@@ -21,6 +21,11 @@ Families (receptive field 20 or more at the last 3×3, a 1×1 to the classes aft
              again and again with the same weights: `shared-8.16.3` uses it 3 times (13 → 11 → 9 → 7 → 5, RF 20),
              for the weights of one. A tiny net is short of weights, not of compute, and MNIST's strokes look alike
              at every depth; each use keeps a batch norm of its own (--bn-affine layer: 2 parameters a use)
+    early    pool1_ds with the max-pool moved before the first batch norm and ReLU: the same weights, and since a
+             maximum passes through any rising per-channel map, nearly the same net, but the first layer's batch norm
+             and ReLU, which take most of a tiny net's time on the 26×26 map, run on 13×13 (`early-8.13.13.13`)
+    deep     pool1_ds with four separable 3×3s and none dilated (13 -> 11 -> 9 -> 7 -> 5, RF 20, as the public 697-
+             parameter net): one more ReLU for the weights the dilated block's width would have had (`deep-8.10.10.10.10`)
     direct   pool1_ds without its last 1×1 of d channels and the head's 1×1 after it: the last separable 3×3's
              own 1×1 makes the ten class maps, which are averaged (`direct-8.16.16`). Between two 1×1s with no
              ReLU a net learns nothing that one 1×1 cannot, so only that ReLU is lost, and the c·d + 10·d weights
@@ -70,6 +75,17 @@ def pool1_ds_features(a, b, c, d, dropout=0.0):
             separable_bn_relu(c, d, dilation=2)]                                       # -> 5, RF 20
 
 
+def early_features(a, b, c, d, dropout=0.0):
+    (convolution, norm, activation), pool, *rest = pool1_ds_features(a, b, c, d, dropout)
+    return [nn.Sequential(convolution, pool, norm, activation), *rest]  # 28 -> 26 -> 13, RF 4; norm on 13×13
+
+
+def deep_features(a, b, c, d, e, dropout=0.0):
+    return [conv_bn_relu(1, a), nn.MaxPool2d(2),                                      # 28 -> 26 -> 13, RF 4
+            separable_bn_relu(a, b, dropout=dropout), separable_bn_relu(b, c, dropout=dropout),  # -> 11 -> 9
+            separable_bn_relu(c, d), separable_bn_relu(d, e)]                          # -> 7 -> 5, RF 20
+
+
 def direct_features(a, b, c, dropout=0.0):
     return [conv_bn_relu(1, a), nn.MaxPool2d(2),                                      # 28 -> 26 -> 13, RF 4
             separable_bn_relu(a, b, dropout=dropout), separable_bn_relu(b, c, dropout=dropout),  # -> 11 -> 9
@@ -95,8 +111,8 @@ def shared_features(a, b, uses, dropout=0.0):
 
 
 FAMILIES = dict(m4=m4_features, pad=pad_features, pool=pool_features, ds=ds_features, pool1_ds=pool1_ds_features,
-                shared=shared_features, direct=direct_features)
-ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4, shared=3, direct=3)  # pool_ds: model4.Net
+                shared=shared_features, direct=direct_features, early=early_features, deep=deep_features)
+ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4, shared=3, direct=3, early=4, deep=5)  # pool_ds: model4.Net
 MAX_USES = 5  # shared: 11 -> 9 -> 7 -> 5 -> 3 -> 1
 WIDTHS = dict(shared=2)  # a family's numbers that are widths, where not all are (shared's last is its uses)
 DESIGN = re.compile(r"^([a-z_0-9]+)-(\d+(?:\.\d+)*)$")

@@ -22,7 +22,7 @@ BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, m
 SCHEDULERS = ("onecycle", "step", "none")
 PRECISIONS = ("fp32", "bf16")
 BN_AFFINE = ("channel", "layer", "none")  # --bn-affine: what batch norm learns (common.with_bn_affine)
-ACTIVATIONS = ("relu", "leaky", "prelu")  # --activation: what follows each batch norm (common.with_activation)
+ACTIVATIONS = ("relu", "leaky", "prelu", "prelu-channel")  # --activation: what follows each batch norm (common.with_activation)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLUSTER_ENV = "MNIST_DASK_CLUSTER"  # the scheduler sweeps submit to when --cluster is not given
 
@@ -157,8 +157,8 @@ def build_parser(name, defaults, description):
              "scale and one shift for the whole layer (layer: 2 parameters a layer), or nothing (none) "
              "(default: %(default)s)")
     add("--activation", choices=ACTIVATIONS, default="relu",
-        help="the nonlinearity after each batch norm: ReLU, LeakyReLU (negative slope 0.1) or PReLU (one learned "
-             "slope a layer: 1 parameter a layer) (default: %(default)s)")
+        help="the nonlinearity after each batch norm: ReLU, LeakyReLU (negative slope 0.1), PReLU (one learned "
+             "slope a layer: 1 parameter a layer) or prelu-channel (one slope a channel) (default: %(default)s)")
     add("--ema", type=ema_decay, default=0.0, metavar="DECAY",
         help="judge and save an exponential moving average of the weights and batch-norm statistics, updated after "
              "every batch with this decay (0.999: about the last 1,000 updates); 0 judges the weights as they are "

@@ -12,7 +12,10 @@ a CUDA graph on a GPU). On a GPU a row runs the project's steps eagerly, to show
 worth; a row runs the project with --precision bf16 (bfloat16 autocast in the forward pass); a row "tiny" runs
 the project's pipeline with the 99 % club's net (lab/frontier.py's CLUB) in place of model3's: a
 tiny net's rate, which its 26×26 maps and the per-batch costs decide more than its parameters; "tiny,
---channels-last" the same in NHWC memory order, the speed-up the flag buys it. On a CPU it also times
+--channels-last" the same in NHWC memory order, the speed-up the flag buys it. The rows "tiny on 1 thread" time the
+club's net as a sweep runs each of its runs, one thread each: as it trains now, as it trained before its batch
+norms applied their scale and shift in batch norm's own pass (the baseline of the speed work), with designs.py's
+early layout (the same weights, the first max-pool before its batch norm) and with --channels-last. On a CPU it also times
 common.evaluate over the test split, its batches of 1000 whole and in chunks (as evaluate runs them there), for
 model3's net and the club's. Each row trains its
 net with SGD for the same number of steps after a warm-up, in a fresh process of its own, and the rows take turns
@@ -183,17 +186,41 @@ def project_loader(data, device):
 
 # Each row runs in a fresh process, so that its peak memory is its own and no setting carries over. The speedup is
 # the reference's time over the "project" row's (the defaults a user gets).
-PIPELINES = ("reference", "project-eager", "project", "project-bf16", "tiny", "tiny-channels-last")
+PIPELINES = ("reference", "project-eager", "project", "project-bf16", "tiny", "tiny-channels-last",
+             "tiny-1-thread-before", "tiny-1-thread", "tiny-1-thread-early", "tiny-1-thread-channels-last")
 LABELS = {"project-eager": "project, eager steps (no compile, no CUDA graph)",
           "project": "project (in-memory batches, common.train_epoch)",
           "project-bf16": "project, --precision bf16",
           "tiny": "tiny (the project's pipeline, the 99 % club's net of {params:,} parameters)",
-          "tiny-channels-last": "tiny, --channels-last"}
-FLAGS = {"project-bf16": ("--precision", "bf16"), "tiny-channels-last": ("--channels-last",)}
+          "tiny-channels-last": "tiny, --channels-last",
+          "tiny-1-thread-before": "tiny on 1 thread, before (its scale and shift in passes of their own)",
+          "tiny-1-thread": "tiny on 1 thread (as a sweep runs it)",
+          "tiny-1-thread-early": "tiny on 1 thread, the early layout (its max-pool before the first batch norm)",
+          "tiny-1-thread-channels-last": "tiny on 1 thread, --channels-last"}
+FLAGS = {"project-bf16": ("--precision", "bf16"), "tiny-channels-last": ("--channels-last",),
+         "tiny-1-thread-channels-last": ("--channels-last",)}
 
 
-def club_net():
-    return frontier.net_of(*frontier.CLUB)
+def club_net(layout=None):
+    """The 99 % club's net (lab/frontier.py's CLUB); `layout` "early" builds the same widths with designs.py's early
+    layout, "before" as trained before its batch norms applied their scale and shift in their own pass."""
+    step, flags = frontier.CLUB
+    if layout == "early":
+        flags = [flag.replace("pool1_ds-", "early-") for flag in flags]
+    net = frontier.net_of(step, flags)
+    if layout == "before":
+        for module in net.modules():
+            if isinstance(module, common.LayerAffineBatchNorm):
+                module.__class__ = TwoPassLayerAffineBatchNorm  # the same module and weights, the old forward
+    return net
+
+
+class TwoPassLayerAffineBatchNorm(common.LayerAffineBatchNorm):
+    """common.LayerAffineBatchNorm as it was: batch norm, then the layer's scale and shift, two passes more over the
+    map and two more back."""
+
+    def forward(self, x):
+        return torch.nn.BatchNorm2d.forward(self, x) * self.scale + self.shift
 
 
 def pipelines_for(device):
@@ -209,8 +236,12 @@ def run_pipeline(args, device, data):
         rate = time_steps(batches, device, args.steps, args.warmup, reference_step)
     else:
         label = LABELS[name].format(params=common.count_params(club_net()))
+        if "1-thread" in name:  # this row's own process
+            torch.set_num_threads(1)
+        layout = next((way for way in ("before", "early") if name.endswith(way)), None)
+        make_net = (lambda: club_net(layout)) if name.startswith("tiny") else model3.Net
         rate = project_rate(project_loader(data, device), device, args.steps, args.warmup, FLAGS.get(name, ()),
-                            fast=name != "project-eager", make_net=club_net if name.startswith("tiny") else model3.Net)
+                            fast=name != "project-eager", make_net=make_net)
     return dict(pipeline=label, samples_per_s=round(rate, 1), epoch_s=round(60000 / rate, 2),
                 peak_memory_mb=round(peak_memory_mb(device), 1))
 

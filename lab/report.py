@@ -412,6 +412,13 @@ def bench_section(results):
         if "tiny" in rates and "tiny, --channels-last" in rates:
             text += (f" The 99 % club's net trained at {rates['tiny'] / rates['project']:.2f}× model3's rate, and "
                      f"{rates['tiny, --channels-last'] / rates['tiny']:.2f}× its own with --channels-last.")
+        one = "tiny on 1 thread"
+        if all(f"{one}{way}" in rates for way in ("", ", before", ", the early layout", ", --channels-last")):
+            text += (f" On one thread, as a sweep runs it, the club's net trained at "
+                     f"{rates[one] / rates[one + ', before']:.2f}× its rate before the speed work (its scale and "
+                     f"shift in batch norm's own pass), at {rates[one + ', the early layout'] / rates[one]:.2f}× "
+                     f"that with the early layout and {rates[one + ', --channels-last'] / rates[one]:.2f}× with "
+                     f"--channels-last.")
         if b.get("evaluation"):
             text += " " + evaluation_sentence(b["evaluation"])
         if b.get("model3_train_seconds") is not None:
@@ -512,13 +519,20 @@ def club_parts(results):
     """The search for the smallest net that holds 99.0 %, stage by stage, each told by its paragraph of results/club's
     recipes file (comment lines; a paragraph opens with 'Stage N:') above its table."""
     story = stories(Path(results) / "club" / "search-recipes.txt", "Stage")
-    tables = {name: search_section(results, "club", "search", name) for name in story if name != "intro"}
+    folder = Path(results) / "club" / "search"
+    tables = {}
+    for name in story:  # a stage's table, then any more of its own (stage-8-seeds-4-6: more seeds of a recipe)
+        names = [name] + sorted(path.stem for path in folder.glob(f"{name}-*.md"))
+        tables[name] = [t for t in (search_section(results, "club", "search", n) for n in names) if t]
+    tables.pop("intro", None)
     if not any(tables.values()):
         return ["_Not run yet: the commands are in results/club/search-recipes.txt._"]
     parts = [" ".join(story.get("intro", [])), ""]
-    for name, table in tables.items():
-        if table:
-            parts += [f"### {name.replace('-', ' ').capitalize()}", "", " ".join(story[name]), "", table]
+    for name, stage_tables in tables.items():
+        if stage_tables:
+            parts += [f"### {name.replace('-', ' ').capitalize()}", "", " ".join(story[name])]
+            for table in stage_tables:
+                parts += ["", table]
     return parts
 
 

@@ -18,7 +18,9 @@ def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
     assert bench["command"].startswith("python -m lab.bench --steps 5 --warmup 2 --repeats 2 --skip-full")
     rows = bench["pipelines"]
     assert [row["pipeline"].split(" (")[0] for row in rows] == [
-        "reference", "project", "project, --precision bf16", "tiny", "tiny, --channels-last"]  # no eager row off CUDA
+        "reference", "project", "project, --precision bf16", "tiny", "tiny, --channels-last",
+        "tiny on 1 thread, before", "tiny on 1 thread", "tiny on 1 thread, the early layout",
+        "tiny on 1 thread, --channels-last"]  # no eager row off CUDA
     # the tiny rows train the 99 % club's net, named with its parameters
     import common
     from lab import bench as bench_module
@@ -42,7 +44,9 @@ def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
         assert row["whole_images_per_s"] > 0 and row["chunked_images_per_s"] > 0
         assert abs(row["ratio"] - row["chunked_images_per_s"] / row["whole_images_per_s"]) <= 0.01
     sentence = report.evaluation_sentence(evaluation)
-    assert sentence in report.bench_section(tmp_path)
+    section = report.bench_section(tmp_path)
+    assert sentence in section
+    assert f"at {rows[6]['samples_per_s'] / rows[5]['samples_per_s']:.2f}× its rate before the speed work" in section
     assert f"the club net ({club_params:,} parameters) {evaluation[1]['whole_images_per_s']:,} images/s whole" in sentence
     assert bench["table_markdown"] == report.bench_table(bench)
     for row in rows:
@@ -58,3 +62,19 @@ def test_a_row_is_its_median_round():
     row = bench.median_row(rounds)
     assert row["samples_per_s"] == 200.0 and row["epoch_s"] == 300.0 and row["peak_memory_mb"] == 7.0
     assert row["rounds_samples_per_s"] == [100.0, 300.0, 200.0]
+
+
+def test_the_tiny_rows_time_the_club_net_as_it_trained_before_and_in_the_early_layout():
+    import torch
+    from torch import nn
+    from lab import bench
+    nets = {}
+    for layout in (None, "before", "early"):
+        torch.manual_seed(0)
+        nets[layout] = bench.club_net(layout)
+    norms = [type(m) for m in nets["before"].modules() if isinstance(m, bench.common.LayerAffineBatchNorm)]
+    assert norms and set(norms) == {bench.TwoPassLayerAffineBatchNorm}
+    x = torch.randn(4, 1, 28, 28)
+    assert torch.allclose(nets["before"].train()(x), nets[None].train()(x), atol=1e-5)  # the same net, two ways
+    assert [p.shape for p in nets["early"].parameters()] == [p.shape for p in nets[None].parameters()]
+    assert isinstance(nets["early"].features[0][1], nn.MaxPool2d)

@@ -132,6 +132,39 @@ def test_the_direct_layout_is_pool1_ds_with_its_last_two_1x1s_made_one():
     assert direct.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_the_early_layout_is_pool1_ds_with_the_first_max_pool_before_its_batch_norm():
+    """early-A.B.C.D: pool1_ds-A.B.C.D's modules, in the same order but for the max-pool, which comes straight after
+    the first convolution, so that its batch norm and ReLU see the 13×13 map."""
+    import designs
+    torch.manual_seed(0)
+    early = designs.Net("early-8.13.13.13")
+    torch.manual_seed(0)
+    pool1_ds = designs.Net("pool1_ds-8.13.13.13")
+    assert [type(m) for m in early.features[0]] == [nn.Conv2d, nn.MaxPool2d, nn.BatchNorm2d, nn.ReLU]
+    assert [type(m) for m in pool1_ds.features[:2]] == [nn.Sequential, nn.MaxPool2d]
+    assert [p.shape for p in early.parameters()] == [p.shape for p in pool1_ds.parameters()]
+    rows, theirs = common.receptive_field(early), common.receptive_field(pool1_ds)
+    assert [(r["size"], r["rf"]) for r in rows] == [(r["size"], r["rf"]) for r in theirs]
+    assert common.feature_rf(rows) == 20 and sum(r["params"] for r in rows) == common.count_params(early)
+    # the same initial weights; with batch norm's statistics as they start (mean 0, variance 1) its map rises, as
+    # ReLU does, and a maximum passes through both: pooling first changes nothing
+    x = torch.randn(2, 1, 28, 28)
+    assert torch.allclose(early.eval()(x), pool1_ds.eval()(x), atol=1e-6)
+    assert [name for name, _, _ in common.feature_maps(early, x[0])][0] == "features.0"
+
+
+def test_the_deep_layout_is_four_separable_3x3s_undilated():
+    import designs
+    net = designs.Net("deep-8.10.10.11.11")
+    convs = [m for m in net.features.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 9 and all(c.dilation == (1, 1) for c in convs)
+    # a 3×3 of 8, then four separable blocks (a 3×3 per channel, a 1×1), batch norm's 2 a channel, the head
+    blocks = [(8, 10), (10, 10), (10, 11), (11, 11)]
+    assert common.count_params(net) == (9 * 8 + 16) + sum(i * 9 + i * o + 2 * o for i, o in blocks) + 11 * 10 + 10
+    rows = common.receptive_field(net)
+    assert common.feature_rf(rows) == 20 and rows[-3]["size"] == 5
+
+
 def test_the_shared_weights_train_as_one_and_save_as_one():
     import designs
     torch.manual_seed(0)
@@ -163,14 +196,29 @@ def test_bn_affine_sets_what_each_batch_norm_learns(kind, learned):
     assert net.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
-def test_layer_affine_batch_norm_is_plain_batch_norm_then_one_scale_and_one_shift():
-    norm, plain = common.LayerAffineBatchNorm(4), nn.BatchNorm2d(4, affine=False)
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_layer_affine_batch_norm_is_plain_batch_norm_then_one_scale_and_one_shift(memory_format):
+    norm, plain = common.LayerAffineBatchNorm(15), nn.BatchNorm2d(15, affine=False)
     with torch.no_grad():
         norm.scale.fill_(1.5)
         norm.shift.fill_(-0.25)
-    x = torch.randn(8, 4, 5, 5)
-    assert torch.allclose(norm(x), plain(x) * 1.5 - 0.25)
-    assert torch.equal(norm.running_mean, plain.running_mean) and common.count_params(norm) == 2
+    x = torch.randn(8, 15, 5, 5).to(memory_format=memory_format)
+    twin = x.detach().clone().requires_grad_()
+    x.requires_grad_()
+    out, normalised = norm(x), plain(twin)
+    assert torch.allclose(out, normalised * 1.5 - 0.25, atol=1e-6)  # one pass rounds otherwise than two
+    # every gradient as the two passes after the norm would give it (the forward does them in the norm's own)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    ((normalised * 1.5 - 0.25) * weights).sum().backward()
+    assert torch.allclose(norm.scale.grad, (normalised * weights).sum(), rtol=1e-4)
+    assert torch.allclose(norm.shift.grad, weights.sum(), rtol=1e-4)
+    assert torch.allclose(x.grad, twin.grad, atol=1e-5)
+    assert torch.allclose(norm.running_mean, plain.running_mean)
+    assert torch.allclose(norm.running_var, plain.running_var)
+    assert norm.num_batches_tracked == plain.num_batches_tracked == 1 and common.count_params(norm) == 2
+    norm.eval(), plain.eval()
+    assert torch.allclose(norm(x), plain(x) * 1.5 - 0.25, atol=1e-6)
 
 
 def test_the_bn_affine_flag_reaches_the_net_built():
@@ -182,7 +230,8 @@ def test_the_bn_affine_flag_reaches_the_net_built():
 
 
 @pytest.mark.parametrize("kind, layer, learned", [("relu", nn.ReLU, 0), ("leaky", nn.LeakyReLU, 0),
-                                                   ("prelu", nn.PReLU, 1)])
+                                                   ("prelu", nn.PReLU, 1),
+                                                   ("prelu-channel", nn.PReLU, sum(model4.DEFAULTS["widths"]) / 5)])
 def test_activation_sets_the_nonlinearity_after_each_batch_norm(kind, layer, learned):
     from harness.cli import build_parser, config_from_args
     config = config_from_args(build_parser("model4", model4.DEFAULTS, "").parse_args(["--activation", kind]))
@@ -192,5 +241,8 @@ def test_activation_sets_the_nonlinearity_after_each_batch_norm(kind, layer, lea
     assert common.count_params(net) == common.count_params(model4.Net()) + 5 * learned
     assert sum(r["params"] for r in common.receptive_field(net)) == common.count_params(net)
     assert net.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
-    slope = {"relu": 0.0, "leaky": 0.1, "prelu": 0.25}[kind]  # PReLU's slope as it starts, before it is learned
-    assert torch.allclose(nonlinear[0](torch.tensor([-2.0, 3.0])), torch.tensor([-2.0 * slope, 3.0]))
+    if kind == "prelu-channel":  # a slope for each channel of the layer before
+        assert [m.num_parameters for m in nonlinear] == list(model4.DEFAULTS["widths"])
+    slope = {"relu": 0.0, "leaky": 0.1}.get(kind, 0.25)  # PReLU's slope as it starts, before it is learned
+    x = torch.tensor([-2.0, 3.0]).repeat(1, getattr(nonlinear[0], "num_parameters", 1), 1, 1)  # 1×C×1×2
+    assert torch.allclose(nonlinear[0](x), torch.where(x < 0, slope * x, x))
