@@ -24,6 +24,9 @@ Families (receptive field 20 or more at the last 3×3, a 1×1 to the classes aft
     early    pool1_ds with the max-pool moved before the first batch norm and ReLU: the same weights, and since a
              maximum passes through any rising per-channel map, nearly the same net, but the first layer's batch norm
              and ReLU, which take most of a tiny net's time on the 26×26 map, run on 13×13 (`early-8.13.13.13`)
+    late     pool1_ds with its max-pool one block later: the first separable 3×3 runs on 24×24, not 11×11, and the
+             last, dilated by 3, ends on 4×4 (RF 22): the same weights applied at more positions, 1.8 times the
+             multiply-adds of pool1_ds at 8.13.13.13 (`late-8.13.13.13`)
     deep     pool1_ds with four separable 3×3s and none dilated (13 -> 11 -> 9 -> 7 -> 5, RF 20, as the public 697-
              parameter net): one more ReLU for the weights the dilated block's width would have had (`deep-8.10.10.10.10`)
     direct   pool1_ds without its last 1×1 of d channels and the head's 1×1 after it: the last separable 3×3's
@@ -80,6 +83,12 @@ def early_features(a, b, c, d, dropout=0.0):
     return [nn.Sequential(convolution, pool, norm, activation), *rest]  # 28 -> 26 -> 13, RF 4; norm on 13×13
 
 
+def late_features(a, b, c, d, dropout=0.0):
+    return [conv_bn_relu(1, a), separable_bn_relu(a, b, dropout=dropout), nn.MaxPool2d(2),  # 28 -> 26 -> 24 -> 12
+            separable_bn_relu(b, c, dropout=dropout),                                  # -> 10, RF 10
+            separable_bn_relu(c, d, dilation=3)]                                       # -> 4, RF 22
+
+
 def deep_features(a, b, c, d, e, dropout=0.0):
     return [conv_bn_relu(1, a), nn.MaxPool2d(2),                                      # 28 -> 26 -> 13, RF 4
             separable_bn_relu(a, b, dropout=dropout), separable_bn_relu(b, c, dropout=dropout),  # -> 11 -> 9
@@ -111,8 +120,9 @@ def shared_features(a, b, uses, dropout=0.0):
 
 
 FAMILIES = dict(m4=m4_features, pad=pad_features, pool=pool_features, ds=ds_features, pool1_ds=pool1_ds_features,
-                shared=shared_features, direct=direct_features, early=early_features, deep=deep_features)
-ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4, shared=3, direct=3, early=4, deep=5)  # pool_ds: model4.Net
+                shared=shared_features, direct=direct_features, early=early_features, deep=deep_features,
+                late=late_features)
+ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4, shared=3, direct=3, early=4, deep=5, late=4)  # pool_ds: model4.Net
 MAX_USES = 5  # shared: 11 -> 9 -> 7 -> 5 -> 3 -> 1
 WIDTHS = dict(shared=2)  # a family's numbers that are widths, where not all are (shared's last is its uses)
 DESIGN = re.compile(r"^([a-z_0-9]+)-(\d+(?:\.\d+)*)$")

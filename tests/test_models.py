@@ -153,6 +153,17 @@ def test_the_early_layout_is_pool1_ds_with_the_first_max_pool_before_its_batch_n
     assert [name for name, _, _ in common.feature_maps(early, x[0])][0] == "features.0"
 
 
+def test_the_late_layout_is_pool1_ds_s_weights_with_the_max_pool_a_block_later():
+    import designs
+    late, pool1_ds = designs.Net("late-8.13.13.13"), designs.Net("pool1_ds-8.13.13.13")
+    assert [p.shape for p in late.parameters()] == [p.shape for p in pool1_ds.parameters()]
+    assert isinstance(late.features[2], nn.MaxPool2d) and isinstance(pool1_ds.features[1], nn.MaxPool2d)
+    rows, theirs = common.receptive_field(late), common.receptive_field(pool1_ds)
+    assert common.feature_rf(rows) == 22 and [r["size"] for r in rows if r["kind"] == "conv"][-1] == 4
+    assert sum(r["macs"] for r in rows) > 1.7 * sum(r["macs"] for r in theirs)  # the weights used more often
+    assert late.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
 def test_the_deep_layout_is_four_separable_3x3s_undilated():
     import designs
     net = designs.Net("deep-8.10.10.11.11")

@@ -284,6 +284,10 @@ def test_the_club_search_is_told_from_its_recipes_file_with_each_stage_table(res
     assert parts[2:] == ["### Stage 2", "", "Stage 2: larger ones. The choice: the smallest that met.", "",
                          "| recipe | ... |\n"]
     assert "## The 99 % club" in report.results_markdown(results)
+    # more seeds of a stage's recipe (--seed 4, --name stage-2-seeds-4-6) are a table of that stage, after its own
+    _write(results / "club" / "search" / "stage-2-seeds-4-6.json", dict(step="designs", recipes=[]))
+    (results / "club" / "search" / "stage-2-seeds-4-6.md").write_text("| seeds 4-6 |\n")
+    assert report.club_parts(results)[-3:] == ["| recipe | ... |\n", "", "| seeds 4-6 |\n"]
 
 
 def test_results_md_opens_with_its_sections_linked():
