@@ -29,6 +29,9 @@ Families (receptive field 20 or more at the last 3×3, a 1×1 to the classes aft
              multiply-adds of pool1_ds at 8.13.13.13 (`late-8.13.13.13`)
     deep     pool1_ds with four separable 3×3s and none dilated (13 -> 11 -> 9 -> 7 -> 5, RF 20, as the public 697-
              parameter net): one more ReLU for the weights the dilated block's width would have had (`deep-8.10.10.10.10`)
+    shuffle  pool1_ds with each separable block's 1×1 in two groups (each half of the channels mixed apart, for half
+             the weights), then nn.ChannelShuffle, so the next block's halves each get some of both: a 1×1 is most
+             of a separable block's weights, so the same count buys about a third more width (`shuffle-8.16.16.18`)
     direct   pool1_ds without its last 1×1 of d channels and the head's 1×1 after it: the last separable 3×3's
              own 1×1 makes the ten class maps, which are averaged (`direct-8.16.16`). Between two 1×1s with no
              ReLU a net learns nothing that one 1×1 cannot, so only that ReLU is lost, and the c·d + 10·d weights
@@ -89,6 +92,18 @@ def late_features(a, b, c, d, dropout=0.0):
             separable_bn_relu(c, d, dilation=3)]                                       # -> 4, RF 22
 
 
+def shuffled(block, groups=2):
+    """A separable block with its 1×1 in `groups` groups, then its channels dealt out across the groups."""
+    depthwise, pointwise, *rest = block
+    grouped = nn.Conv2d(pointwise.in_channels, pointwise.out_channels, 1, groups=groups, bias=False)
+    return nn.Sequential(depthwise, grouped, *rest, nn.ChannelShuffle(groups))
+
+
+def shuffle_features(a, b, c, d, dropout=0.0):
+    first, pool, *blocks = pool1_ds_features(a, b, c, d, dropout)
+    return [first, pool, *map(shuffled, blocks)]                                      # 28 -> 26 -> 13 ... -> 5, RF 20
+
+
 def deep_features(a, b, c, d, e, dropout=0.0):
     return [conv_bn_relu(1, a), nn.MaxPool2d(2),                                      # 28 -> 26 -> 13, RF 4
             separable_bn_relu(a, b, dropout=dropout), separable_bn_relu(b, c, dropout=dropout),  # -> 11 -> 9
@@ -121,8 +136,8 @@ def shared_features(a, b, uses, dropout=0.0):
 
 FAMILIES = dict(m4=m4_features, pad=pad_features, pool=pool_features, ds=ds_features, pool1_ds=pool1_ds_features,
                 shared=shared_features, direct=direct_features, early=early_features, deep=deep_features,
-                late=late_features)
-ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4, shared=3, direct=3, early=4, deep=5, late=4)  # pool_ds: model4.Net
+                late=late_features, shuffle=shuffle_features)
+ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4, shared=3, direct=3, early=4, deep=5, late=4, shuffle=4)  # pool_ds: model4.Net
 MAX_USES = 5  # shared: 11 -> 9 -> 7 -> 5 -> 3 -> 1
 WIDTHS = dict(shared=2)  # a family's numbers that are widths, where not all are (shared's last is its uses)
 DESIGN = re.compile(r"^([a-z_0-9]+)-(\d+(?:\.\d+)*)$")

@@ -164,6 +164,21 @@ def test_the_late_layout_is_pool1_ds_s_weights_with_the_max_pool_a_block_later()
     assert late.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_the_shuffle_layout_mixes_each_half_apart_then_deals_the_channels_out():
+    import designs
+    net = designs.Net("shuffle-8.16.16.18")
+    blocks = list(net.features)[2:]
+    assert all(block[1].groups == 2 and isinstance(block[-1], nn.ChannelShuffle) for block in blocks)
+    # a 3×3 of 8; each block a 3×3 per channel and a 1×1 of two halves (in/2 · out weights); batch norm's 2 a
+    # channel; the head's full 1×1
+    halves = [(8, 16), (16, 16), (16, 18)]
+    assert common.count_params(net) == (72 + 16) + sum(9 * i + i * o // 2 + 2 * o for i, o in halves) + 18 * 10 + 10
+    rows = common.receptive_field(net)
+    assert common.feature_rf(rows) == 20 and sum(r["params"] for r in rows) == common.count_params(net)
+    x = torch.arange(4.0).view(1, 4, 1, 1)
+    assert nn.ChannelShuffle(2)(x).flatten().tolist() == [0.0, 2.0, 1.0, 3.0]  # each half now holds some of both
+
+
 def test_the_deep_layout_is_four_separable_3x3s_undilated():
     import designs
     net = designs.Net("deep-8.10.10.11.11")
