@@ -878,8 +878,8 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
         data = prepare_data(args.data_dir)
         print(f"{name}: data from {data['source']}; training mean {data['mean']}, std {data['std']}")
         if args.seeds and not args.dry_run:
-            train = lambda seed_config, seed_out, command: run_once(  # noqa: E731
-                name, net_class, seed_config, targets, data, seed_out, analyse_data, command)
+            train = lambda seed_config, seed_out, command, log: run_once(  # noqa: E731
+                name, net_class, seed_config, targets, data, seed_out, analyse_data, command, log)
             rule_met = run_seeds(name, STEPS_FOLDER / f"{name}.py", config, targets, out, args.seeds, argv, train,
                                  args.jobs, cluster=args.cluster)
             return 0 if rule_met or config.subset else 1

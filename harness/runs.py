@@ -335,7 +335,8 @@ def seed_flags(argv):
 def run_seeds(name, script, config, targets, out, count, argv, train, jobs=1, log=print, cluster=None):
     """Step `name` (its file `script`) over `count` seeds: per-seed runs in out/seeds/seed-N, then seeds.json and
     seeds.md. With jobs > 1 or a `cluster` the seeds run as separate processes through run_commands; else one
-    after another here, by `train(config, out, command)`, which returns a run's metrics. A seed already completed
+    after another here, by `train(config, out, command, log)`, which returns a run's metrics; what it logs goes to
+    the seed's log.txt too, as a process's output does. A seed already completed
     is not run again. Returns the verdict of the step's seed rule (`targets.seeds_needed`): True or False, None
     where a seed's accuracy was not judged (a smoke run)."""
     seeds = list(range(config.seed, config.seed + count))
@@ -358,7 +359,13 @@ def run_seeds(name, script, config, targets, out, count, argv, train, jobs=1, lo
             metrics = reusable_run(run, command)
             log(f"\n=== {name}: seed {seed} ({index} of {count}){' — done before, kept' if metrics else ''} ===")
             if metrics is None:
-                metrics = train(seed_config, run.out, command)
+                lines = []
+
+                def log_and_keep(line):
+                    log(line)
+                    lines.append(line)
+                metrics = train(seed_config, run.out, command, log_and_keep)
+                atomic_write_text(run.out / "log.txt", "\n".join(lines) + "\n")  # after the run's files, replaced
             results.append(metrics)
     rows = [dict(seed=seed, final_test_acc=m["final_test_acc"], last3_min_test_acc=min(m["last_test_accs"]),
                  passed=m["passed"], train_seconds=m["train_seconds"]) for seed, m in zip(seeds, results)]

@@ -131,8 +131,8 @@ def test_same_seed_same_cpu_same_numbers(mnist):
 
 
 def test_seeds_mode_writes_a_table_over_seeds(tmp_path, data_dir):
-    """--seeds trained here (--jobs 1): each seed gets the files a seed run through Dask writes but log.txt (step
-    1's samples.png and data analysis included), and an older run's files in its folder go."""
+    """--seeds trained here (--jobs 1): each seed gets the files a seed run through Dask writes, its log.txt too
+    (step 1's samples.png and data analysis included), and an older run's files in its folder go."""
     seed_2 = tmp_path / "seeds" / "seed-2"
     seed_2.mkdir(parents=True)
     (seed_2 / "log.txt").write_text("an older run's log\n")
@@ -141,7 +141,9 @@ def test_seeds_mode_writes_a_table_over_seeds(tmp_path, data_dir):
     assert result.returncode == 0, result.stdout + result.stderr
     summary = json.loads((tmp_path / "seeds.json").read_text())
     assert [r["seed"] for r in summary["seeds"]] == [1, 2] and summary["count"] == 2
-    assert {p.name for p in seed_2.iterdir()} == EXPECTED_FILES | {"features.png", "samples.png"}
+    assert {p.name for p in seed_2.iterdir()} == EXPECTED_FILES | {"features.png", "samples.png", "log.txt"}
+    log = (seed_2 / "log.txt").read_text()
+    assert "an older run's log" not in log and "epoch 1/1" in log and "model1: wrote " in log
     assert json.loads((seed_2 / "metrics.json").read_text())["data"]["train"]["count"] == 60000
     assert sorted(p.name for p in (tmp_path / "seeds").iterdir()) == ["seed-1", "seed-2"]  # nothing left beside
     assert "mean ± std" in (tmp_path / "seeds.md").read_text()
