@@ -533,7 +533,36 @@ def club_parts(results):
             parts += [f"### {name.replace('-', ' ').capitalize()}", "", " ".join(story[name])]
             for table in stage_tables:
                 parts += ["", table]
-    return parts
+    under = under_a_thousand(folder)
+    return parts + (["", "### Every recipe under 1,000 parameters", "", under] if under else [])
+
+
+def under_a_thousand(folder, budget=1000):
+    """Every recipe of the club's stages under `budget` parameters with all its seeds run, best first: one table
+    that shows how far apart the ideas are, against how far apart one recipe's seeds are."""
+    rows, seen = [], set()
+    for path in sorted(folder.glob("stage-*.json"), key=lambda p: [int(n) for n in re.findall(r"\d+", p.stem)]):
+        search = load_json(path, ("recipes", "seed_list", "min_acc"))
+        for r in search["recipes"]:
+            runs = (r["flags"], search["seed_list"])  # a recipe shown again in a later table, from the same runs
+            if r.get("completed") == r["seeds"] and r.get("params", budget) < budget and runs not in seen:
+                seen.add(runs)
+                rows.append(dict(r, table=path.stem, seed_list=search["seed_list"], min_acc=search["min_acc"]))
+    if not rows:
+        return None
+    rows.sort(key=lambda r: -r["last3_val_mean"])
+    lines = ["| recipe | table | params | seeds | val acc, last 3 epochs: mean (%) | min (%) | final val acc per seed "
+             "(%) | met |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['recipe']} | {r['table']} | {r['params']:,} | {r['seed_list']} | {r['last3_val_mean']:.3f} "
+              f"| {r['last3_val_min']:.2f} | {' '.join(f'{a:.2f}' for a in r['final_val'])} | {r['met']}/{r['seeds']} |"
+              for r in rows]
+    held = [r for r in rows if r["met"] == r["seeds"]]
+    spread = max(max(r["final_val"]) - min(r["final_val"]) for r in rows)
+    return ("\n".join(lines) + f"\n\n{len(rows)} recipes under {budget:,} parameters, {sum(r['seeds'] for r in rows)} "
+            f"runs: their means from {rows[-1]['last3_val_mean']:.2f} to {rows[0]['last3_val_mean']:.2f} %, while the "
+            f"final accuracies of one recipe's seeds lie up to {spread:.2f} points apart. "
+            + (f"{len(held)} held {rows[0]['min_acc']:.1f} % on every seed." if held else
+               f"None held {rows[0]['min_acc']:.1f} % on every seed.") + "\n")
 
 
 def sweep_bench_section(results):

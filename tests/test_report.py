@@ -277,7 +277,8 @@ def test_the_club_search_is_told_from_its_recipes_file_with_each_stage_table(res
         "# The club.\n#   python -m lab.search designs ...\n# Stage 1: tiny nets.\nx: --epochs 1\n# Stage 2: larger\n"
         "# ones. The choice: the smallest that met.\ny: --epochs 2\n")
     assert "_Not run yet" in report.club_parts(results)[0]  # a recipes file, but no table yet
-    _write(results / "club" / "search" / "stage-2.json", dict(step="designs", recipes=[]))
+    _write(results / "club" / "search" / "stage-2.json", dict(step="designs", seed_list="1, 2, 3", min_acc=99.0,
+                                                            recipes=[]))
     (results / "club" / "search" / "stage-2.md").write_text("| recipe | ... |\n")
     parts = report.club_parts(results)
     assert parts[0] == "The club."  # the command line is the table's; stage 1 has no table, so no text
@@ -285,7 +286,8 @@ def test_the_club_search_is_told_from_its_recipes_file_with_each_stage_table(res
                          "| recipe | ... |\n"]
     assert "## The 99 % club" in report.results_markdown(results)
     # more seeds of a stage's recipe (--seed 4, --name stage-2-seeds-4-6) are a table of that stage, after its own
-    _write(results / "club" / "search" / "stage-2-seeds-4-6.json", dict(step="designs", recipes=[]))
+    _write(results / "club" / "search" / "stage-2-seeds-4-6.json", dict(step="designs", seed_list="4, 5, 6",
+                                                                      min_acc=99.0, recipes=[]))
     (results / "club" / "search" / "stage-2-seeds-4-6.md").write_text("| seeds 4-6 |\n")
     assert report.club_parts(results)[-3:] == ["| recipe | ... |\n", "", "| seeds 4-6 |\n"]
 
@@ -334,3 +336,24 @@ def test_a_frontier_point_whose_seeds_did_not_all_complete_holds_no_line_and_is_
     assert "9 of its 10 seeds held 99.0 % on each of their last 3 epochs (1 did not complete)" in text
     assert "it holds the line" in text  # 9 in 10 held, whatever the tenth would have done
     assert "| someone/tiny-mnist | 697 | 99.03 % | the best of many runs | 3,000 |" in text
+
+
+def test_every_recipe_under_a_thousand_parameters_is_one_table_best_first_each_run_once(tmp_path):
+    def recipe(name, params, mean, finals, met, completed=3):
+        return dict(recipe=name, flags=f"--design {name}", seeds=3, completed=completed, params=params,
+                    last3_val_mean=mean, last3_val_min=min(finals) - 0.01, final_val=finals, met=met)
+    folder = tmp_path / "club" / "search"
+    _write(folder / "stage-2.json", dict(step="designs", seed_list="1, 2, 3", min_acc=99.0, recipes=[
+        recipe("a", 970, 98.9, [98.9, 98.8, 99.0], 0), recipe("big", 1218, 99.1, [99.1, 99.1, 99.1], 3)]))
+    _write(folder / "stage-10.json", dict(step="designs", seed_list="1, 2, 3", min_acc=99.0, recipes=[
+        recipe("b", 990, 99.0, [99.0, 99.1, 98.95], 2), recipe("a", 970, 98.9, [98.9, 98.8, 99.0], 0),
+        recipe("unfinished", 900, 99.5, [99.5], 1, completed=1)]))
+    _write(folder / "stage-10-seeds-4-6.json", dict(step="designs", seed_list="4, 5, 6", min_acc=99.0, recipes=[
+        recipe("a", 970, 98.7, [98.7, 98.6, 98.8], 0)]))
+    table = report.under_a_thousand(folder)
+    rows = [line.split(" | ")[:2] for line in table.splitlines()[2:5]]
+    assert rows == [["| b", "stage-10"], ["| a", "stage-2"], ["| a", "stage-10-seeds-4-6"]]  # stage 2's a once
+    assert table.count("| a |") == 2 and "big" not in table and "unfinished" not in table
+    assert table.rstrip().endswith("3 recipes under 1,000 parameters, 9 runs: their means from 98.70 to 99.00 %, "
+                                   "while the final accuracies of one recipe's seeds lie up to 0.20 points apart. "
+                                   "None held 99.0 % on every seed.")
