@@ -8,10 +8,13 @@ once — lives in the package harness/ (its __init__.py lists the modules).
 """
 import contextlib
 import copy
+import importlib
 import io
+import json
 import math
 import os
 import random
+import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -26,8 +29,9 @@ import torch.nn.functional as F
 from harness import cuda_graph
 from harness.cli import (bf16_note, build_parser, command_line, config_from_args, describe_device,
                          settings_to_record)
-from harness.errors import TrainingError, run_main
-from harness.files import check_writable, json_text, png_bytes, recover_folder, replace_run, state_dict_bytes
+from harness.errors import TrainingError, UsageError, os_reason, run_main
+from harness.files import (check_writable, json_text, load_state_dict, png_bytes, recover_folder, replace_run,
+                           state_dict_bytes)
 from harness.layers import CannotFollow, keeps_the_map, pair, shown, window_of
 from harness.mnist import ensure_mnist, load_split
 from harness.runs import RUN_FOLDER_ENV, run_seeds
@@ -484,10 +488,23 @@ class WeightAverage:
                 average.copy_(current)
 
 
+DISTILL_TEMPERATURE, DISTILL_WEIGHT = 4.0, 0.5  # --teacher: how soft the two nets' predictions are compared
+
+
+def distilled(loss, logits, taught):
+    """--teacher: the loss half the usual one, half how far the net's predictions are from the teacher's, both
+    softened by the temperature so that the teacher's second guesses count (Hinton et al., 2015); T² keeps that
+    half's gradients the size of the usual loss's."""
+    t = DISTILL_TEMPERATURE
+    gap = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(taught / t, 1), log_target=True, reduction="batchmean")
+    return (1 - DISTILL_WEIGHT) * loss + DISTILL_WEIGHT * t * t * gap
+
+
 def train_epoch(model, loader, optimizer, scheduler, config, progress=None, graphed=None, check_every=20,
-                average=None):
+                average=None, teacher=None):
     """One pass over the training data: the textbook loop. `scheduler` is moved after every batch (OneCycle; None
-    for a schedule by epoch), and `average` (a WeightAverage, with --ema) after every update. The loss and the
+    for a schedule by epoch), `average` (a WeightAverage, with --ema) after every update, and with a `teacher`
+    (--teacher) the loss is `distilled`. The loss and the
     correct predictions are summed on the device and read only every `check_every` batches (for the progress bar
     and the non-finite-loss check), so the device never waits."""
     model.train()
@@ -504,6 +521,10 @@ def train_epoch(model, loader, optimizer, scheduler, config, progress=None, grap
             with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
                 logits = model(x)
             loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+            if teacher is not None:
+                with torch.no_grad():
+                    taught = teacher(x)
+                loss = distilled(loss, logits.float(), taught)
             loss.backward()
             optimizer.step()
         if scheduler is not None:
@@ -593,6 +614,34 @@ def placed(model, config):
     return model.to(memory_format=torch.channels_last) if config.channels_last else model
 
 
+def teacher_net(config):
+    """--teacher: the net that a run of a step saved in the folder `config.teacher`, built again from the command its
+    metrics.json records, with its weights, frozen, in eval mode. It must have trained on none of the images this
+    run judges itself on: both hold out the last images of the training split, so its --val must be as large."""
+    folder = Path(config.teacher)
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+        step, flags = metrics["model"], shlex.split(metrics["command"])[2:]
+    except OSError as e:
+        raise UsageError(f"argument --teacher: {folder} holds no run's metrics.json ({os_reason(e)})") from None
+    except (ValueError, KeyError, TypeError, IndexError):
+        raise UsageError(f"argument --teacher: {folder}/metrics.json is not a run's metrics") from None
+    if step not in STEPS + ("designs",):
+        raise UsageError(f"argument --teacher: {folder} holds a run of {step!r}, not of a step")
+    if metrics.get("val_images", 0) < config.val:
+        raise UsageError(f"argument --teacher: the run in {folder} held out {metrics.get('val_images', 0):,} "
+                         f"training images and this run holds out {config.val:,}, so the teacher has seen images "
+                         f"this run is judged on; train it with --val {config.val} or more")
+    module = importlib.import_module(step)
+    net = build_net(module.Net, config_from_args(build_parser(step, module.DEFAULTS, "").parse_args(flags)))
+    try:
+        net.load_state_dict(load_state_dict(folder / "model.pt"))
+    except Exception as e:  # a missing, truncated or other net's file: whatever torch raises, one line
+        raise UsageError(f"argument --teacher: {folder}/model.pt does not load into {step}'s net as its run "
+                         f"built it ({' '.join(str(e).split())[:200] or type(e).__name__})") from None
+    return net.requires_grad_(False).eval()
+
+
 def fit(net_factory, config, data, log=print):
     """Train a fresh model with `config` on `data` (from `prepare_data`), testing it after every epoch."""
     set_seed(config.seed)
@@ -608,9 +657,10 @@ def fit(net_factory, config, data, log=print):
     batch_scheduler = scheduler if schedule_every == "batch" else None
     # On a GPU, train_epoch replays its update as a CUDA graph (harness/cuda_graph.py), compiled and warmed up here,
     # before the clock starts; everywhere else it runs the loop's own lines.
+    teacher = placed(teacher_net(config), config) if config.teacher else None
     graphed = (cuda_graph.fast(model, optimizer, config, train_loader, lambda: evaluate(model, test_loader),
                                throwaway_optimizer=make_optimizer_and_scheduler(model, config, 1)[0])
-               if device.type == "cuda" else None)
+               if device.type == "cuda" and teacher is None else None)
     average = WeightAverage(model, config.ema) if config.ema else None
     judged = average.model if average else model  # what is evaluated each epoch, and returned
     history = []
@@ -620,7 +670,8 @@ def fit(net_factory, config, data, log=print):
         if epoch == config.epochs - config.clean_epochs + 1:  # the last --clean-epochs see the digits unaugmented
             train_loader.rotate_degrees = train_loader.shift_pixels = 0.0
         train_loss, train_acc = train_epoch(model, train_loader, optimizer, batch_scheduler, config,
-                                            Progress(f"epoch {epoch}/{config.epochs}"), graphed, average=average)
+                                            Progress(f"epoch {epoch}/{config.epochs}"), graphed, average=average,
+                                            teacher=teacher)
         if schedule_every == "epoch":
             scheduler.step()
         row = dict(epoch=epoch, train_loss=round(train_loss, 5), train_acc=round(train_acc, 2))

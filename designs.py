@@ -28,7 +28,8 @@ Families (receptive field 20 or more at the last 3×3, a 1×1 to the classes aft
              last, dilated by 3, ends on 4×4 (RF 22): the same weights applied at more positions, 1.8 times the
              multiply-adds of pool1_ds at 8.13.13.13 (`late-8.13.13.13`)
     deep     pool1_ds with four separable 3×3s and none dilated (13 -> 11 -> 9 -> 7 -> 5, RF 20, as the public 697-
-             parameter net): one more ReLU for the weights the dilated block's width would have had (`deep-8.10.10.10.10`)
+             parameter net): one more ReLU for the weights the dilated block's width would have had
+             (`deep-8.10.10.10.10`)
     shuffle  pool1_ds with each separable block's 1×1 in two groups (each half of the channels mixed apart, for half
              the weights), then nn.ChannelShuffle, so the next block's halves each get some of both: a 1×1 is most
              of a separable block's weights, so the same count buys about a third more width (`shuffle-8.16.16.18`)
@@ -137,7 +138,8 @@ def shared_features(a, b, uses, dropout=0.0):
 FAMILIES = dict(m4=m4_features, pad=pad_features, pool=pool_features, ds=ds_features, pool1_ds=pool1_ds_features,
                 shared=shared_features, direct=direct_features, early=early_features, deep=deep_features,
                 late=late_features, shuffle=shuffle_features)
-ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4, shared=3, direct=3, early=4, deep=5, late=4, shuffle=4)  # pool_ds: model4.Net
+ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4, shared=3, direct=3, early=4, deep=5, late=4,
+             shuffle=4)  # pool_ds: model4.Net
 MAX_USES = 5  # shared: 11 -> 9 -> 7 -> 5 -> 3 -> 1
 WIDTHS = dict(shared=2)  # a family's numbers that are widths, where not all are (shared's last is its uses)
 DESIGN = re.compile(r"^([a-z_0-9]+)-(\d+(?:\.\d+)*)$")

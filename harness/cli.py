@@ -22,7 +22,8 @@ BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, m
 SCHEDULERS = ("onecycle", "step", "none")
 PRECISIONS = ("fp32", "bf16")
 BN_AFFINE = ("channel", "layer", "none")  # --bn-affine: what batch norm learns (common.with_bn_affine)
-ACTIVATIONS = ("relu", "leaky", "prelu", "prelu-channel")  # --activation: what follows each batch norm (common.with_activation)
+# --activation: what follows each batch norm (common.with_activation)
+ACTIVATIONS = ("relu", "leaky", "prelu", "prelu-channel")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLUSTER_ENV = "MNIST_DASK_CLUSTER"  # the scheduler sweeps submit to when --cluster is not given
 
@@ -52,6 +53,7 @@ class Config:
     bn_affine: str = "channel"
     activation: str = "relu"
     ema: float = 0.0
+    teacher: str = None
     clean_epochs: int = 0
     net_kwargs: dict = field(default_factory=dict)
 
@@ -163,6 +165,9 @@ def build_parser(name, defaults, description):
         help="judge and save an exponential moving average of the weights and batch-norm statistics, updated after "
              "every batch with this decay (0.999: about the last 1,000 updates); 0 judges the weights as they are "
              "(default: %(default)s)")
+    add("--teacher", metavar="RUN", default=None,
+        help="distillation: also learn the predictions of the net a run of a step saved in the folder RUN (its "
+             "model.pt and metrics.json), trained on no image this run holds out (default: none)")
     add("--precision", choices=PRECISIONS, default="fp32",
         help="bf16: the training forward pass under bfloat16 autocast, faster on CPUs with AVX512-BF16 or AMX; "
              "evaluation stays fp32 (default: %(default)s)")
@@ -257,7 +262,7 @@ def config_from_args(args):
                   device=resolve_device(args.device), subset=args.subset, val=args.val, precision=args.precision,
                   channels_last=args.channels_last, batchnorm=not args.no_batchnorm,
                   bn_affine=args.bn_affine, activation=args.activation, ema=args.ema,
-                  clean_epochs=args.clean_epochs, net_kwargs=net_kwargs)
+                  teacher=args.teacher, clean_epochs=args.clean_epochs, net_kwargs=net_kwargs)
 
 
 def command_line(script, args):

@@ -15,12 +15,12 @@ tiny net's rate, which its 26×26 maps and the per-batch costs decide more than 
 --channels-last" the same in NHWC memory order, the speed-up the flag buys it. The rows "tiny on 1 thread" time the
 club's net as a sweep runs each of its runs, one thread each: as it trains now, as it trained before its batch
 norms applied their scale and shift in batch norm's own pass (the baseline of the speed work), with designs.py's
-early layout (the same weights, the first max-pool before its batch norm) and with --channels-last. On a CPU it also times
-common.evaluate over the test split, its batches of 1000 whole and in chunks (as evaluate runs them there), for
-model3's net and the club's. Each row trains its
-net with SGD for the same number of steps after a warm-up, in a fresh process of its own, and the rows take turns
-for --repeats rounds; each row's median samples/s gives its s/epoch and the ratio. Measured on an H100 and on 2
-CPU cores: README.md, Performance. Writes results/bench.json; `python -m lab.report` puts its table into RESULTS.md.
+early layout (the same weights, the first max-pool before its batch norm) and with --channels-last. On a CPU it
+also times common.evaluate over the test split, its batches of 1000 whole and in chunks (as evaluate runs them
+there), for model3's net and the club's. Each row trains its net with SGD for the same number of steps after a
+warm-up, in a fresh process of its own, and the rows take turns for --repeats rounds; each row's median samples/s
+gives its s/epoch and the ratio. Measured on an H100 and on 2 CPU cores: README.md, Performance. Writes
+results/bench.json; `python -m lab.report` puts its table into RESULTS.md.
 """
 import argparse
 import itertools

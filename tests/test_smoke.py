@@ -399,3 +399,31 @@ def test_seeds_in_parallel_processes_and_a_rerun_keeps_completed_seeds(tmp_path,
     assert again.returncode == 0, again.stdout + again.stderr
     assert (seed_2 / "metrics.json").stat().st_mtime_ns == before  # kept, not trained again
     assert (tmp_path / "seeds" / "seed-1" / "metrics.json").exists()
+
+
+def test_distilled_is_half_the_loss_and_half_the_gap_to_the_teacher():
+    torch.manual_seed(0)
+    logits, taught, loss = torch.randn(8, 10), torch.randn(8, 10), torch.tensor(2.0)
+    assert torch.allclose(common.distilled(loss, logits, logits), loss / 2)  # the same predictions: no gap
+    t = common.DISTILL_TEMPERATURE
+    soft_teacher, soft_net = (torch.softmax(z / t, 1) for z in (taught, logits))
+    gap = (soft_teacher * (soft_teacher.log() - soft_net.log())).sum(1).mean()  # KL(teacher ‖ net), per image
+    assert torch.allclose(common.distilled(loss, logits, taught), loss / 2 + t * t * gap / 2, atol=1e-6)
+
+
+def test_a_run_with_a_teacher_learns_from_the_net_a_run_saved(tmp_path, data_dir):
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    flags = ("--subset", "1280", "--epochs", "1", "--val", "256")
+    result = run_script("model3.py", *flags, "--out", teacher, data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    result = run_script("designs.py", "--design", "pool1_ds-8.13.13.13", *flags, "--teacher", teacher, "--out",
+                        student, data_dir=data_dir)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((student / "metrics.json").read_text())["config"]["teacher"] == str(teacher)
+    # a teacher that trained on images this run holds out, a folder with no run: one line each, exit 2
+    for folder, val, says in ((teacher, "512", "held out 256 training images and this run holds out 512"),
+                              (tmp_path / "nothing", "256", "holds no run's metrics.json")):
+        result = run_script("designs.py", "--subset", "1280", "--epochs", "1", "--val", val, "--teacher", folder,
+                            "--out", tmp_path / "refused", data_dir=data_dir)
+        assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr
+        assert not (tmp_path / "refused" / "metrics.json").exists()
