@@ -656,7 +656,8 @@ def fit(net_factory, config, data, log=print):
     optimizer, scheduler, schedule_every = make_optimizer_and_scheduler(model, config, len(train_loader))
     batch_scheduler = scheduler if schedule_every == "batch" else None
     # On a GPU, train_epoch replays its update as a CUDA graph (harness/cuda_graph.py), compiled and warmed up here,
-    # before the clock starts; everywhere else it runs the loop's own lines.
+    # before the clock starts; everywhere else, and with a teacher (the recorded update has none), it runs the
+    # loop's own lines.
     teacher = placed(teacher_net(config), config) if config.teacher else None
     graphed = (cuda_graph.fast(model, optimizer, config, train_loader, lambda: evaluate(model, test_loader),
                                throwaway_optimizer=make_optimizer_and_scheduler(model, config, 1)[0])
