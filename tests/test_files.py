@@ -220,8 +220,14 @@ def test_an_interrupt_during_the_swap_waits_for_it_and_says_the_run_is_in_place(
         signal.raise_signal(signal.SIGINT)  # Ctrl-C, held while the swap goes on
         return real_exchange(a, b)
     monkeypatch.setattr(files, "_exchange", interrupted_exchange)
-    with pytest.raises(KeyboardInterrupt) as stop:
-        files.replace_run(out, NEW)
+    # Ctrl-C as Python handles it by default, even where the tests were started with SIGINT ignored (a shell
+    # without job control starts a background job so, and then an interrupt is rightly nothing)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt) as stop:
+            files.replace_run(out, NEW)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert _files_under(out) == NEW and os.listdir(tmp_path) == ["model3"]
 
     def main():
