@@ -232,6 +232,12 @@ def build_net(net_class, config):
     return with_bn_affine(net, config.bn_affine) if config.batchnorm else without_batchnorm(net)
 
 
+def net_of(step, flags):
+    """The net that `step`'s script (model1 ... model4, designs) builds from these flags."""
+    module = importlib.import_module(step)
+    return build_net(module.Net, config_from_args(build_parser(step, module.DEFAULTS, "").parse_args(flags)))
+
+
 # -----------------------------------------------------------------------------------------------------------------
 # Seeing inside: parameters, receptive field, multiply-adds, feature maps, torchsummary
 
@@ -632,8 +638,7 @@ def teacher_net(config):
         raise UsageError(f"argument --teacher: the run in {folder} held out {metrics.get('val_images', 0):,} "
                          f"training images and this run holds out {config.val:,}, so the teacher has seen images "
                          f"this run is judged on; train it with --val {config.val} or more")
-    module = importlib.import_module(step)
-    net = build_net(module.Net, config_from_args(build_parser(step, module.DEFAULTS, "").parse_args(flags)))
+    net = net_of(step, flags)
     try:
         net.load_state_dict(load_state_dict(folder / "model.pt"))
     except Exception as e:  # a missing, truncated or other net's file: whatever torch raises, one line

@@ -24,9 +24,8 @@ import sys
 from pathlib import Path
 
 import designs
-from common import build_net, count_params, pyplot, receptive_field
-from harness.cli import (OneLineParser, add_cluster_flag, build_parser, command_line, config_from_args,
-                         non_negative_int, positive_int)
+from common import count_params, net_of, pyplot, receptive_field
+from harness.cli import OneLineParser, add_cluster_flag, command_line, non_negative_int, positive_int
 from harness.errors import UsageError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text, check_writable
 from harness.runs import run_commands, step_run
@@ -95,12 +94,6 @@ def club_layout():
         text = f"{family}-" + ".".join(map(str, (*widths, *numbers[count:])))
         return (*flags[:at], text, *flags[at + 1:])
     return numbers[:count], flags_for
-
-
-def net_of(design, flags):
-    """The net that `design`'s step builds from these flags."""
-    module = importlib.import_module(design)
-    return build_net(module.Net, config_from_args(build_parser(design, module.DEFAULTS, "").parse_args(flags)))
 
 
 def multiply_adds(net):
