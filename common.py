@@ -451,15 +451,20 @@ def summary_text(model, input_size=(1, 28, 28)):
 
 
 def make_optimizer_and_scheduler(model, config, batches_per_epoch):
-    """SGD with momentum for every step; the schedule is a step's choice (model3 relies on OneCycle).
+    """SGD with momentum for every step (or --optimizer adamw); the schedule is a step's choice (model3 relies on
+    OneCycle).
 
     On CUDA the learning rate lives in a device tensor that the scheduler overwrites in place, so a training update
     recorded once as a CUDA graph reads the current rate at every replay; the fused update is one kernel."""
     cuda = next(model.parameters()).device.type == "cuda"
     lr = torch.tensor(config.lr, device="cuda") if cuda else config.lr
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
-                                nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay,
-                                fused=True if cuda else None)
+    if config.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay,
+                                      fused=True if cuda else None)
+    else:
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
+                                    nesterov=config.nesterov and config.momentum > 0,
+                                    weight_decay=config.weight_decay, fused=True if cuda else None)
     if config.scheduler == "onecycle":
         # Momentum stays at --momentum: OneCycle's default of cycling it too would override the flag (and a
         # recorded CUDA graph keeps the momentum it was recorded with).

@@ -24,6 +24,7 @@ PRECISIONS = ("fp32", "bf16")
 BN_AFFINE = ("channel", "layer", "none")  # --bn-affine: what batch norm learns (common.with_bn_affine)
 # --activation: what follows each batch norm (common.with_activation)
 ACTIVATIONS = ("relu", "leaky", "prelu", "prelu-channel")
+OPTIMIZERS = ("sgd", "adamw")  # --optimizer (common.make_optimizer_and_scheduler)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLUSTER_ENV = "MNIST_DASK_CLUSTER"  # the scheduler sweeps submit to when --cluster is not given
 
@@ -54,6 +55,7 @@ class Config:
     activation: str = "relu"
     ema: float = 0.0
     teacher: str = None
+    optimizer: str = "sgd"
     clean_epochs: int = 0
     net_kwargs: dict = field(default_factory=dict)
 
@@ -122,9 +124,14 @@ def build_parser(name, defaults, description):
         help="evaluation batch size (default: %(default)s)")
     add("--lr", type=positive_float, default=d["lr"],
         help="learning rate; the peak for onecycle (default: %(default)s)")
+    add("--optimizer", choices=OPTIMIZERS, default="sgd",
+        help="sgd: SGD with --momentum (every step's); adamw: Adam, each weight's step scaled by its own recent "
+             "gradients, with --weight-decay applied apart from them; its --lr is a tenth of SGD's or less "
+             "(default: %(default)s)")
     add("--momentum", type=momentum_value, default=d["momentum"], help="SGD momentum (default: %(default)s)")
     add("--nesterov", action=argparse.BooleanOptionalAction, default=d["nesterov"], help="Nesterov momentum")
-    add("--weight-decay", type=small_penalty, default=d["weight_decay"], help="L2 penalty (default: %(default)s)")
+    add("--weight-decay", type=small_penalty, default=d["weight_decay"],
+        help="L2 penalty; with adamw, decoupled weight decay (default: %(default)s)")
     add("--label-smoothing", type=probability, default=d["label_smoothing"],
         help="weight of the uniform target mixed into each training label (default: %(default)s)")
     add("--scheduler", choices=SCHEDULERS, default=d["scheduler"], help="learning-rate schedule (default: %(default)s)")
@@ -262,7 +269,7 @@ def config_from_args(args):
                   device=resolve_device(args.device), subset=args.subset, val=args.val, precision=args.precision,
                   channels_last=args.channels_last, batchnorm=not args.no_batchnorm,
                   bn_affine=args.bn_affine, activation=args.activation, ema=args.ema,
-                  teacher=args.teacher, clean_epochs=args.clean_epochs, net_kwargs=net_kwargs)
+                  teacher=args.teacher, optimizer=args.optimizer, clean_epochs=args.clean_epochs, net_kwargs=net_kwargs)
 
 
 def command_line(script, args):

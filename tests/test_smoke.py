@@ -427,3 +427,23 @@ def test_a_run_with_a_teacher_learns_from_the_net_a_run_saved(tmp_path, data_dir
                             "--out", tmp_path / "refused", data_dir=data_dir)
         assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr
         assert not (tmp_path / "refused" / "metrics.json").exists()
+
+
+def test_adamw_takes_a_first_step_of_the_learning_rate_on_every_weight_with_a_gradient():
+    """--optimizer adamw: Adam scales each weight's step by its own gradients' size, so its first step is lr times
+    the gradient's sign, whatever the gradient's size; SGD's is lr times the gradient. --weight-decay is AdamW's."""
+    torch.manual_seed(0)
+    net, x, y = model4.Net(), torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    config = cli.config_from_args(cli.build_parser("model4", model4.DEFAULTS, "").parse_args(
+        ["--device", "cpu", "--optimizer", "adamw", "--lr", "0.003", "--scheduler", "none"]))
+    optimizer, scheduler, _ = common.make_optimizer_and_scheduler(net, config, 1)
+    assert isinstance(optimizer, torch.optim.AdamW) and scheduler is None
+    assert optimizer.param_groups[0]["weight_decay"] == 0.0
+    before = [p.detach().clone() for p in net.parameters()]
+    torch.nn.functional.cross_entropy(net(x), y).backward()
+    optimizer.step()
+    for old, p in zip(before, net.parameters()):
+        clear = p.grad.abs() > 1e-4  # Adam's eps (1e-8) shortens the steps of gradients near it
+        assert clear.any() and torch.allclose((p.detach() - old)[clear], -0.003 * p.grad[clear].sign(), atol=1e-6)
+    sgd = cli.config_from_args(cli.build_parser("model4", model4.DEFAULTS, "").parse_args(["--device", "cpu"]))
+    assert isinstance(common.make_optimizer_and_scheduler(net, sgd, 1)[0], torch.optim.SGD)
