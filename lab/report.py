@@ -493,11 +493,12 @@ def model4_search_parts(results):
             parts += ["### Round 6, on CPU: the chosen layout under 4,000 parameters, three seeds each", "",
                       under4000, *(["### Round 6: the leaders over more seeds", "", under4000_10]
                                    if under4000_10 else [])]
-        round7 = search_section(results, "model4", "search-under-4000", "round-7")
-        if round7:
-            story = stories(Path(results) / "model4" / "search-recipes-under-4000.txt", "Round")
-            parts += ["### Round 7, on CPU: under 4,000 with what the 99 % club's search found, three seeds each",
-                      "", " ".join(story.get("round-7", [])), "", round7]
+        story = stories(Path(results) / "model4" / "search-recipes-under-4000.txt", "Round")
+        for name, title in (("round-7", "Round 7, on CPU: under 4,000 with what the 99 % club's search found"),
+                            ("round-8", "Round 8, on CPU: round 7's leader at the club's peak rate")):
+            table = search_section(results, "model4", "search-under-4000", name)
+            if table:
+                parts += [f"### {title}, three seeds each", "", " ".join(story.get(name, [])), "", table]
     else:
         parts += ["_Not run yet: `make search STEP=model4`._"]
     return parts
