@@ -69,15 +69,18 @@ ABLATION_SEEDS_model3 := 3
 ABLATION_SEEDS_model4 := 10
 ABLATION_SEEDS ?= $(ABLATION_SEEDS_$(STEP))
 # A variant failed when its run wrote no seeds.json (a seeds run writes it once every seed has completed); one that
-# misses the step's seed rule exits 1 too, but having written it: a row of the table, not a failure.
+# misses the step's seed rule exits 1 too, but having written it: a row of the table, not a failure. Written means
+# another file than before (seeds.json is replaced whole: a new inode and time), not a newer time than a stamp:
+# a file system's clock can give a stamp and a file written just after it the same time.
 ablation: $(ENV)  ## STEP (model3 or model4) with one thing changed at a time, ABLATION_SEEDS seeds each, then the table
-	@failed=; stamp=$$(mktemp); trap 'rm -f "$$stamp"' EXIT; \
+	@failed=; \
 	for item in $(ABLATIONS_$(STEP)); do name=$${item%%:*}; flags=$${item#*:}; flags=$${flags//+/ }; \
 	  script=$(STEP).py; case $$flags in *.py*) script=$${flags%%.py*}.py; flags=$${flags#*.py}; flags=$${flags# }; esac; \
-	  out=$(ABLATION_DIR_$(STEP))/$$name; touch "$$stamp"; \
+	  out=$(ABLATION_DIR_$(STEP))/$$name; before=$$(stat -c '%i %.9Y' "$$out/seeds.json" 2>/dev/null); \
 	  echo "=== ablation of $(STEP): $$name ($$script $${flags:-with its defaults}) ==="; \
-	  $(PYTHON) $$script $$flags --seeds $(ABLATION_SEEDS) --jobs $(JOBS) $(CLUSTER_FLAG) --out $$out $(ARGS) \
-	    || [ "$$out/seeds.json" -nt "$$stamp" ] || failed="$$failed $$name"; done; \
+	  $(PYTHON) $$script $$flags --seeds $(ABLATION_SEEDS) --jobs $(JOBS) $(CLUSTER_FLAG) --out $$out $(ARGS) || { \
+	    after=$$(stat -c '%i %.9Y' "$$out/seeds.json" 2>/dev/null); \
+	    [ -n "$$after" ] && [ "$$after" != "$$before" ]; } || failed="$$failed $$name"; done; \
 	$(PYTHON) -m lab.report --ablation-only || exit; \
 	if [ -n "$$failed" ]; then echo "make ablation: failed:$$failed (output above; with JOBS > 1 in each seed's" \
 	  "log.txt under $(ABLATION_DIR_$(STEP))/NAME/seeds); the table was rewritten, a failed variant's row from" \

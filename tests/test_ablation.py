@@ -12,11 +12,14 @@ from lab import frontier, report
 
 STAND_IN = """#!/bin/bash
 # A stand-in for python: records its command line; a variant's run writes its seeds.json as a completed seeds run
-# does, and exits 1 without writing it (--crash), or 1 after writing it (--missed: short of the step's seed rule).
+# does (replaced whole), and exits 1 without writing it (--crash), or 1 after writing it (--missed: short of the
+# step's seed rule). The file gets a time long past, as a coarse file-system clock can give it no time after the run's
+# start: the Makefile must see that it was written all the same.
 echo "$*" >> "$STAND_IN_LOG"
 case " $* " in *" lab.report "*) exit 0;; *" --crash "*) exit 1;; esac
 out=$(echo "$*" | sed -n 's/.* --out \\([^ ]*\\).*/\\1/p')
-mkdir -p "$out" && echo '{}' > "$out/seeds.json"
+mkdir -p "$out" && echo '{}' > "$out/seeds.json.new" && touch -d @1000000000 "$out/seeds.json.new" \
+  && mv "$out/seeds.json.new" "$out/seeds.json"
 case " $* " in *" --missed "*) exit 1;; esac
 """
 
@@ -68,8 +71,10 @@ def _ablation(tmp_path, stand_in, variants):
 
 
 def test_a_failed_variant_is_named_and_fails_the_target_after_the_table(tmp_path, stand_in):
-    (tmp_path / "abl" / "crashed").mkdir(parents=True)
-    (tmp_path / "abl" / "crashed" / "seeds.json").write_text("{}")  # an earlier run's: not this run's
+    for name in ("crashed", "missed"):  # an earlier run's: kept by the crash, replaced by the run that missed
+        (tmp_path / "abl" / name).mkdir(parents=True)
+        (tmp_path / "abl" / name / "seeds.json").write_text("{}")
+        os.utime(tmp_path / "abl" / name / "seeds.json", (1e9, 1e9))
     result, calls = _ablation(tmp_path, stand_in, ["ok:--a", "crashed:--crash", "missed:--missed",
                                                    "other:designs.py+--x=1+--y"])
     assert result.returncode != 0, result.stdout + result.stderr
