@@ -147,19 +147,24 @@ class Models:
         if not zipfile.is_zipfile(io.BytesIO(data)):
             raise ValueError(f"it is not a complete zip archive, as torch.save writes ({len(data):,} bytes: "
                              "truncated, or not a saved model)")
-        net = module.Net(**cls._net_kwargs(path.parent / "metrics.json"))
+        net = common.build_net(module.Net, cls._settings(module, path.parent / "metrics.json"))
         net.load_state_dict(files.load_state_dict(io.BytesIO(data)))
         return net.eval()
 
     @staticmethod
-    def _net_kwargs(metrics_path):
-        """The widths a step was trained with, from its metrics.json (the defaults where it records none)."""
+    def _settings(module, metrics_path):
+        """What builds the net a step was trained as (its widths, batch norm, activation), from its metrics.json:
+        a run made with `--bn-affine layer` has other weights than one made without. Where the file records no
+        settings, the step's defaults of today."""
         try:
-            config = json.loads(Path(metrics_path).read_text()).get("config", {})
+            recorded = json.loads(Path(metrics_path).read_text()).get("config")
         except (OSError, ValueError):
-            return {}
-        kwargs = config.get("net_kwargs", {})
-        return {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items() if k == "widths"}
+            recorded = None
+        if not isinstance(recorded, dict):
+            return cli.config_from_args(cli.build_parser(module.__name__, module.DEFAULTS, "").parse_args([]))
+        settings = cli.settings_recorded_in(dict(config=recorded))  # a setting newer than the run: its default then
+        settings["net_kwargs"] = {k: tuple(v) if isinstance(v, list) else v for k, v in settings["net_kwargs"].items()}
+        return argparse.Namespace(**settings)
 
     def normalise(self, digit):
         return (digit - self.mean) / self.std

@@ -19,7 +19,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from harness import errors, files
+import common
+from harness import cli, errors, files
 import demo
 from conftest import ROOT, assert_clean_failure, run_script
 
@@ -405,3 +406,20 @@ def test_a_step_not_trained_here_says_how_long_its_committed_run_took(tmp_path):
     assert demo.how_long(tmp_path / "absent.json") is None
     (tmp_path / "metrics.json").write_text("{broken")
     assert demo.how_long(tmp_path / "metrics.json") is None
+
+
+def test_a_step_trained_with_other_layers_is_loaded_as_its_run_built_it(tmp_path):
+    # One scale and shift a batch norm and PReLU change which weights a net has: the demo must build those, from
+    # the settings the run's metrics.json records, not the step's Net as it is written.
+    flags = ["--widths", "4,8,4,6,8,8", "--bn-affine", "layer", "--activation", "prelu"]
+    config = cli.config_from_args(cli.build_parser("model3", __import__("model3").DEFAULTS, "").parse_args(flags))
+    torch.manual_seed(0)
+    trained = common.net_of("model3", flags).eval()
+    (tmp_path / "model3").mkdir()
+    (tmp_path / "model3" / "model.pt").write_bytes(files.state_dict_bytes(trained))
+    (tmp_path / "model3" / "metrics.json").write_text(json.dumps(dict(config=cli.settings_to_record(config))))
+    models = demo.Models(tmp_path, dict(mean=0.1307, std=0.3081), log=pytest.fail)
+    assert models.info["model3"]["available"] and models.info["model3"]["params"] == common.count_params(trained)
+    digit = torch.rand(1, 1, 28, 28)
+    with torch.inference_mode():
+        assert torch.equal(models.nets["model3"](digit), trained(digit))
