@@ -34,11 +34,11 @@ ABLATIONS = {"full": "nothing (the recipe as is)",
              "aug-5-1": "lighter augmentation: ±5°, ±1 px"}
 # Where each step's ablation runs live (`make ablation STEP=...`); the "full" row is the step's own --seeds run.
 ABLATION_DIRS = {"model3": "ablation", "model4": "model4/ablation"}
-# Rows that are the seeds run of a step's previous recipe, made when these flags were its defaults (so the
-# command it recorded does not show them).
+# Rows that are the seeds run of a step's previous recipe, made when these flags were its defaults, and whose
+# settings as recorded cannot tell them (recipe_then tells the rest): a net its step's Net no longer builds, or a
+# run from before its step recorded every setting.
 PREVIOUS_RECIPE_FLAGS = {"model3/clean-0": "--clean-epochs=0",
-                         "model4/round-4-net": "designs.py --design m4-6.12.6.12.14.14 --clean-epochs=0",
-                         "model4/round-6-net": "--widths 6,12,28,28,32"}
+                         "model4/round-4-net": "designs.py --design m4-6.12.6.12.14.14 --clean-epochs=0"}
 # `make bench` writes bench.json; runs on other devices, or repeated ones, go to bench-<name>.json (`--out`).
 BENCH_GLOB = "bench*.json"
 README_BEGIN, README_END = "<!-- results:begin (written by lab/report.py) -->", "<!-- results:end -->"
@@ -141,9 +141,13 @@ def ablation_rows(results, step="model3"):
         if any(m is None or m.get("subset") for m in runs):
             continue
         script, command_flags = summary["command"].split(" ", 2)[1], summary["command"].split(".py", 1)[-1]
-        flags = PREVIOUS_RECIPE_FLAGS.get(f"{step}/{name}") or (
-            ("" if script == f"{step}.py" else script)  # a net of another script's, as round-4-net
-            + re.sub(r"\s*--(seeds|jobs|out)(=|\s+)\S+", "", command_flags)).strip()
+        change_flags = re.sub(r"\s*--(seeds|jobs|out)(=|\s+)\S+", "", command_flags).strip()
+        then = "" if f"{step}/{name}" in PREVIOUS_RECIPE_FLAGS else recipe_then(runs[0])
+        if then and change_flags:  # one change to the recipe as it was when the row was run
+            change += f", to the step's recipe of its day ({then})"
+        flags = PREVIOUS_RECIPE_FLAGS.get(f"{step}/{name}") or " ".join(
+            part for part in ("" if script == f"{step}.py" else script,  # a net of another script's, as round-4-net
+                              change_flags, then) if part)
         lasts = [a for m in runs for a in m["last_test_accs"]]
         target = runs[0]["targets"]["min_test_acc"]
         rows.append(dict(variant=name, change=change, flags=flags or "(defaults)", params=runs[0]["params"],
@@ -334,6 +338,22 @@ def settings_today(command):
     """The settings a step's recorded command `python STEP.py FLAGS` means under the step's DEFAULTS of today."""
     script, *flags = shlex.split(command)[1:]
     return settings_meant_by(flags, importlib.import_module(Path(script).stem).DEFAULTS)
+
+
+def recipe_then(metrics):
+    """The settings a run was made with that its recorded command no longer means, as the flags that mean them
+    today (its step's DEFAULTS have changed since: `--widths 8,12,32,32,40 --lr 0.1`); "" where the command means
+    what it meant then, or where the run recorded no settings to tell."""
+    today = metrics.get("config") and settings_today(metrics["command"])
+    if not today:
+        return ""
+    then = settings_recorded_in(metrics)
+    changed = [(key, value) for key, value in then.get("net_kwargs", {}).items()
+               if today["net_kwargs"].get(key) != value]
+    changed += [(key, then.get(key)) for key in today if key not in ("seed", "net_kwargs")
+                and then.get(key) != today[key]]
+    return " ".join(f"--{key.replace('_', '-')} " + (",".join(map(str, value)) if isinstance(value, list) else
+                                                     str(value)) for key, value in changed)
 
 
 def frontier_recipe_note(results):

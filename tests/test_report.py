@@ -357,3 +357,20 @@ def test_every_recipe_under_a_thousand_parameters_is_one_table_best_first_each_r
     assert table.rstrip().endswith("3 recipes under 1,000 parameters, 9 runs: their means from 98.70 to 99.00 %, "
                                    "while the final accuracies of one recipe's seeds lie up to 0.20 points apart. "
                                    "None held 99.0 % on every seed.")
+
+
+def test_an_ablation_row_run_on_an_earlier_recipe_shows_the_flags_that_make_it_today(results):
+    """A row made before its step's defaults changed (step 4's net of round 5, say) shows what its command meant
+    then, as today's flags; a row of today's recipe shows its own flags only."""
+    _ablation(results, "no-augment", "--no-augment ", [[99.30, 99.31, 99.32], [99.42, 99.41, 99.44]])
+    for seed in (1, 2):
+        path = results / "ablation" / "no-augment" / "seeds" / f"seed-{seed}" / "metrics.json"
+        metrics = json.loads(path.read_text())
+        today = report.settings_today(metrics["command"])
+        then = dict(today, lr=today["lr"] / 2, net_kwargs=dict(today["net_kwargs"], widths=[9, 9, 9, 9, 9, 9]))
+        _write(path, dict(metrics, config=then))
+        assert report.recipe_then(dict(metrics, config=today)) == ""
+    assert report.recipe_then(dict(metrics, config=then)) == f"--widths 9,9,9,9,9,9 --lr {today['lr'] / 2}"
+    row = next(r for r in report.ablation_rows(results) if r["variant"] == "no-augment")
+    assert row["flags"] == f"--no-augment --widths 9,9,9,9,9,9 --lr {today['lr'] / 2}"
+    assert row["change"].endswith(f", to the step's recipe of its day (--widths 9,9,9,9,9,9 --lr {today['lr'] / 2})")
