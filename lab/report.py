@@ -29,6 +29,8 @@ ABLATIONS = {"full": "nothing (the recipe as is)",
              "clean-0": "no clean epochs: augmentation to the last epoch",
              "round-4-net": "step 4's net before round 5: a strided transition, full 3×3s, no clean epochs",
              "round-6-net": "round 6's choice under 4,000 parameters: the same layout, thinner (6,12,28,28,32)",
+             "round-8-net": "round 8's choice under 4,000: round 7's net (one scale and shift a batch norm, PReLU) "
+                            "at twice the peak rate",
              "rotate-7": "rotation ±7° (step 3's recipe before its first search)",
              "no-augment": "no augmentation (rotation and shift)", "bf16": "bf16 autocast in the training forward pass",
              "aug-5-1": "lighter augmentation: ±5°, ±1 px"}
@@ -199,11 +201,11 @@ def seeds_section(results, step="model3"):
             + "".join(f"\n{line}\n" for line in later_seeds(results, step)))
 
 
-def later_seeds(results, step):
-    """Runs over further seeds (results/STEP/seeds-A-B/, `--seed A --seeds N --out ...`): the same recipe on seeds
-    that no choice of it saw, a sentence each."""
+def later_seeds(results, step, runs="seeds"):
+    """Runs over further seeds (results/STEP/seeds-A-B/, `--seed A --seeds N --out ...`; an ablation row's beside
+    its folder, RUNS-seeds-A-B): the same recipe on seeds that no choice of it saw, a sentence each."""
     lines = []
-    for path in sorted(Path(results, step).glob("seeds-*/seeds.json")):
+    for path in sorted(Path(results, step).glob(f"{runs}-*/seeds.json")):
         s = load_json(path, SEEDS_KEYS)
         seeds = [r["seed"] for r in s["seeds"]]
         lines.append(f"Seeds {min(seeds)}–{max(seeds)}, which no choice of the recipe saw: {seeds_headline(s)}.")
@@ -659,6 +661,8 @@ def results_markdown(results="results"):
             parts += ["", f"Each row is one change to step {step[-1]}'s recipe, run over the same seeds (`--seeds`); "
                       "'last 3 epochs' pools the last 3 test accuracies of every seed. The test loss and the train "
                       "accuracy (counted on the batches as trained) show what each ingredient does to over-fitting."]
+            parts += [f"\nRow {row['variant']} ({row['flags']}), further: {line}" for row in abl
+                      for line in later_seeds(results, ABLATION_DIRS[step], f"{row['variant']}-seeds")]
     bench = bench_section(results)
     parts += ["", "## Performance", "", bench or "_Not run yet: `make bench`._"]
     sweep = sweep_bench_section(results)

@@ -374,3 +374,16 @@ def test_an_ablation_row_run_on_an_earlier_recipe_shows_the_flags_that_make_it_t
     row = next(r for r in report.ablation_rows(results) if r["variant"] == "no-augment")
     assert row["flags"] == f"--no-augment --widths 9,9,9,9,9,9 --lr {today['lr'] / 2}"
     assert row["change"].endswith(f", to the step's recipe of its day (--widths 9,9,9,9,9,9 --lr {today['lr'] / 2})")
+
+
+def test_an_ablation_row_over_further_seeds_gets_a_sentence_under_the_table(results):
+    """A row's net run again on seeds no choice saw (its folder's twin NAME-seeds-A-B, as step 4's round-8-net)
+    is told under the table: a row's 9 of 10 must not stand alone where ten more seeds gave 8."""
+    assert "further:" not in report.results_markdown(results)
+    seeds = json.loads((results / "ablation" / "no-augment" / "seeds.json").read_text())
+    later = dict(seeds, command="python model3.py --no-augment --seed 21 --seeds 2",
+                 seeds=[dict(r, seed=r["seed"] + 20) for r in seeds["seeds"]], met_target=0)
+    _write(results / "ablation" / "no-augment-seeds-21-22" / "seeds.json", later)
+    assert ("Row no-augment (--no-augment), further: Seeds 21–22, which no choice of the recipe saw: **0/2 seeds "
+            "met the target**") in report.results_markdown(results)
+    assert [r["variant"] for r in report.ablation_rows(results)] == ["full", "no-augment"]  # not a row of its own
