@@ -354,8 +354,15 @@ def recipe_then(metrics):
                if today["net_kwargs"].get(key) != value]
     changed += [(key, then.get(key)) for key in today if key not in ("seed", "net_kwargs")
                 and then.get(key) != today[key]]
-    return " ".join(f"--{key.replace('_', '-')} " + (",".join(map(str, value)) if isinstance(value, list) else
-                                                     str(value)) for key, value in changed)
+    return " ".join(as_flag(key, value) for key, value in changed)
+
+
+def as_flag(key, value):
+    """A setting as the flag that sets it: --lr 0.1, --widths 8,12,32,32,40, --nesterov or --no-nesterov."""
+    flag = "--" + key.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else "--no-" + flag[2:]
+    return f"{flag} " + (",".join(map(str, value)) if isinstance(value, list) else str(value))
 
 
 def frontier_recipe_note(results):

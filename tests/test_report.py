@@ -371,6 +371,8 @@ def test_an_ablation_row_run_on_an_earlier_recipe_shows_the_flags_that_make_it_t
         _write(path, dict(metrics, config=then))
         assert report.recipe_then(dict(metrics, config=today)) == ""
     assert report.recipe_then(dict(metrics, config=then)) == f"--widths 9,9,9,9,9,9 --lr {today['lr'] / 2}"
+    assert report.recipe_then(dict(metrics, config=dict(today, nesterov=not today["nesterov"]))) == (
+        "--no-nesterov" if today["nesterov"] else "--nesterov")
     row = next(r for r in report.ablation_rows(results) if r["variant"] == "no-augment")
     assert row["flags"] == f"--no-augment --widths 9,9,9,9,9,9 --lr {today['lr'] / 2}"
     assert row["change"].endswith(f", to the step's recipe of its day (--widths 9,9,9,9,9,9 --lr {today['lr'] / 2})")
