@@ -524,7 +524,8 @@ def model4_search_parts(results):
                                    if under4000_10 else [])]
         story = stories(Path(results) / "model4" / "search-recipes-under-4000.txt", "Round")
         for name, title in (("round-7", "Round 7, on CPU: under 4,000 with what the 99 % club's search found"),
-                            ("round-8", "Round 8, on CPU: round 7's leader at the club's peak rate")):
+                            ("round-8", "Round 8, on CPU: round 7's leader at the club's peak rate"),
+                            ("round-9", "Round 9, on CPU: round 8's net with an average of its weights")):
             table = search_section(results, "model4", "search-under-4000", name)
             if table:
                 parts += [f"### {title}, three seeds each", "", " ".join(story.get(name, [])), "", table]
