@@ -342,19 +342,23 @@ def settings_today(command):
     return settings_meant_by(flags, importlib.import_module(Path(script).stem).DEFAULTS)
 
 
-def recipe_then(metrics):
-    """The settings a run was made with that its recorded command no longer means, as the flags that mean them
-    today (its step's DEFAULTS have changed since: `--widths 8,12,32,32,40 --lr 0.1`); "" where the command means
-    what it meant then, or where the run recorded no settings to tell."""
+def recipe_changes(metrics):
+    """[(setting, as the run was made, as its recorded command means it today)] for each setting that its step's
+    DEFAULTS have changed since (the net's own, as widths, first); [] where the command means what it meant then,
+    or where the run recorded no settings to tell."""
     today = metrics.get("config") and settings_today(metrics["command"])
     if not today:
-        return ""
+        return []
     then = settings_recorded_in(metrics)
-    changed = [(key, value) for key, value in then.get("net_kwargs", {}).items()
+    changed = [(key, value, today["net_kwargs"].get(key)) for key, value in then.get("net_kwargs", {}).items()
                if today["net_kwargs"].get(key) != value]
-    changed += [(key, then.get(key)) for key in today if key not in ("seed", "net_kwargs")
-                and then.get(key) != today[key]]
-    return " ".join(as_flag(key, value) for key, value in changed)
+    return changed + [(key, then.get(key), value) for key, value in today.items()
+                      if key not in ("seed", "net_kwargs") and then.get(key) != value]
+
+
+def recipe_then(metrics):
+    """recipe_changes as the flags that make the run today: `--widths 8,12,32,32,40 --lr 0.1`, or ""."""
+    return " ".join(as_flag(key, old) for key, old, _ in recipe_changes(metrics))
 
 
 def as_flag(key, value):
@@ -371,12 +375,7 @@ def frontier_recipe_note(results):
     for design in ("model3", "model4"):
         run = min((Path(results) / "frontier" / "runs").glob(f"{design}-*/seed-*/metrics.json"), default=None)
         metrics = run and load_json(run, ("command", "config"))
-        today = metrics and settings_today(metrics["command"])
-        if not today:
-            continue
-        then = settings_recorded_in(metrics)
-        changed = [(key, then.get(key), value) for key, value in today.items()
-                   if key != "seed" and then.get(key) != value]
+        changed = metrics and recipe_changes(metrics)
         if changed:
             notes.append(f"step {design[-1]}'s design was trained with "
                          + ", ".join(f"{key} {old}" for key, old, _ in changed) + ", where its recipe today has "
