@@ -207,14 +207,15 @@ def with_bn_affine(model, kind):
 def with_activation(model, kind):
     """Every ReLU of `model` kept ("relu"), or made a LeakyReLU that lets a tenth of a negative input through
     ("leaky": no unit is ever switched off for good) or a PReLU that learns that fraction, one a layer ("prelu") or
-    one a channel ("prelu-channel", as many as the layer before it makes): --activation."""
+    one a channel ("prelu-channel", as many as the layer before it makes), or a SiLU, x·sigmoid(x), which bends
+    smoothly where ReLU breaks and passes a little of small negative inputs ("silu", no parameter): --activation."""
     made = None  # channels out of the last layer walked, in registration order (the forward order, as in Sequential)
 
     def walk(module):
         nonlocal made
         for name, child in module.named_children():
             if isinstance(child, nn.ReLU) and kind != "relu":
-                setattr(module, name, nn.LeakyReLU(0.1) if kind == "leaky" else
+                setattr(module, name, nn.LeakyReLU(0.1) if kind == "leaky" else nn.SiLU() if kind == "silu" else
                         nn.PReLU(made if kind == "prelu-channel" else 1))
             elif isinstance(child, nn.Conv2d):
                 made = child.out_channels

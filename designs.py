@@ -37,6 +37,16 @@ Families (receptive field 20 or more at the last 3×3, a 1×1 to the classes aft
              own 1×1 makes the ten class maps, which are averaged (`direct-8.16.16`). Between two 1×1s with no
              ReLU a net learns nothing that one 1×1 cannot, so only that ReLU is lost, and the c·d + 10·d weights
              of the two become 10·c, to spend on width
+    mid      pool1_ds with batch norm and a ReLU between each separable block's 3×3 and its 1×1, as MobileNet's
+             blocks have (ours mix the 3×3's maps straight into the 1×1): twice the ReLUs for the weights of one
+             batch norm a block (2 with --bn-affine layer) and, with --activation prelu, one slope (`mid-8.13.13.13`)
+    twopool  pool1_ds with a second max-pool where its dilated 3×3 was: the last separable 3×3 runs undilated on the
+             5×5 map the pool makes of the 9×9 (13 -> 11 -> 9 -> 5 -> 3, RF 22): the same weights, a maximum (free
+             of weights) taken twice, as LeNet does, and a fifth of pool1_ds's multiply-adds in that block
+             (`twopool-8.13.13.13`)
+    res      pool1_ds with each separable block whose channels go in and out alike added to its input, cut to the
+             block's smaller map (the unpadded 3×3s take a border): a residual connection, no weight at all, so
+             the gradient reaches the first layers whole; the sum goes through the block's ReLU (`res-8.13.13.13`)
 """
 import argparse
 import copy
@@ -135,11 +145,46 @@ def shared_features(a, b, uses, dropout=0.0):
             block, *(reused(block) for _ in range(uses - 1))]                          # 3 uses: -> 5, RF 20
 
 
+def mid_features(a, b, c, d, dropout=0.0):
+    first, pool, *blocks = pool1_ds_features(a, b, c, d, dropout)
+    return [first, pool, *(nn.Sequential(depthwise, nn.BatchNorm2d(depthwise.out_channels), nn.ReLU(), *rest)
+                           for depthwise, *rest in blocks)]                           # 28 -> 26 -> 13 ... -> 5, RF 20
+
+
+def twopool_features(a, b, c, d, dropout=0.0):
+    return [conv_bn_relu(1, a), nn.MaxPool2d(2),                                      # 28 -> 26 -> 13, RF 4
+            separable_bn_relu(a, b, dropout=dropout), separable_bn_relu(b, c, dropout=dropout),  # -> 11 -> 9
+            nn.MaxPool2d(2, ceil_mode=True), separable_bn_relu(c, d)]                  # -> 5 -> 3, RF 22
+
+
+class Residual(nn.Module):
+    """A block [convolutions..., batch norm, activation, (dropout)] that adds its input to the batch norm's output,
+    before the activation; the input's border is cut to the block's map (an unpadded 3×3 of dilation k takes k
+    pixels a side)."""
+
+    def __init__(self, block):
+        super().__init__()
+        norm = next(i for i, layer in enumerate(block) if isinstance(layer, nn.BatchNorm2d))
+        self.layers, self.after = nn.Sequential(*block[:norm + 1]), nn.Sequential(*block[norm + 1:])
+
+    def forward(self, x):
+        out = self.layers(x)
+        border = (x.shape[-1] - out.shape[-1]) // 2
+        return self.after(out + x[..., border:x.shape[-2] - border, border:x.shape[-1] - border])
+
+
+def res_features(a, b, c, d, dropout=0.0):
+    first, pool, *blocks = pool1_ds_features(a, b, c, d, dropout)
+    return [first, pool, *(Residual(block) if block[0].in_channels == block[1].out_channels else block
+                           for block in blocks)]                           # 28 -> 26 -> 13 ... -> 5, RF 20
+
+
 FAMILIES = dict(m4=m4_features, pad=pad_features, pool=pool_features, ds=ds_features, pool1_ds=pool1_ds_features,
                 shared=shared_features, direct=direct_features, early=early_features, deep=deep_features,
-                late=late_features, shuffle=shuffle_features)
+                late=late_features, shuffle=shuffle_features, mid=mid_features, res=res_features,
+                twopool=twopool_features)
 ARITY = dict(m4=6, pad=6, pool=6, ds=5, pool_ds=5, pool1_ds=4, shared=3, direct=3, early=4, deep=5, late=4,
-             shuffle=4)  # pool_ds: model4.Net
+             shuffle=4, mid=4, res=4, twopool=4)  # pool_ds: model4.Net
 MAX_USES = 5  # shared: 11 -> 9 -> 7 -> 5 -> 3 -> 1
 WIDTHS = dict(shared=2)  # a family's numbers that are widths, where not all are (shared's last is its uses)
 DESIGN = re.compile(r"^([a-z_0-9]+)-(\d+(?:\.\d+)*)$")

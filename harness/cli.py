@@ -23,7 +23,7 @@ SCHEDULERS = ("onecycle", "step", "none")
 PRECISIONS = ("fp32", "bf16")
 BN_AFFINE = ("channel", "layer", "none")  # --bn-affine: what batch norm learns (common.with_bn_affine)
 # --activation: what follows each batch norm (common.with_activation)
-ACTIVATIONS = ("relu", "leaky", "prelu", "prelu-channel")
+ACTIVATIONS = ("relu", "leaky", "prelu", "prelu-channel", "silu")
 OPTIMIZERS = ("sgd", "adamw")  # --optimizer (common.make_optimizer_and_scheduler)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLUSTER_ENV = "MNIST_DASK_CLUSTER"  # the scheduler sweeps submit to when --cluster is not given
@@ -167,7 +167,8 @@ def build_parser(name, defaults, description):
              "(default: %(default)s)")
     add("--activation", choices=ACTIVATIONS, default="relu",
         help="the nonlinearity after each batch norm: ReLU, LeakyReLU (negative slope 0.1), PReLU (one learned "
-             "slope a layer: 1 parameter a layer) or prelu-channel (one slope a channel) (default: %(default)s)")
+             "slope a layer: 1 parameter a layer), prelu-channel (one slope a channel) or SiLU (x·sigmoid(x), "
+             "smooth, no parameter) (default: %(default)s)")
     add("--ema", type=ema_decay, default=0.0, metavar="DECAY",
         help="judge and save an exponential moving average of the weights and batch-norm statistics, updated after "
              "every batch with this decay (0.999: about the last 1,000 updates); 0 judges the weights as they are "

@@ -191,6 +191,57 @@ def test_the_deep_layout_is_four_separable_3x3s_undilated():
     assert common.feature_rf(rows) == 20 and rows[-3]["size"] == 5
 
 
+def test_the_mid_layout_puts_a_batch_norm_and_an_activation_between_each_3x3_and_its_1x1():
+    import designs
+    net, pool1_ds = designs.Net("mid-8.13.13.13"), designs.Net("pool1_ds-8.13.13.13")
+    blocks = list(net.features)[2:]
+    assert all([type(m) for m in block] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.Conv2d, nn.BatchNorm2d, nn.ReLU]
+               for block in blocks)
+    assert common.count_params(net) == common.count_params(pool1_ds) + 2 * (8 + 13 + 13)  # batch norm's 2 a channel
+    rows = common.receptive_field(net)
+    assert common.feature_rf(rows) == 20 and sum(r["params"] for r in rows) == common.count_params(net)
+    # as the recipe builds it: one scale and shift a batch norm, a PReLU for each activation, 3 parameters a block
+    built = common.with_bn_affine(common.with_activation(designs.Net("mid-8.13.13.13"), "prelu"), "layer")
+    plain = common.with_bn_affine(common.with_activation(designs.Net("pool1_ds-8.13.13.13"), "prelu"), "layer")
+    assert common.count_params(built) == common.count_params(plain) + 3 * 3 == 981
+    assert sum(isinstance(m, nn.PReLU) for m in built.modules()) == 1 + 2 * 3
+
+
+def test_the_twopool_layout_is_pool1_ds_s_weights_with_a_max_pool_for_the_dilation():
+    import designs
+    net, pool1_ds = designs.Net("twopool-8.13.13.13"), designs.Net("pool1_ds-8.13.13.13")
+    assert [p.shape for p in net.parameters()] == [p.shape for p in pool1_ds.parameters()]
+    assert not any(m.dilation != (1, 1) for m in net.modules() if isinstance(m, nn.Conv2d))
+    rows = common.receptive_field(net)
+    convs = [r for r in rows if r["kind"] == "conv"]
+    assert [r["size"] for r in rows if r["kind"] == "maxpool"] == [13, 5]  # the 9×9 map's last row kept (ceil)
+    assert convs[-1]["size"] == 3 and common.feature_rf(rows) == 22
+    assert sum(r["macs"] for r in rows) < sum(r["macs"] for r in common.receptive_field(pool1_ds))
+    assert net.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_the_res_layout_adds_each_block_s_input_cut_to_its_map_and_no_weight():
+    import designs
+    torch.manual_seed(0)
+    net = designs.Net("res-8.13.13.13")
+    torch.manual_seed(0)
+    pool1_ds = designs.Net("pool1_ds-8.13.13.13")
+    assert [p.shape for p in net.parameters()] == [p.shape for p in pool1_ds.parameters()]
+    # the 8-to-13 block has no input of its size to add; the 13-to-13 ones (the last dilated) have
+    assert [type(m).__name__ for m in net.features[2:]] == ["Sequential", "Residual", "Residual"]
+    rows = common.receptive_field(net)
+    assert [(r["size"], r["rf"]) for r in rows] == [(r["size"], r["rf"]) for r in common.receptive_field(pool1_ds)]
+    assert common.feature_rf(rows) == 20 and sum(r["params"] for r in rows) == common.count_params(net)
+    # each residual block is pool1_ds's block with its input's centre added before the activation
+    net.eval(), pool1_ds.eval()
+    x = torch.randn(2, 13, 9, 9)
+    block, theirs = net.features[4], pool1_ds.features[4]
+    assert torch.allclose(block(x), torch.relu(theirs[:-1](x) + x[..., 2:7, 2:7]), atol=1e-6)
+    # with --activation the sum goes through the new one; --dropout comes after it, as in pool1_ds's blocks
+    assert isinstance(common.with_activation(net, "prelu").features[3].after[0], nn.PReLU)
+    assert [type(m) for m in designs.Net("res-8.13.13.13", dropout=0.1).features[3].after] == [nn.ReLU, nn.Dropout]
+
+
 def test_the_shared_weights_train_as_one_and_save_as_one():
     import designs
     torch.manual_seed(0)
@@ -256,19 +307,22 @@ def test_the_bn_affine_flag_reaches_the_net_built():
 
 
 @pytest.mark.parametrize("kind, layer, learned", [("relu", nn.ReLU, 0), ("leaky", nn.LeakyReLU, 0),
-                                                   ("prelu", nn.PReLU, 1),
+                                                   ("prelu", nn.PReLU, 1), ("silu", nn.SiLU, 0),
                                                    ("prelu-channel", nn.PReLU, sum(model4.DEFAULTS["widths"]) / 5)])
 def test_activation_sets_the_nonlinearity_after_each_batch_norm(kind, layer, learned):
     from harness.cli import build_parser, config_from_args
     config = config_from_args(build_parser("model4", model4.DEFAULTS, "").parse_args(["--activation", kind]))
     net = common.build_net(model4.Net, config)
-    nonlinear = [m for m in net.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.PReLU))]
+    nonlinear = [m for m in net.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.SiLU))]
     assert len(nonlinear) == 5 and all(type(m) is layer for m in nonlinear)
     assert common.count_params(net) == common.count_params(model4.Net()) + 5 * learned
     assert sum(r["params"] for r in common.receptive_field(net)) == common.count_params(net)
     assert net.eval()(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
     if kind == "prelu-channel":  # a slope for each channel of the layer before
         assert [m.num_parameters for m in nonlinear] == list(model4.DEFAULTS["widths"])
-    slope = {"relu": 0.0, "leaky": 0.1}.get(kind, 0.25)  # PReLU's slope as it starts, before it is learned
     x = torch.tensor([-2.0, 3.0]).repeat(1, getattr(nonlinear[0], "num_parameters", 1), 1, 1)  # 1×C×1×2
+    if kind == "silu":  # x·sigmoid(x): -2 -> -0.238, 3 -> 2.858
+        assert torch.allclose(nonlinear[0](x), x / (1 + torch.exp(-x)))
+        return
+    slope = {"relu": 0.0, "leaky": 0.1}.get(kind, 0.25)  # PReLU's slope as it starts, before it is learned
     assert torch.allclose(nonlinear[0](x), torch.where(x < 0, slope * x, x))
