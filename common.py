@@ -86,27 +86,30 @@ class DeviceLoader:
     converted, augmented and normalised at once, on the device (`make bench` measures the difference)."""
 
     def __init__(self, images, labels, batch_size, device, mean, std, shuffle=False, rotate_degrees=0.0,
-                 shift_pixels=0.0, seed=0, limit=None):
+                 shift_pixels=0.0, seed=0, limit=None, scale=0.0):
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
         self.images = images.to(device).unsqueeze(1)  # N×1×28×28 uint8
         self.labels = labels.to(device)
         self.batch_size, self.device = batch_size, torch.device(device)
         self.mean, self.std = mean, std
-        self.shuffle, self.rotate_degrees, self.shift_pixels = shuffle, rotate_degrees, shift_pixels
+        self.shuffle, self.rotate_degrees, self.shift_pixels, self.scale = shuffle, rotate_degrees, shift_pixels, scale
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def __len__(self):
         return math.ceil(len(self.labels) / self.batch_size)
 
     def augment(self, x):
-        """Rotate each image by its own angle in ±rotate_degrees and shift it by up to ±shift_pixels in x and y:
-        one sampling grid for the whole batch, then one bilinear resample."""
+        """Rotate each image by its own angle in ±rotate_degrees, shift it by up to ±shift_pixels in x and y and
+        (with a scale) zoom it by a factor in 1 ± scale: one sampling grid for the whole batch, one bilinear
+        resample."""
         n, size = len(x), x.shape[-1]
         uniform = lambda: (torch.rand(n, 1, 1, device=self.device, generator=self.generator) * 2 - 1)  # noqa: E731
         angles = uniform() * math.radians(self.rotate_degrees)
         shift_x, shift_y = (uniform() * (2 * self.shift_pixels / size) for _ in range(2))  # the grid spans 2
-        cos, sin = angles.cos(), angles.sin()
+        # drawn last, and only with a scale, so that the angles and shifts of a run without one stay as they were
+        zoom = 1 + uniform() * self.scale if self.scale else 1.0
+        cos, sin = angles.cos() / zoom, angles.sin() / zoom  # a digit drawn larger samples the input closer together
         # Where each output pixel samples the input: the affine map applied to the pixel centres in [-1, 1]
         # (F.affine_grid's convention, align_corners=False). Written out because affine_grid's batched 3×2
         # products took 4 ms a batch on 2 CPU cores, longer than everything else in augmentation together.
@@ -125,7 +128,7 @@ class DeviceLoader:
         for chunk_start in range(0, n, chunk):
             index = order[chunk_start:chunk_start + chunk]
             x = self.images[index].float().div_(255)
-            if self.rotate_degrees or self.shift_pixels:
+            if self.rotate_degrees or self.shift_pixels or self.scale:
                 x = self.augment(x)  # on [0, 1] pixels, so the borders it uncovers are true background (0)
             x, y = x.sub_(self.mean).div_(self.std), self.labels[index]
             for start in range(0, len(index), self.batch_size):
@@ -660,7 +663,8 @@ def fit(net_factory, config, data, log=print):
     model = placed(net_factory(), config)
     train, val = split_training(data["train"], config)
     train_loader = DeviceLoader(*train, config.batch_size, device, data["mean"], data["std"], shuffle=True,
-                                rotate_degrees=config.rotate, shift_pixels=config.shift, seed=config.seed)
+                                rotate_degrees=config.rotate, shift_pixels=config.shift, seed=config.seed,
+                                scale=config.scale)
     val_loader = DeviceLoader(*val, config.test_batch_size, device, data["mean"], data["std"]) if config.val else None
     test_loader = DeviceLoader(*data["test"], config.test_batch_size, device, data["mean"], data["std"],
                                limit=config.subset)
@@ -680,7 +684,7 @@ def fit(net_factory, config, data, log=print):
         started, setup_before = time.perf_counter(), setup_seconds(graphed)
         lr = float(optimizer.param_groups[0]["lr"])
         if epoch == config.epochs - config.clean_epochs + 1:  # the last --clean-epochs see the digits unaugmented
-            train_loader.rotate_degrees = train_loader.shift_pixels = 0.0
+            train_loader.rotate_degrees = train_loader.shift_pixels = train_loader.scale = 0.0
         train_loss, train_acc = train_epoch(model, train_loader, optimizer, batch_scheduler, config,
                                             Progress(f"epoch {epoch}/{config.epochs}"), graphed, average=average,
                                             teacher=teacher)

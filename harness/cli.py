@@ -18,7 +18,7 @@ from harness.mnist import TRAIN_IMAGES, default_data_dir
 # Hyper-parameters every step shares; a step's DEFAULTS override any of them.
 BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, momentum=0.9, nesterov=False,
                      weight_decay=0.0, label_smoothing=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0,
-                     shift=0.0, clean_epochs=0, seed=1)
+                     shift=0.0, scale=0.0, clean_epochs=0, seed=1)
 SCHEDULERS = ("onecycle", "step", "none")
 PRECISIONS = ("fp32", "bf16")
 BN_AFFINE = ("channel", "layer", "none")  # --bn-affine: what batch norm learns (common.with_bn_affine)
@@ -57,6 +57,7 @@ class Config:
     teacher: str = None
     optimizer: str = "sgd"
     clean_epochs: int = 0
+    scale: float = 0.0
     net_kwargs: dict = field(default_factory=dict)
 
 
@@ -83,6 +84,7 @@ small_penalty = number_parser(float, "a weight decay in [0, 0.1]", lambda v: 0 <
 ema_decay = number_parser(float, "a decay in [0, 1), 0 for off", lambda v: 0 <= v < 1)
 degrees = number_parser(float, "degrees in [0, 180]", lambda v: 0 <= v <= 180)
 pixels = number_parser(float, "pixels in [0, 14)", lambda v: 0 <= v < 14)
+zoom_range = number_parser(float, "a fraction in [0, 0.5]", lambda v: 0 <= v <= 0.5)
 
 
 def widths_list(count):
@@ -142,7 +144,9 @@ def build_parser(name, defaults, description):
         help="random rotation of training images, ± degrees; 0 turns it off (default: %(default)s)")
     add("--shift", type=pixels, default=d["shift"],
         help="random translation of training images, ± pixels in x and y; 0 turns it off (default: %(default)s)")
-    add("--no-augment", action="store_true", help="no augmentation at all (same as --rotate 0 --shift 0)")
+    add("--scale", type=zoom_range, default=d["scale"], metavar="FRACTION",
+        help="random zoom of training images by a factor in 1 ± FRACTION; 0 turns it off (default: %(default)s)")
+    add("--no-augment", action="store_true", help="no augmentation at all (same as --rotate 0 --shift 0 --scale 0)")
     add("--clean-epochs", type=non_negative_int, default=None, metavar="N",
         help=f"train the last N epochs on the images as they are, augmentation off (default: {d['clean_epochs']}, "
              "or every epoch of a shorter run)")
@@ -266,7 +270,8 @@ def config_from_args(args):
                   momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
                   label_smoothing=args.label_smoothing, scheduler=args.scheduler, step_size=args.step_size,
                   gamma=args.gamma, rotate=0.0 if args.no_augment else args.rotate,
-                  shift=0.0 if args.no_augment else args.shift, seed=args.seed,
+                  shift=0.0 if args.no_augment else args.shift, scale=0.0 if args.no_augment else args.scale,
+                  seed=args.seed,
                   device=resolve_device(args.device), subset=args.subset, val=args.val, precision=args.precision,
                   channels_last=args.channels_last, batchnorm=not args.no_batchnorm,
                   bn_affine=args.bn_affine, activation=args.activation, ema=args.ema,

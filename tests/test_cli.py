@@ -35,6 +35,7 @@ def _assert_previous_results_intact(out):
     ("--momentum", "2", "a momentum in [0, 1)"), ("--momentum", "1", "a momentum in [0, 1)"),
     ("--gamma", "10", "a factor in (0, 1]"), ("--weight-decay", "5", "a weight decay in [0, 0.1]"),
     ("--rotate", "400", "degrees in [0, 180]"), ("--shift", "28", "pixels in [0, 14)"),
+    ("--scale", "0.6", "a fraction in [0, 0.5]"), ("--scale", "-0.1", "a fraction in [0, 0.5]"),
     ("--label-smoothing", "-0.1", "a probability"), ("--precision", "fp8", "invalid choice"),
 ])
 def test_bad_flag_gets_one_line_and_exit_2(flag, value, allowed, capsys):

@@ -162,6 +162,34 @@ def test_augment_grid_is_affine_grid_written_out():
     assert (augmented - images).abs().max().item() > 0.1  # and it did move the pixels
 
 
+def test_a_scale_zooms_each_image_by_its_own_factor_after_the_same_angles_and_shifts():
+    """--scale: the grid of test_augment_grid_is_affine_grid_written_out with each image's map divided by its zoom,
+    drawn after the angles and shifts, so that they are the draws of a run without a scale."""
+    images = torch.rand(32, 1, 28, 28)
+    loader = common.DeviceLoader(torch.zeros(1, 28, 28, dtype=torch.uint8), torch.zeros(1), 32, "cpu", 0.0, 1.0,
+                                 rotate_degrees=7, shift_pixels=2, seed=5, scale=0.2)
+    augmented = loader.augment(images)
+    draws = torch.Generator().manual_seed(5)
+    uniform = lambda: (torch.rand(32, generator=draws) * 2 - 1)  # noqa: E731
+    angles = uniform() * math.radians(7)
+    shift_x, shift_y = uniform() * 4 / 28, uniform() * 4 / 28
+    zoom = 1 + uniform() * 0.2
+    assert 0.8 <= zoom.min() < 0.9 and 1.1 < zoom.max() <= 1.2  # both ways, within ± the scale
+    cos, sin = angles.cos() / zoom, angles.sin() / zoom
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], 1), torch.stack([sin, cos, shift_y], 1)], 1)
+    expected = F.grid_sample(images, F.affine_grid(theta, [32, 1, 28, 28], align_corners=False), align_corners=False)
+    assert (augmented - expected).abs().max().item() < 1e-5
+    # a digit zoomed in covers more of the frame: a centred square of 10×10 grows or shrinks with its image's zoom
+    square = torch.zeros(32, 1, 28, 28)
+    square[..., 9:19, 9:19] = 1
+    only_zoom = common.DeviceLoader(torch.zeros(1, 28, 28, dtype=torch.uint8), torch.zeros(1), 32, "cpu", 0.0, 1.0,
+                                    seed=5, scale=0.2)
+    area = only_zoom.augment(square).sum(dim=(1, 2, 3))
+    draws = torch.Generator().manual_seed(5)
+    [uniform() for _ in range(3)]  # the angle and shift draws, made though 0
+    assert torch.allclose(area, 100 * (1 + uniform() * 0.2) ** 2, rtol=0.05)
+
+
 def test_statistics_from_the_histogram_match_float_arithmetic():
     images = torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8)
     stats = common.data_statistics(images, torch.randint(0, 10, (50,)))

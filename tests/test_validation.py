@@ -96,6 +96,15 @@ def test_the_last_clean_epochs_train_on_the_digits_as_they_are(mnist, monkeypatc
     assert per_epoch[0] > 0 and per_epoch[1] > 0 and per_epoch[2] == 0
 
 
+def test_the_clean_epochs_turn_a_scale_off_too(mnist, monkeypatch):
+    events, augment = [], common.DeviceLoader.augment
+    monkeypatch.setattr(common.DeviceLoader, "augment", lambda self, x: events.append("augment") or augment(self, x))
+    common.fit(model3.Net, _config(epochs=2, subset=300, clean_epochs=1, rotate=0.0, shift=0.0, scale=0.1), mnist,
+               log=lambda *_: events.append("|"))
+    per_epoch = [len(part) for part in "".join("a" if e == "augment" else "|" for e in events).split("|")[:2]]
+    assert per_epoch[0] > 0 and per_epoch[1] == 0
+
+
 def test_a_steps_clean_epochs_fit_a_shorter_run():
     """model3's recipe ends on 3 clean epochs; `--epochs 2` (or --dry-run) makes both clean rather than failing."""
     parse = cli.build_parser("model3", model3.DEFAULTS, "").parse_args
