@@ -1,6 +1,6 @@
 """Candidate networks for step 4 and the 99 % club, screened on the validation split beside model4's own: other
 layouts, not only other widths. A design is a family and its widths, e.g. `pool-6.10.6.12.14.14`; everything else
-is step 4's recipe as round 5 found it (model4's DEFAULTS and flags, no clean epochs unless a recipe adds
+is step 4's recipe as round 5 found it (DEFAULTS below, model4's flags, no clean epochs unless a recipe adds
 --clean-epochs). --dropout, as in model4, goes after the two middle blocks.
 
     python designs.py --design ds-12.24.32.32.32 --val 10000 --seed 1
@@ -228,8 +228,10 @@ class Net(nn.Module):
         return self.head(self.features(x))
 
 
-DEFAULTS = {key: value for key, value in model4.DEFAULTS.items() if key not in ("widths", "clean_epochs")} | dict(
-    design="m4-6.12.6.12.14.14", design_type=design_name)
+# Step 4's recipe as round 5 found it, written out rather than read from model4, so that every recorded search
+# command of this file means what it meant when it ran, whatever step 4's recipe becomes.
+DEFAULTS = dict(epochs=15, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, scheduler="onecycle", rotate=10.0,
+                shift=2.0, dropout=0.0, design="m4-6.12.6.12.14.14", design_type=design_name)
 
 if __name__ == "__main__":
     run_step("designs", Net, DEFAULTS, model4.TARGETS, __doc__)

@@ -18,7 +18,8 @@ from harness.mnist import TRAIN_IMAGES, default_data_dir
 # Hyper-parameters every step shares; a step's DEFAULTS override any of them.
 BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, momentum=0.9, nesterov=False,
                      weight_decay=0.0, label_smoothing=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0,
-                     shift=0.0, scale=0.0, clean_epochs=0, seed=1)
+                     shift=0.0, scale=0.0, clean_epochs=0, seed=1, optimizer="sgd", bn_affine="channel",
+                     activation="relu")
 SCHEDULERS = ("onecycle", "step", "none")
 PRECISIONS = ("fp32", "bf16")
 BN_AFFINE = ("channel", "layer", "none")  # --bn-affine: what batch norm learns (common.with_bn_affine)
@@ -126,7 +127,7 @@ def build_parser(name, defaults, description):
         help="evaluation batch size (default: %(default)s)")
     add("--lr", type=positive_float, default=d["lr"],
         help="learning rate; the peak for onecycle (default: %(default)s)")
-    add("--optimizer", choices=OPTIMIZERS, default="sgd",
+    add("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
         help="sgd: SGD with --momentum (every step's); adamw: Adam, each weight's step scaled by its own recent "
              "gradients, with --weight-decay applied apart from them; its --lr is a tenth of SGD's or less "
              "(default: %(default)s)")
@@ -165,11 +166,11 @@ def build_parser(name, defaults, description):
         help="train N times with seeds seed..seed+N-1 and write seeds.json and seeds.md")
     add("--no-batchnorm", action="store_true",
         help="replace every BatchNorm layer by identity: the step as it trains without batch norm")
-    add("--bn-affine", choices=BN_AFFINE, default="channel",
+    add("--bn-affine", choices=BN_AFFINE, default=d["bn_affine"],
         help="what batch norm learns after normalising: a scale and a shift per channel (channel, PyTorch's), one "
              "scale and one shift for the whole layer (layer: 2 parameters a layer), or nothing (none) "
              "(default: %(default)s)")
-    add("--activation", choices=ACTIVATIONS, default="relu",
+    add("--activation", choices=ACTIVATIONS, default=d["activation"],
         help="the nonlinearity after each batch norm: ReLU, LeakyReLU (negative slope 0.1), PReLU (one learned "
              "slope a layer: 1 parameter a layer), prelu-channel (one slope a channel) or SiLU (x·sigmoid(x), "
              "smooth, no parameter) (default: %(default)s)")

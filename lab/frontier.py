@@ -227,9 +227,11 @@ def frontier_points(designs, sizes, club_sizes, club_seeds, seeds, extra):
     runs' flags with `extra`, so a command line its step would refuse is a UsageError here, before any run."""
     points = {}
     for design in designs:
-        module = importlib.import_module(design)
-        own = (module.DEFAULTS["widths"], count_params(module.Net(widths=module.DEFAULTS["widths"])))
-        for widths, params in [own, *(widths_for(module.Net, own[0], size) for size in sizes)]:
+        def net_at(widths, design=design):  # as the step builds it: its batch norm and activation defaults too
+            return net_of(design, ["--widths", ",".join(map(str, widths))])
+        own_widths = importlib.import_module(design).DEFAULTS["widths"]
+        own = (own_widths, count_params(net_at(own_widths)))
+        for widths, params in [own, *(widths_for(net_at, own[0], size) for size in sizes)]:
             points[(design, params)] = ("--widths", ",".join(map(str, widths))), seeds  # two sizes may round to one
     if club_sizes:
         widths, flags_for = club_layout()

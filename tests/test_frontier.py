@@ -11,6 +11,15 @@ import model4
 from conftest import assert_clean_failure, run_script
 
 
+def test_a_step_s_points_are_sized_as_its_defaults_build_its_net(monkeypatch):
+    """A step whose recipe sets its batch norm or activation is counted with them, not as Net(widths) alone."""
+    monkeypatch.setattr(model4, "DEFAULTS", {**model4.DEFAULTS, "bn_affine": "layer", "activation": "prelu"})
+    (design, flags, params, _, _), = frontier.frontier_points(("model4",), [], [], 0, [1], [])
+    assert design == "model4" and flags == ("--widths", ",".join(map(str, model4.DEFAULTS["widths"])))
+    built = common.with_bn_affine(common.with_activation(model4.Net(), "prelu"), "layer")
+    assert params == common.count_params(built) < common.count_params(model4.Net())
+
+
 @pytest.mark.parametrize("step", [model3, model4], ids=lambda s: s.__name__)
 def test_widths_are_scaled_to_the_nearest_parameter_count(step):
     for size in (2000, 5000, 20000):

@@ -306,6 +306,20 @@ def test_the_bn_affine_flag_reaches_the_net_built():
     assert sum(isinstance(m, common.LayerAffineBatchNorm) for m in net.modules()) == 5
 
 
+def test_a_step_s_defaults_may_set_its_batch_norm_activation_and_optimizer():
+    """As every other hyper-parameter: a step whose recipe is one scale and shift a batch norm and PReLU builds that
+    net from its defaults alone, and its flags still override them."""
+    from harness.cli import build_parser, config_from_args
+    recipe = {**model4.DEFAULTS, "bn_affine": "layer", "activation": "prelu", "optimizer": "adamw"}
+    config = config_from_args(build_parser("model4", recipe, "").parse_args([]))
+    assert (config.bn_affine, config.activation, config.optimizer) == ("layer", "prelu", "adamw")
+    net = common.build_net(model4.Net, config)
+    assert sum(isinstance(m, common.LayerAffineBatchNorm) for m in net.modules()) == 5
+    assert sum(isinstance(m, nn.PReLU) for m in net.modules()) == 5
+    again = config_from_args(build_parser("model4", recipe, "").parse_args(["--bn-affine", "channel"]))
+    assert again.bn_affine == "channel"
+
+
 @pytest.mark.parametrize("kind, layer, learned", [("relu", nn.ReLU, 0), ("leaky", nn.LeakyReLU, 0),
                                                    ("prelu", nn.PReLU, 1), ("silu", nn.SiLU, 0),
                                                    ("prelu-channel", nn.PReLU, sum(model4.DEFAULTS["widths"]) / 5)])
