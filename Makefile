@@ -61,8 +61,9 @@ search: $(ENV)  ## STEP's recipes (results/STEP/search-recipes.txt) screened on 
 # ablation tables is one of these (its ABLATIONS says what each changes), or "full": the step's own `make seeds`.
 ABLATIONS_model3 := clean-0:--clean-epochs=0  rotate-7:--rotate=7  no-augment:--no-augment  bf16:--precision=bf16
 ABLATIONS_model4 := clean-0:--clean-epochs=0  round-4-net:designs.py+--design=m4-6.12.6.12.14.14+--clean-epochs=0 \
-                    round-6-net:--widths=6,12,28,28,32 \
-                    round-8-net:--widths=6,12,30,30,32+--bn-affine=layer+--activation=prelu+--lr=0.2 \
+                    round-5-net:--widths=8,12,32,32,40+--bn-affine=channel+--activation=relu+--lr=0.1+--scale=0 \
+                    round-6-net:--widths=6,12,28,28,32+--bn-affine=channel+--activation=relu+--lr=0.1+--scale=0 \
+                    round-8-net:--widths=6,12,30,30,32+--bn-affine=layer+--activation=prelu+--lr=0.2+--scale=0 \
                     no-augment:--no-augment  aug-5-1:--rotate=5+--shift=1
 ABLATION_DIR_model3 := results/ablation
 ABLATION_DIR_model4 := results/model4/ablation

@@ -1,42 +1,41 @@
-"""Step 4 — the limit: fewer than 5,000 parameters, still ≥ 99.4 % test accuracy in 15 epochs.
+"""Step 4 — the limit: fewer than 4,000 parameters, still ≥ 99.4 % test accuracy in 15 epochs.
 
 Target
-    Fewer than 5,000 parameters (BatchNorm included), test accuracy ≥ 99.40 % on each of the last 3 of
+    Fewer than 4,000 parameters (BatchNorm included), test accuracy ≥ 99.40 % on each of the last 3 of
     15 epochs, on at least 9 of 10 seeds.
 
 Results
-    4,966 parameters, receptive field 22; test accuracy 99.57/99.59/99.58 % on the last 3 epochs;
-    best train accuracy 99.69 %; 15 epochs at 11.6 s/epoch (median) on cpu (AMD EPYC, 2 threads).
-    PASS. Run: `python model4.py --device cpu`, 2026-11-27. (Written by lab/report.py from results/model4/metrics.json.)
-    Over 10 seeds: 10/10 seeds met the target (the rule: at least 9 in 10 — met); final test accuracy 99.541 ±
-    0.028 % (mean ± std), lowest 99.50 %, lowest of any last-3 epoch 99.46 % (python model4.py --seeds 10
+    3,915 parameters, receptive field 22; test accuracy 99.53/99.57/99.56 % on the last 3 epochs;
+    best train accuracy 99.72 %; 15 epochs at 16.0 s/epoch (median) on cpu (AMD EPYC, 2 threads).
+    PASS. Run: `python model4.py --device cpu`, 2026-12-05. (Written by lab/report.py from results/model4/metrics.json.)
+    Over 10 seeds: 10/10 seeds met the target (the rule: at least 9 in 10 — met); final test accuracy 99.507 ±
+    0.059 % (mean ± std), lowest 99.45 %, lowest of any last-3 epoch 99.44 % (python model4.py --seeds 10
     --jobs 2, cpu (AMD EPYC, 1 thread)).
 
 Analysis
-    What changed from step 3: the recipe and the head stay; the weights below the head are spent another way. Two
-    full 3×3 convolutions at full size find the strokes (RF 5) before a max-pool halves the map, as in step 2; after
-    it every 3×3 is depthwise-separable — a 3×3 for each channel alone, then a 1×1 that mixes them, about 9/c of a
-    full 3×3's weights at c channels — so the middle blocks run at 32–40 channels where full 3×3s have room for
-    12–14. The last 5 epochs train on the digits as they are (`--clean-epochs 5`): augmentation helps a net this
-    small early and costs it the last epochs.
-    What it bought: under 5,000 parameters, the target on the seeds of the Results above. Four rounds of widths and
-    recipes with full 3×3s had ended on flat ground; this layout won round 5 on the validation split (RESULTS.md,
-    "How step 4 was chosen", tells every round). The ablation there shows each ingredient's share.
-    Next: is this the limit? Round 6 thinned the same layout under 4,000 parameters; its choice on validation
-    (3,872 parameters) fell under the line in a last epoch on more than one seed of ten (the ablation's row
-    round-6-net). Round 7 spent what the 99 % club's search found (one scale and shift a batch norm, PReLU) on
-    width under 4,000, and round 8 trained that net at twice the peak rate: it held the line on nine test seeds of
-    the first ten but on eight of the ten after (the row round-8-net and the sentence under it), so the line
-    stays at 5,000. `make frontier` draws the whole curve, from a few hundred parameters
-    to 20,000, beside the best public results.
+    What changed from step 3: the head stays; the weights below it are spent another way. Two full 3×3
+    convolutions at full size find the strokes (RF 5) before a max-pool halves the map, as in step 2; after it
+    every 3×3 is depthwise-separable — a 3×3 for each channel alone, then a 1×1 that mixes them, about 9/c of a
+    full 3×3's weights at c channels — so the middle blocks run at 30 channels where full 3×3s have room for 12.
+    Each batch norm learns one scale and one shift for its whole layer, not one per channel (`--bn-affine layer`),
+    and a PReLU learns how much of a negative input to pass (`--activation prelu`, 1 parameter a layer): the
+    99 % club's search found both, and they give width back. The recipe: a peak rate of 0.2, each training image
+    rotated, shifted and zoomed by up to 10 % (`--scale 0.1`), the last 5 epochs on the digits as they are.
+    What it bought: under 4,000 parameters, the target on the seeds of the Results above. The same net without
+    the zoom held the line on 17 of 20 test seeds (the ablation's row round-8-net): it learns the training digits
+    0.2 points better than the test digits, and digits differ in size, which nothing varied before (RESULTS.md,
+    "How step 4 was chosen", round 10). The ablation there shows each ingredient's share.
+    Next: `make frontier` draws the whole curve, from a few hundred parameters to 20,000, beside the best public
+    results; the 99 % club asks the same question of 99.0 %.
 """
 import torch.nn as nn
 
 from common import Targets, conv_bn_relu, gap_head, run_step, separable_bn_relu
 
-TARGETS = Targets(min_test_acc=99.40, max_params=5000, last_epochs=3, max_epochs=15, min_seed_share=0.9)
-DEFAULTS = dict(epochs=15, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, scheduler="onecycle",
-                rotate=10.0, shift=2.0, clean_epochs=5, dropout=0.0, widths=(8, 12, 32, 32, 40))
+TARGETS = Targets(min_test_acc=99.40, max_params=4000, last_epochs=3, max_epochs=15, min_seed_share=0.9)
+DEFAULTS = dict(epochs=15, batch_size=128, lr=0.2, momentum=0.9, nesterov=True, scheduler="onecycle",
+                rotate=10.0, shift=2.0, scale=0.1, clean_epochs=5, dropout=0.0, bn_affine="layer",
+                activation="prelu", widths=(6, 12, 30, 30, 32))
 
 
 class Net(nn.Module):

@@ -28,9 +28,11 @@ ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57
 ABLATIONS = {"full": "nothing (the recipe as is)",
              "clean-0": "no clean epochs: augmentation to the last epoch",
              "round-4-net": "step 4's net before round 5: a strided transition, full 3×3s, no clean epochs",
-             "round-6-net": "round 6's choice under 4,000 parameters: the same layout, thinner (6,12,28,28,32)",
+             "round-5-net": "step 4's net and recipe of rounds 5 to 9: 8,12,32,32,40 channels, batch norm's own scale "
+                            "and shift per channel, ReLU, a peak rate of 0.1, no zoom",
+             "round-6-net": "round 6's choice under 4,000 parameters: round 5's net, thinner (6,12,28,28,32)",
              "round-8-net": "round 8's choice under 4,000: round 7's net (one scale and shift a batch norm, PReLU) "
-                            "at twice the peak rate",
+                            "at twice the peak rate, no zoom",
              "rotate-7": "rotation ±7° (step 3's recipe before its first search)",
              "no-augment": "no augmentation (rotation and shift)", "bf16": "bf16 autocast in the training forward pass",
              "aug-5-1": "lighter augmentation: ±5°, ±1 px"}
@@ -524,7 +526,8 @@ def model4_search_parts(results):
         story = stories(Path(results) / "model4" / "search-recipes-under-4000.txt", "Round")
         for name, title in (("round-7", "Round 7, on CPU: under 4,000 with what the 99 % club's search found"),
                             ("round-8", "Round 8, on CPU: round 7's leader at the club's peak rate"),
-                            ("round-9", "Round 9, on CPU: round 8's net with an average of its weights")):
+                            ("round-9", "Round 9, on CPU: round 8's net with an average of its weights"),
+                            ("round-10", "Round 10, on CPU: round 8's net with its training digits zoomed")):
             table = search_section(results, "model4", "search-under-4000", name)
             if table:
                 parts += [f"### {title}, three seeds each", "", " ".join(story.get(name, [])), "", table]

@@ -50,7 +50,7 @@ def test_every_ablation_row_the_report_knows_is_one_the_makefile_runs():
     # step 4's rows of other nets have their command, and it builds the net of the committed row
     committed = {row["variant"]: row["params"] for row in json.loads(
         (ROOT / "results" / report.ABLATION_DIRS["model4"] / "ablation.json").read_text())}
-    for name in ("round-4-net", "round-6-net", "round-8-net"):
+    for name in ("round-4-net", "round-5-net", "round-6-net", "round-8-net"):
         script, flags = variants["model4"][name]
         assert count_params(frontier.net_of(script.removesuffix(".py"), flags)) == committed[name], name
 

@@ -48,8 +48,9 @@ def test_a_frontier_on_a_tiny_subset_writes_its_three_files_and_reuses_runs(tmp_
     assert len(club) == 1 and club[0]["seeds"] == club[0]["completed"] == 2 and club[0]["seed_list"] == [1, 2]
     assert all(r["completed"] == r["seeds"] and r["epochs"] == 5 and r["subset"] == 300 for r in summary["rows"])
     own = [r for r in summary["rows"] if tuple(r["widths"] or ()) == model4.DEFAULTS["widths"]]
-    assert own and own[0]["params"] == common.count_params(model4.Net())
-    assert own[0]["macs"] == sum(row["macs"] for row in common.receptive_field(model4.Net()))
+    step4 = common.net_of("model4", [])  # as its recipe builds it
+    assert own and own[0]["params"] == common.count_params(step4)
+    assert own[0]["macs"] == sum(row["macs"] for row in common.receptive_field(step4))
     table = (tmp_path / "f" / "frontier.md").read_text()
     assert "| model4 |" in table and "(99 % club)" in table and "JoshWarn/Parameter-Efficient-MNIST" in table
     assert (tmp_path / "f" / "frontier.png").stat().st_size > 10_000
@@ -74,11 +75,12 @@ def test_the_club_layout_scales_its_widths_and_keeps_the_rest_of_its_recipe(monk
 def test_the_club_net_is_built_from_its_own_command_line():
     design, flags = frontier.CLUB
     net = frontier.net_of(design, list(flags))
-    assert common.count_params(net) < common.count_params(model4.Net())  # the club lies below step 4
+    assert common.count_params(net) < common.count_params(frontier.net_of("model4", []))  # the club lies below step 4
     wide = frontier.net_of("designs", ["--design", "pool1_ds-10.16.16.16"])
     assert common.count_params(wide) == common.count_params(designs.Net("pool1_ds-10.16.16.16"))
     narrow = frontier.net_of("model4", ["--widths", "3,4,8,8,10", "--epochs", "2"])
-    assert common.count_params(narrow) == common.count_params(model4.Net(widths=(3, 4, 8, 8, 10)))
+    assert common.count_params(narrow) == common.count_params(
+        common.with_bn_affine(common.with_activation(model4.Net(widths=(3, 4, 8, 8, 10)), "prelu"), "layer"))
     assert common.count_params(frontier.net_of("model3", [])) == common.count_params(model3.Net())
 
 

@@ -30,9 +30,13 @@ def test_parameter_budgets_match_the_exercise():
     assert (model2.TARGETS.min_params, model2.TARGETS.max_params) == (300_000, 500_000)
 
 
-def test_step4_is_under_5000_parameters_and_its_targets_say_so():
-    assert common.count_params(model4.Net()) < 5000
-    assert model4.TARGETS.max_params == 5000 and model4.TARGETS.min_test_acc == 99.40
+def test_step4_is_under_4000_parameters_and_its_targets_say_so():
+    """As its recipe builds it: one scale and shift a batch norm, a PReLU after each (model4.DEFAULTS)."""
+    net = common.net_of("model4", [])
+    assert common.count_params(net) == 3915 < 4000
+    assert sum(isinstance(m, common.LayerAffineBatchNorm) for m in net.modules()) == 5
+    assert sum(isinstance(m, nn.PReLU) for m in net.modules()) == 5
+    assert model4.TARGETS.max_params == 4000 and model4.TARGETS.min_test_acc == 99.40
     assert model4.TARGETS.last_epochs == 3 and model4.TARGETS.max_epochs == 15
 
 
@@ -89,7 +93,7 @@ def test_every_design_screened_for_step4_is_under_its_budget_and_sees_the_digit(
     assert len(dropped) == 2 and not any(isinstance(m, nn.Dropout) for m in net.modules())  # --dropout is honoured
 
 
-def test_the_design_chosen_in_round_5_is_model4s_own_net():
+def test_designs_pool_ds_family_is_model4s_own_net():
     import designs
     chosen = "pool_ds-" + ".".join(map(str, model4.DEFAULTS["widths"]))
     torch.manual_seed(0)
@@ -300,23 +304,24 @@ def test_layer_affine_batch_norm_is_plain_batch_norm_then_one_scale_and_one_shif
 
 def test_the_bn_affine_flag_reaches_the_net_built():
     from harness.cli import build_parser, config_from_args
-    config = config_from_args(build_parser("model4", model4.DEFAULTS, "").parse_args(["--bn-affine", "layer"]))
-    assert config.bn_affine == "layer"
-    net = common.build_net(model4.Net, config)
-    assert sum(isinstance(m, common.LayerAffineBatchNorm) for m in net.modules()) == 5
+    parse = build_parser("model3", model3.DEFAULTS, "").parse_args
+    config = config_from_args(parse(["--bn-affine", "layer"]))
+    assert config.bn_affine == "layer" and config_from_args(parse([])).bn_affine == "channel"
+    net = common.build_net(model3.Net, config)
+    assert sum(isinstance(m, common.LayerAffineBatchNorm) for m in net.modules()) == 7
 
 
 def test_a_step_s_defaults_may_set_its_batch_norm_activation_and_optimizer():
     """As every other hyper-parameter: a step whose recipe is one scale and shift a batch norm and PReLU builds that
     net from its defaults alone, and its flags still override them."""
     from harness.cli import build_parser, config_from_args
-    recipe = {**model4.DEFAULTS, "bn_affine": "layer", "activation": "prelu", "optimizer": "adamw"}
-    config = config_from_args(build_parser("model4", recipe, "").parse_args([]))
+    recipe = {**model3.DEFAULTS, "bn_affine": "layer", "activation": "prelu", "optimizer": "adamw"}
+    config = config_from_args(build_parser("model3", recipe, "").parse_args([]))
     assert (config.bn_affine, config.activation, config.optimizer) == ("layer", "prelu", "adamw")
-    net = common.build_net(model4.Net, config)
-    assert sum(isinstance(m, common.LayerAffineBatchNorm) for m in net.modules()) == 5
-    assert sum(isinstance(m, nn.PReLU) for m in net.modules()) == 5
-    again = config_from_args(build_parser("model4", recipe, "").parse_args(["--bn-affine", "channel"]))
+    net = common.build_net(model3.Net, config)
+    assert sum(isinstance(m, common.LayerAffineBatchNorm) for m in net.modules()) == 7
+    assert sum(isinstance(m, nn.PReLU) for m in net.modules()) == 7
+    again = config_from_args(build_parser("model3", recipe, "").parse_args(["--bn-affine", "channel"]))
     assert again.bn_affine == "channel"
 
 
@@ -325,7 +330,8 @@ def test_a_step_s_defaults_may_set_its_batch_norm_activation_and_optimizer():
                                                    ("prelu-channel", nn.PReLU, sum(model4.DEFAULTS["widths"]) / 5)])
 def test_activation_sets_the_nonlinearity_after_each_batch_norm(kind, layer, learned):
     from harness.cli import build_parser, config_from_args
-    config = config_from_args(build_parser("model4", model4.DEFAULTS, "").parse_args(["--activation", kind]))
+    flags = ["--activation", kind, "--bn-affine", "channel"]  # batch norm as model4.Net() builds it
+    config = config_from_args(build_parser("model4", model4.DEFAULTS, "").parse_args(flags))
     net = common.build_net(model4.Net, config)
     nonlinear = [m for m in net.modules() if isinstance(m, (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.SiLU))]
     assert len(nonlinear) == 5 and all(type(m) is layer for m in nonlinear)

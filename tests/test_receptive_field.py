@@ -57,7 +57,7 @@ NETS = {
     "model2": (model2.Net, (28, 28)),
     "model2-no-batchnorm": (lambda: common.without_batchnorm(model2.Net()), (28, 28)),
     "model3": (model3.Net, (28, 28)),
-    "model4": (model4.Net, (28, 28)),
+    "model4": (lambda: common.net_of("model4", []), (28, 28)),  # as its recipe builds it (layer batch norm, PReLU)
     "designs-default": (designs.Net, (28, 28)),
     "designs-pool1_ds": (lambda: designs.Net("pool1_ds-10.16.16.16"), (28, 28)),  # the 99 % club's net
     "designs-shared": (lambda: designs.Net("shared-8.16.3"), (28, 28)),  # one block used three times
