@@ -206,10 +206,10 @@ def test_evaluating_a_few_hundred_images_at_a_time_changes_no_bit(mnist):
     prediction, is what the whole batch gives. A trained net, so that the predictions are not all one class."""
     images, labels = mnist["train"]
     torch.manual_seed(0)
-    net = model4.Net()
+    flags = ["--device", "cpu", "--scheduler", "none", "--lr", "0.05"]
+    net = common.net_of("model4", flags)  # as its recipe builds it
     train = common.DeviceLoader(images[:2048], labels[:2048], 128, "cpu", 0.13, 0.31, shuffle=True)
-    config = cli.config_from_args(cli.build_parser("model4", model4.DEFAULTS, "").parse_args(
-        ["--device", "cpu", "--scheduler", "none", "--lr", "0.05"]))
+    config = cli.config_from_args(cli.build_parser("model4", model4.DEFAULTS, "").parse_args(flags))
     common.train_epoch(net, train, common.make_optimizer_and_scheduler(net, config, len(train))[0], None, config)
     test = common.DeviceLoader(*(split[:2300] for split in mnist["test"]), 1000, "cpu", 0.13, 0.31)  # 1000, 1000, 300
     chunked, whole = common.evaluate(net, test), common.evaluate(net, test, chunk=None)
@@ -255,8 +255,8 @@ def test_a_run_with_ema_judges_and_saves_the_average(tmp_path, data_dir, mnist):
                         data_dir=data_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["config"]["ema"] == 0.99 and metrics["config"]["activation"] == "relu"
-    net = model4.Net()
+    assert metrics["config"]["ema"] == 0.99 and metrics["config"]["activation"] == model4.DEFAULTS["activation"]
+    net = common.net_of("model4", [])
     net.load_state_dict(files.load_state_dict(tmp_path / "model.pt"))
     loader = common.DeviceLoader(*(split[:640] for split in mnist["test"]), 1000, "cpu", **metrics["normalisation"])
     assert common.evaluate(net, loader)[1] == pytest.approx(metrics["final_test_acc"], abs=0.005)
