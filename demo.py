@@ -82,11 +82,16 @@ def prepare_digit(image, ink_threshold=0.05):
 
 
 def parse_pixels(body):
-    """The JSON body of /api/predict → (square grey-level tensor, requested step). Raises BadInput."""
+    """The JSON body of /api/predict → (square grey-level tensor, requested step). Raises BadInput, saying what is
+    wrong in one line, for any body that is not such a request: not JSON (not UTF-8, nested too deep, an integer
+    of more digits than Python reads), another shape, or pixels that are not grey levels (NaN, ±Infinity, an
+    integer too large for a float)."""
     try:
         request = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise BadInput(f"the body is not valid JSON ({e})") from None
+    except ValueError as e:  # a JSONDecodeError, a UnicodeDecodeError, an integer of over 4,300 digits
+        raise BadInput(f"the body is not valid JSON ({one_line(e)})") from None
+    except RecursionError:
+        raise BadInput("the body is not valid JSON (nested too deeply)") from None
     if not isinstance(request, dict) or not isinstance(request.get("pixels"), list):
         raise BadInput('expected a JSON object {"pixels": [grey levels in 0..1], "step": "model3"}')
     pixels = request["pixels"]
@@ -96,13 +101,21 @@ def parse_pixels(body):
                        f"got {len(pixels)} values")
     if not all(isinstance(p, (int, float)) and not isinstance(p, bool) for p in pixels):
         raise BadInput("every pixel must be a number")
-    image = torch.tensor(pixels, dtype=torch.float32).reshape(side, side)
-    if not torch.isfinite(image).all() or image.min() < 0 or image.max() > 1:
+    if not all(0 <= p <= 1 for p in pixels):  # before any conversion: NaN fails it, and so do 1e400 and 10**400
         raise BadInput("every pixel must be a grey level in 0..1")
+    image = torch.tensor(pixels, dtype=torch.float32).reshape(side, side)
     step = request.get("step")
+    if step is not None and not isinstance(step, str):
+        raise BadInput(f"the step must be a step's name, one of {', '.join(common.STEPS)}")
     if step is not None and step not in common.STEPS:
-        raise BadInput(f"unknown step {step!r}; the steps are {', '.join(common.STEPS)}")
+        raise BadInput(f"unknown step {one_line(repr(step))}; the steps are {', '.join(common.STEPS)}")
     return image, step
+
+
+def one_line(text, limit=200):
+    """`text` (or an error) as one line of at most about `limit` characters, for a message."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -153,9 +166,9 @@ class Models:
 
     @staticmethod
     def _settings(module, metrics_path):
-        """What builds the net a step was trained as (its widths, batch norm, activation), from its metrics.json:
-        a run made with `--bn-affine layer` has other weights than one made without. Where the file records no
-        settings, the step's defaults of today."""
+        """What builds the net a step was trained as (its widths, and batch norm or not), from its metrics.json: a
+        run made with `--widths` or `--no-batchnorm` has other weights than one made without. Where the file records
+        no settings, the step's defaults of today."""
         try:
             recorded = json.loads(Path(metrics_path).read_text()).get("config")
         except (OSError, ValueError):
@@ -328,11 +341,18 @@ class Handler(BaseHTTPRequestHandler):
             return self.error(HTTPStatus.BAD_REQUEST, f"the body ended after {len(body):,} of its {length:,} bytes")
         try:
             image, step = parse_pixels(body)
-            answer = self.models.predict(prepare_digit(image), step)
         except BadInput as e:
             return self.error(HTTPStatus.BAD_REQUEST, str(e))
-        except Exception as e:  # the server keeps serving whatever one request does
-            return self.error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {e}")
+        except Exception as e:  # whatever else reading the body raises, it is the body the server cannot read
+            self.log_message("a body parse_pixels did not foresee: %s: %s", type(e).__name__, one_line(e))
+            return self.error(HTTPStatus.BAD_REQUEST, f"the body cannot be read as a request ({type(e).__name__}: "
+                                                      f"{one_line(e)})")
+        try:
+            answer = self.models.predict(prepare_digit(image), step)
+        except BadInput as e:  # a drawing with no ink
+            return self.error(HTTPStatus.BAD_REQUEST, str(e))
+        except Exception as e:  # a fault of the server's own: 500, and it keeps serving whatever one request does
+            return self.error(HTTPStatus.INTERNAL_SERVER_ERROR, f"{type(e).__name__}: {one_line(e)}")
         self.send_json(HTTPStatus.OK, answer)
 
     def refuse_body(self):

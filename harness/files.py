@@ -30,6 +30,17 @@ os.umask(_UMASK)
 RUN_FILES = frozenset({"summary.txt", "rf.md", "curves.png", "misclassified.png", "confusion.png", "features.png",
                        "samples.png", "model.pt", "metrics.json", "log.txt"})
 
+# What else a run's folder may hold (check_run_folder): what the project's sweeps and its people put beside a run —
+# seeds/, seeds.json, seeds.md, seeds-11-20/, search*/, search-recipes.txt, search-story.md, ablation/, runs/,
+# frontier.png, a stage's log — is files of these kinds, with names not in capitals (README.md, LICENSE.txt,
+# CHANGELOG.md are a project's own), and folders that hold only such things.
+RESULT_SUFFIXES = frozenset({".json", ".md", ".txt", ".log", ".png"})
+# ... and what the project's own writing leaves there, for a moment or when it is killed: check_writable's probe,
+# atomic_write_bytes's temporary file, the folders replace_run makes beside a run's folder (a seed's, in seeds/);
+# and what a desktop adds to any folder it shows.
+_OWN_HIDDEN = re.compile(r"\.write-test-.+|\..+\.tmp|\..+\.(new|old)-[0-9a-f]{8}")
+_DESKTOP_LITTER = frozenset({".DS_Store", "Thumbs.db", "desktop.ini"})
+
 
 def replace_run(out, files):
     """Make the folder `out` hold the run `files` ({name in RUN_FILES: bytes or text}) instead of the run it held,
@@ -66,6 +77,7 @@ def replace_run(out, files):
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with _turn(out.parent):
+            check_run_folder(out)  # before anything moves: a folder that is not a run's is left as it is
             _recover(out)
             new = _new_sibling(out)
             try:
@@ -90,15 +102,65 @@ def replace_run(out, files):
 def recover_folder(out):
     """Undo what an interrupted replace_run left beside the folder `out`, so that it holds its run and everything
     else it held: a folder renamed aside and not replaced is put back, the entries that are not a run's files come
-    back into `out`, and the leftovers are removed. Every run into `out` calls it before it looks at `out`."""
+    back into `out`, and the leftovers are removed. Every run into `out` calls it before it looks at `out`, so it
+    first refuses a folder that is not a run's (check_run_folder): a UsageError, before any training, nothing in
+    `out` or beside it touched."""
     out = Path(os.path.realpath(out))
     if not out.parent.is_dir():
         return
     try:
         with _turn(out.parent):
+            check_run_folder(out)
             _recover(out)
     except OSError as e:
         raise DataError(f"could not clean up beside {out} after an interrupted run: {os_reason(e)}") from None
+
+
+def check_run_folder(out):
+    """Refuse, with a UsageError naming what does not belong, a folder `out` that is not a run's: one that holds
+    anything no run or sweep writes — a .git, a README.md, a program, a person's files: `--out .` or `--out ~`.
+    replace_run moves every entry of `out` that is not a run's file through a folder beside it, and a run's files
+    would land among someone else's. A missing or empty folder is a run's, and so is one that holds a run, a
+    sweep's folders and the files people keep beside them (RESULT_SUFFIXES), at any depth: every folder in
+    results/ is."""
+    out = Path(out)
+    found = _not_a_result(out)
+    if found is not None:
+        where, why = found
+        raise UsageError(f"argument --out: {out} is not a run's folder: it holds {where}, {why}; a run goes into a "
+                         "new folder or one that holds runs only, and this one was left as it is")
+
+
+def _not_a_result(folder):
+    """(the first entry under `folder` that no run or sweep wrote, as a path relative to it; why) — None where all
+    of them are a run's or a sweep's, or `folder` is missing. Breadth first, so `.git` is named before something
+    deep; symbolic links are not followed."""
+    queue = [Path()]
+    for relative in queue:  # grows as folders are found
+        try:
+            with os.scandir(folder / relative) as listing:
+                entries = sorted(listing, key=lambda entry: entry.name)
+        except (FileNotFoundError, NotADirectoryError):  # missing (a new folder), or gone meanwhile
+            continue
+        except OSError as e:
+            return str(relative) if relative.parts else ".", f"which cannot be read ({os_reason(e)})"
+        for entry in entries:
+            name, path = entry.name, relative / entry.name
+            if name in RUN_FILES or name in _DESKTOP_LITTER:
+                continue
+            if name.startswith("."):
+                if _OWN_HIDDEN.fullmatch(name):
+                    continue
+                return str(path), "which no run or sweep writes"
+            try:
+                is_folder = entry.is_dir(follow_symlinks=False)
+            except OSError:
+                is_folder = False
+            if is_folder:
+                queue.append(path)
+            elif os.path.splitext(name)[1] not in RESULT_SUFFIXES or os.path.splitext(name)[0].isupper():
+                return str(path), "which no run or sweep writes"
+    return None
 
 
 _LEFTOVER = r"\.{name}\.(new|old)-[0-9a-f]{{8}}"

@@ -128,6 +128,69 @@ def test_bad_requests_get_a_4xx_with_a_message_and_the_server_keeps_serving(serv
     assert _request(server + "/api/info")[0] == 200
 
 
+def _with_pixel(value):
+    """The body of a drawn one whose first pixel is `value`, as JSON text (any literal: NaN, 1e400, 10**400)."""
+    pixels = _drawn_one()
+    return ('{"pixels": [' + ", ".join([str(value)] + [str(p) for p in pixels[1:]]) + "]}").encode()
+
+
+MALFORMED = {  # whatever the page cannot parse: a 400 that says why (the first five were a 500 once)
+    "nested too deep": b"[" * 100_000 + b"]" * 100_000,
+    "pixels nested too deep": b'{"pixels": ' + b"[" * 50_000 + b"]" * 50_000 + b"}",
+    "a key nested too deep": b'{"pixels": [0], "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    "an integer too large for a float": _with_pixel(10 ** 400),
+    "a negative one": _with_pixel(-10 ** 400),
+    "an integer of 5,000 digits": _with_pixel("9" * 5000),
+    "NaN": _with_pixel("NaN"), "Infinity": _with_pixel("Infinity"), "1e400": _with_pixel("1e400"),
+    "a large integer": _with_pixel(2 ** 63), "true": _with_pixel("true"), "null": _with_pixel("null"),
+    "a string": _with_pixel('"0.5"'), "a list": _with_pixel("[0.5]"), "an object": _with_pixel("{}"),
+    "not UTF-8": b'\xff\xfe\xfd{"pixels": []}', "odd UTF-16": json.dumps({"pixels": [0] * 784}).encode("utf-16")[:-1],
+    "empty": b"", "NUL bytes": b"\0" * 64, "trailing junk": _with_pixel(0) + b"}",
+    "a list where an object goes": json.dumps([{"pixels": [0.5] * 784}]).encode(),
+    "a number": b"3", "a string body": b'"pixels"', "null body": b"null",
+    "no pixels": json.dumps({"step": "model3"}).encode(),
+    "pixels an object": json.dumps({"pixels": {"0": 1}}).encode(),
+    "pixels a string": json.dumps({"pixels": "0" * 784}).encode(),
+    "rows of pixels": json.dumps({"pixels": [[0.5] * 28] * 28}).encode(),
+    "no pixels at all": json.dumps({"pixels": []}).encode(),
+    "one short": json.dumps({"pixels": [0.5] * 783}).encode(),
+    "too large": json.dumps({"pixels": [0] * 281 ** 2}).encode(),
+    "a step that is a list": json.dumps({"pixels": _drawn_one(), "step": ["model3"]}).encode(),
+    "a step that is an object": json.dumps({"pixels": _drawn_one(), "step": {"model3": 1}}).encode(),
+    "a step that is NaN": json.dumps({"pixels": _drawn_one(), "step": float("nan")}).encode(),
+    "a step nested deep": json.dumps({"pixels": _drawn_one()}).encode()[:-1] + b', "step": ' + b"[" * 900
+    + b"]" * 900 + b"}",
+    "a step of 500,000 letters": json.dumps({"pixels": _drawn_one(), "step": "x" * 500_000}).encode(),
+    "a step with a lone surrogate": json.dumps({"pixels": _drawn_one()}).encode()[:-1] + b', "step": "\\ud800"}',
+}
+
+
+def test_any_body_the_page_cannot_parse_is_a_400_in_one_line_and_the_server_keeps_serving(server):
+    for name, body in MALFORMED.items():
+        status, answer = _request(server + "/api/predict", raw=body)
+        assert status == 400, (name, answer)
+        assert answer["error"] and "\n" not in answer["error"] and len(answer["error"]) < 400, (name, answer)
+    status, answer = _request(server + "/api/predict", {"pixels": _drawn_one(), "step": "model3"})
+    assert status == 200 and answer["steps"]["model3"]["prediction"] == 1
+
+
+def test_what_parsing_did_not_foresee_is_a_400_and_a_fault_in_prediction_a_500(server, monkeypatch):
+    def unforeseen(body):
+        raise TypeError("a parser's surprise")
+    monkeypatch.setattr(demo, "parse_pixels", unforeseen)
+    status, answer = _request(server + "/api/predict", {"pixels": _drawn_one()})
+    assert status == 400 and answer["error"] == "the body cannot be read as a request (TypeError: a parser's surprise)"
+    monkeypatch.undo()
+
+    def broken(self, digit, feature_step=None):
+        raise ZeroDivisionError("a bug of the server's")
+    monkeypatch.setattr(demo.Models, "predict", broken)
+    status, answer = _request(server + "/api/predict", {"pixels": _drawn_one()})
+    assert status == 500 and answer["error"] == "ZeroDivisionError: a bug of the server's"
+    monkeypatch.undo()
+    assert _request(server + "/api/predict", {"pixels": _drawn_one()})[0] == 200
+
+
 def _reply(client, seconds=10):
     """Everything the server sends on `client` until it closes the connection."""
     client.settimeout(seconds)
@@ -409,9 +472,9 @@ def test_a_step_not_trained_here_says_how_long_its_committed_run_took(tmp_path):
 
 
 def test_a_step_trained_with_other_layers_is_loaded_as_its_run_built_it(tmp_path):
-    # One scale and shift a batch norm and PReLU change which weights a net has: the demo must build those, from
-    # the settings the run's metrics.json records, not the step's Net as it is written.
-    flags = ["--widths", "4,8,4,6,8,8", "--bn-affine", "layer", "--activation", "prelu"]
+    # Other widths change which weights a net has: the demo must build those, from the settings the run's
+    # metrics.json records, not the step's Net at its default widths.
+    flags = ["--widths", "4,8,4,6,8,8"]
     config = cli.config_from_args(cli.build_parser("model3", __import__("model3").DEFAULTS, "").parse_args(flags))
     torch.manual_seed(0)
     trained = common.net_of("model3", flags).eval()

@@ -7,10 +7,11 @@ import json
 import os
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_script
 from harness import errors, files, mnist, runs
 
 # What a run's writing does to the filesystem, as Python's audit events name it: a kill before each of them, and a
@@ -284,3 +285,87 @@ def test_a_result_file_that_cannot_be_written_is_named(tmp_path):
     with pytest.raises(errors.DataError, match=f"could not write {tmp_path / 'missing' / 'a.json'}: No such file"):
         files.atomic_write_json(tmp_path / "missing" / "a.json", {})
     assert os.listdir(tmp_path) == []
+
+
+# Folders that are not a run's: a run written there would move all they hold through a folder beside them.
+FOREIGN = {
+    "a git repository": ({"README.md": b"# a project\n", ".git/config": b"[core]\n", "main.py": b"print(1)\n"},
+                         ".git"),
+    "a home folder": ({".bashrc": b"alias ll='ls -l'\n", "notes.txt": b"milk\n"}, ".bashrc"),
+    "a project's document": ({"metrics.json": b"{}\n", "README.md": b"# results\n"}, "README.md"),
+    "a program": ({"seeds.json": b"{}\n", "train.py": b"print(1)\n"}, "train.py"),
+    "a file of another kind": ({"model.pt": b"m", "paper.pdf": b"%PDF"}, "paper.pdf"),
+    "a file without a kind": ({"Makefile": b"all:\n"}, "Makefile"),
+    "a folder of foreign files, deep": ({"seeds/seed-1/metrics.json": b"{}\n", "photos/2024/cat.jpg": b"jpg"},
+                                        "photos/2024/cat.jpg"),
+    "a project in a folder": ({"code/project/.git/HEAD": b"ref\n", "code/project/a.md": b"a\n"},
+                              "code/project/.git"),
+}
+
+
+def _everything_under(folder):
+    """{path: bytes, or None for a folder} of everything under `folder`, hidden entries included."""
+    return {os.path.relpath(os.path.join(top, name), folder): None if name in dirs else Path(top, name).read_bytes()
+            for top, dirs, names in os.walk(folder) for name in dirs + names}
+
+
+@pytest.mark.parametrize("contents, named", FOREIGN.values(), ids=FOREIGN.keys())
+def test_a_folder_that_holds_what_no_run_wrote_is_refused_and_left_as_it_is(tmp_path, contents, named):
+    out = tmp_path / "out"
+    _lay_out(out, contents)
+    before = _everything_under(tmp_path)
+    for check in (files.check_run_folder, files.recover_folder, lambda folder: files.replace_run(folder, NEW)):
+        with pytest.raises(errors.UsageError) as refusal:
+            check(out)
+        assert str(refusal.value) == (f"argument --out: {out} is not a run's folder: it holds {named}, which no run "
+                                      "or sweep writes; a run goes into a new folder or one that holds runs only, "
+                                      "and this one was left as it is")
+        assert _everything_under(tmp_path) == before  # nothing moved, nothing beside it
+
+
+def test_a_symbolic_link_is_not_followed_and_is_judged_by_its_name(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "README.md").write_text("x")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "seeds").symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(errors.UsageError, match="it holds seeds, which no run or sweep writes"):
+        files.check_run_folder(out)
+
+
+def test_a_runs_folder_with_what_sweeps_and_the_projects_writing_leave_is_accepted(tmp_path):
+    out = tmp_path / "model3"
+    files.check_run_folder(out)  # missing: a new folder
+    out.mkdir()
+    files.check_run_folder(out)  # empty
+    leftovers = {".seeds.json.k2_x9abc.tmp": b"{", ".write-test-abc123": b"", ".DS_Store": b"",
+                 "seeds/.seed-2.new-0123abcd/metrics.json": b"{}\n", "seeds/seed-2/.log.txt.abcdefgh.tmp": b"",
+                 "seeds-11-20/seeds.md": b"| seed |\n", "search-story.md": b"Round 1 found X.\n",
+                 "ablation/clean-0/seeds.json": b"{}\n", "search/stage-1.log": b"...\n",
+                 "search/runs/a/seed-1/Wide.md": b"a sweep named so\n"}
+    _lay_out(out, {**OLD, **OTHERS, **leftovers})
+    files.check_run_folder(out)
+    files.replace_run(out, NEW)
+    assert _files_under(out) == {**NEW, **OTHERS, **leftovers}
+
+
+def test_every_folder_in_results_is_a_runs_folder():
+    """The rule refuses no folder that a run or a sweep of this project made, the committed results among them."""
+    folders = [top for top, _, _ in os.walk(ROOT / "results")]
+    assert len(folders) > 20, folders  # a step's folder, its seeds, searches and ablations, the frontier, the club
+    for folder in folders:
+        files.check_run_folder(folder)
+
+
+def test_a_step_run_into_a_folder_that_is_not_a_runs_is_one_line_before_training_and_touches_nothing(
+        tmp_path, data_dir):
+    out = tmp_path / "project"
+    _lay_out(out, FOREIGN["a git repository"][0])
+    before = _everything_under(out)
+    result = run_script("model3.py", "--subset", "64", "--epochs", "1", "--out", out, data_dir=data_dir, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr == (f"model3.py: error: argument --out: {out} is not a run's folder: it holds .git, which "
+                             "no run or sweep writes; a run goes into a new folder or one that holds runs only, and "
+                             "this one was left as it is\n")
+    assert "epoch" not in result.stdout and "Traceback" not in result.stdout
+    assert _everything_under(out) == before and os.listdir(tmp_path) == ["project"]
