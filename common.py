@@ -10,11 +10,9 @@ import contextlib
 import copy
 import importlib
 import io
-import json
 import math
 import os
 import random
-import shlex
 import sys
 import time
 from dataclasses import dataclass
@@ -25,12 +23,12 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from harness import cuda_graph
-from harness.cli import (bf16_note, build_parser, command_line, config_from_args, describe_device,
-                         settings_to_record)
-from harness.errors import TrainingError, UsageError, os_reason, run_main
-from harness.files import (check_writable, json_text, load_state_dict, png_bytes, recover_folder, replace_run,
+from harness.cli import build_parser, command_line, config_from_args, describe_device, settings_to_record
+from harness.errors import TrainingError, run_main
+from harness.files import (check_run_folder, check_writable, json_text, png_bytes, recover_folder, replace_run,
                            state_dict_bytes)
 from harness.layers import CannotFollow, keeps_the_map, pair, shown, window_of
 from harness.mnist import ensure_mnist, load_split
@@ -139,36 +137,48 @@ class DeviceLoader:
 # Building blocks: the units the steps' nets are stacked from
 
 
-def conv_bn_relu(in_channels, out_channels, kernel_size=3, padding=0, dropout=0.0, stride=1, dilation=1):
-    """The unit that steps 2 and 3 stack: convolution, batch norm, ReLU, then (optionally) a little dropout."""
-    layers = [nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
-                        bias=False),
-              nn.BatchNorm2d(out_channels), nn.ReLU()]
-    if dropout:
-        layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
+def conv_bn_relu(in_channels, out_channels, kernel_size=3, padding=0, stride=1, dilation=1, norm=nn.BatchNorm2d,
+                 activation=nn.ReLU):
+    """The unit that steps 2 and 3 stack: convolution, batch norm, ReLU. Step 4 passes a lighter `norm` and a
+    learned `activation` (LayerBatchNorm, nn.PReLU)."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride, padding=padding,
+                                   dilation=dilation, bias=False),
+                         norm(out_channels), activation())
 
 
-def separable_bn_relu(in_channels, out_channels, stride=1, dilation=1, dropout=0.0):
+def separable_bn_relu(in_channels, out_channels, stride=1, dilation=1, norm=nn.BatchNorm2d, activation=nn.ReLU):
     """Step 4's unit: a depthwise-separable 3×3 — a 3×3 per input channel (no mixing), then a 1×1 that mixes them
-    — for in·9 + in·out weights where a full 3×3 needs in·out·9; batch norm and ReLU after, as conv_bn_relu."""
-    layers = [nn.Conv2d(in_channels, in_channels, 3, stride=stride, dilation=dilation, groups=in_channels,
-                        bias=False),
-              nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU()]
-    if dropout:
-        layers.append(nn.Dropout(dropout))
-    return nn.Sequential(*layers)
+    — for in·9 + in·out weights where a full 3×3 needs in·out·9; batch norm and activation after, as conv_bn_relu."""
+    return nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, stride=stride, dilation=dilation, groups=in_channels,
+                                   bias=False),
+                         nn.Conv2d(in_channels, out_channels, 1, bias=False), norm(out_channels), activation())
 
 
 def gap_head(in_channels, classes=10):
-    """The output of steps 2 and 3: a 1×1 convolution to one map per class, then global average pooling —
+    """The output of steps 2 to 4: a 1×1 convolution to one map per class, then global average pooling —
     10·(in_channels + 1) parameters where a dense layer over the whole map would need thousands."""
     return nn.Sequential(nn.Conv2d(in_channels, classes, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten())
 
 
+class LayerBatchNorm(nn.BatchNorm2d):
+    """Batch norm that learns one scale and one shift for the whole layer (2 parameters) where PyTorch's learns one
+    of each per channel: at a few thousand parameters, BatchNorm's 2 per channel are a tenth of the net."""
+
+    def __init__(self, channels):
+        super().__init__(channels, affine=False)
+        self.scale, self.shift = nn.Parameter(torch.ones(())), nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        # The layer's scale and shift, one copy a channel, go into batch norm's own kernel, which applies them in
+        # the same pass over the map (a tiny net's update is mostly such passes over its largest maps).
+        if self.training:
+            self.num_batches_tracked.add_(1)
+        return F.batch_norm(x, self.running_mean, self.running_var, self.scale.repeat(self.num_features),
+                            self.shift.repeat(self.num_features), self.training, self.momentum, self.eps)
+
+
 def without_batchnorm(model):
-    """Every BatchNorm layer of `model` replaced by identity (--no-batchnorm): the write-up's experiment of a
-    step trained without batch norm, for any step."""
+    """Every batch norm of `model` replaced by identity (--no-batchnorm): step 2's lesson, for any step."""
     for name, child in model.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm):
             setattr(model, name, nn.Identity())
@@ -177,63 +187,10 @@ def without_batchnorm(model):
     return model
 
 
-class LayerAffineBatchNorm(nn.BatchNorm2d):
-    """Batch norm that learns one scale and one shift for the whole layer (2 parameters) where PyTorch's learns one
-    of each per channel: at a thousand parameters, BatchNorm's 2 per channel are a tenth of the net."""
-
-    def __init__(self, channels):
-        super().__init__(channels, affine=False)
-        self.scale, self.shift = nn.Parameter(torch.ones(())), nn.Parameter(torch.zeros(()))
-
-    def forward(self, x):
-        # The layer's scale and shift, one copy a channel, go into batch norm's own kernel, which applies them in
-        # the same pass over the map (make bench: a tiny net's update is mostly such passes over 26×26 maps).
-        # Copies, not expand()'s views: the CPU's channels-last backward reads a view of stride 0 as if contiguous.
-        if self.training:
-            self.num_batches_tracked.add_(1)
-        return F.batch_norm(x, self.running_mean, self.running_var, self.scale.repeat(self.num_features),
-                            self.shift.repeat(self.num_features), self.training, self.momentum, self.eps)
-
-
-def with_bn_affine(model, kind):
-    """Every BatchNorm2d of `model` made to learn a scale and a shift per channel ("channel", as built), one of each
-    for the whole layer ("layer") or neither ("none"): --bn-affine."""
-    for name, child in model.named_children():
-        if isinstance(child, nn.BatchNorm2d) and kind != "channel":
-            setattr(model, name, LayerAffineBatchNorm(child.num_features) if kind == "layer" else
-                    nn.BatchNorm2d(child.num_features, affine=False))
-        else:
-            with_bn_affine(child, kind)
-    return model
-
-
-def with_activation(model, kind):
-    """Every ReLU of `model` kept ("relu"), or made a LeakyReLU that lets a tenth of a negative input through
-    ("leaky": no unit is ever switched off for good) or a PReLU that learns that fraction, one a layer ("prelu") or
-    one a channel ("prelu-channel", as many as the layer before it makes), or a SiLU, x·sigmoid(x), which bends
-    smoothly where ReLU breaks and passes a little of small negative inputs ("silu", no parameter): --activation."""
-    made = None  # channels out of the last layer walked, in registration order (the forward order, as in Sequential)
-
-    def walk(module):
-        nonlocal made
-        for name, child in module.named_children():
-            if isinstance(child, nn.ReLU) and kind != "relu":
-                setattr(module, name, nn.LeakyReLU(0.1) if kind == "leaky" else nn.SiLU() if kind == "silu" else
-                        nn.PReLU(made if kind == "prelu-channel" else 1))
-            elif isinstance(child, nn.Conv2d):
-                made = child.out_channels
-            elif isinstance(child, nn.Linear):
-                made = child.out_features
-            else:
-                walk(child)
-
-    walk(model)
-    return model
-
-
 def build_net(net_class, config):
-    net = with_activation(net_class(**config.net_kwargs), config.activation)
-    return with_bn_affine(net, config.bn_affine) if config.batchnorm else without_batchnorm(net)
+    """A step's `Net` with the run's widths (--widths), without batch norm under --no-batchnorm."""
+    net = net_class(**config.net_kwargs)
+    return net if config.batchnorm else without_batchnorm(net)
 
 
 def net_of(step, flags):
@@ -253,13 +210,10 @@ def count_params(model):
 
 class Side(NamedTuple):
     """One side (the height or the width) of the map a layer outputs, measured in input pixels."""
-    size: int          # positions along the side
-    jump: int | None   # input pixels from one position to the next (None after adaptive windows of uneven spacing)
-    rf: int            # input pixels one position sees (after uneven adaptive windows: the largest window's)
-    whole: int         # input pixels all the positions see together: rf + (size - 1)·jump while evenly spaced
-
-
-AFTER_UNEVEN = "its windows would slide over the outputs of adaptive windows of uneven spacing, which have no one jump"
+    size: int   # positions along the side
+    jump: int   # input pixels from one position to the next
+    rf: int     # input pixels one position sees
+    whole: int  # input pixels all the positions see together: rf + (size - 1)·jump
 
 
 def slide(side, kernel, stride, padding, dilation, ceil_mode=False):
@@ -272,35 +226,13 @@ def slide(side, kernel, stride, padding, dilation, ceil_mode=False):
         size -= 1                                                 # input or its left padding, not the right one
     if size < 1:
         raise CannotFollow(f"its window spans {span} positions, more than the {side.size + before + after} it gets")
-    if side.jump is None:  # after uneven adaptive windows only a window of one position, in place, is known
-        if (span, stride, before, after) != (1, 1, 0, 0):
-            raise CannotFollow(AFTER_UNEVEN)
-        return side
     jump, rf = side.jump * stride, side.rf + (span - 1) * side.jump
     return Side(size, jump, rf, rf + (size - 1) * jump)
 
 
 def everything(side):
     """One position that sees the whole side: global pooling, or a dense layer."""
-    return Side(1, None if side.jump is None else side.jump * side.size, side.whole, side.whole)
-
-
-def adapt(side, out):
-    """One side of adaptive pooling to `out` positions, with PyTorch's windows: output i pools positions
-    floor(i·n/out) to ceil((i+1)·n/out) - 1 of the n it gets. Returns (the side after, kernel, stride): windows of
-    one size at one spacing are an ordinary pool; otherwise the stride is None and rf is the largest window's."""
-    n = side.size
-    if out == 1:
-        return everything(side), n, n
-    starts = [i * n // out for i in range(out)]
-    windows = [-(-(i + 1) * n // out) - start for i, start in enumerate(starts)]
-    steps = {later - earlier for earlier, later in zip(starts, starts[1:])}
-    if len(set(windows)) == 1 and len(steps) == 1 and steps != {0}:
-        (step,) = steps
-        return slide(side, windows[0], step, (0, 0), 1), windows[0], step
-    if side.jump is None:
-        raise CannotFollow(AFTER_UNEVEN)
-    return Side(out, None, side.rf + (max(windows) - 1) * side.jump, side.whole), max(windows), None
+    return Side(1, side.jump * side.size, side.whole, side.whole)
 
 
 def receptive_field(model, input_size=28, in_channels=1):
@@ -311,7 +243,7 @@ def receptive_field(model, input_size=28, in_channels=1):
     Uses the textbook recurrences on each side: n_out = floor((n_in + p_before + p_after - d(k-1) - 1) / s) + 1
     (rounded up under ceil_mode), r_out = r_in + d(k-1)·j_in, j_out = j_in·s; a global pool or a dense layer sees
     the whole map. It knows Conv2d (any padding, stride, dilation, groups), MaxPool2d and AvgPool2d (ceil_mode too),
-    AdaptiveAvgPool2d and AdaptiveMaxPool2d (to any size), Linear, and the layers that keep the map (keeps_the_map);
+    global pooling (AdaptiveAvgPool2d(1), AdaptiveMaxPool2d(1)), Linear, and the layers that keep the map;
     any other layer is refused by name, since the numbers after it would be wrong. The parameters of a layer that
     keeps the map (BatchNorm's) are counted with the layer before it; `macs` is a layer's multiply-adds per image
     (convolutions and dense layers), which decides its time more than its parameters do. Layers must be registered
@@ -320,7 +252,7 @@ def receptive_field(model, input_size=28, in_channels=1):
     rows, channels, counted = [], in_channels, set()
     height, width = (Side(n, 1, 1, n) for n in pair(input_size))
 
-    def new_params(module):  # a weight used again (tied, as in designs.py's shared block) counts where first used
+    def new_params(module):  # a weight used again (two modules holding one tensor) counts where first used
         fresh = [p for p in module.parameters() if id(p) not in counted]
         counted.update(id(p) for p in fresh)
         return sum(p.numel() for p in fresh)
@@ -341,13 +273,11 @@ def receptive_field(model, input_size=28, in_channels=1):
                           shown(*(before for before, _ in padding)), shown(*dilation))
                 rows.append(_row(name, kind, window, height, width, channels, new_params(module), macs))
             elif isinstance(module, (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d)):
-                outs = [side.size if out is None else out  # None keeps that side's size
-                        for side, out in zip((height, width), pair(module.output_size))]
-                (height, kernel_h, stride_h), (width, kernel_w, stride_w) = (adapt(side, out) for side, out in
-                                                                             zip((height, width), outs))
-                pool = "avgpool" if isinstance(module, nn.AdaptiveAvgPool2d) else "maxpool"
-                kind = ("gap" if pool == "avgpool" else "global maxpool") if outs == [1, 1] else f"adaptive {pool}"
-                window = (shown(kernel_h, kernel_w), shown(stride_h, stride_w), 0, 1)
+                if pair(module.output_size) != (1, 1):
+                    raise CannotFollow(f"it pools to {module.output_size}: only global pooling, to 1×1, is followed")
+                kind = "gap" if isinstance(module, nn.AdaptiveAvgPool2d) else "global maxpool"
+                window = (shown(height.size, width.size), shown(height.size, width.size), 0, 1)
+                height, width = everything(height), everything(width)
                 rows.append(_row(name, kind, window, height, width, channels, 0, 0))
             elif isinstance(module, nn.Linear):  # a dense layer sees the whole map before it
                 if module.in_features != channels * height.size * width.size:
@@ -361,8 +291,8 @@ def receptive_field(model, input_size=28, in_channels=1):
                 if rows:
                     rows[-1]["params"] += new_params(module)
             elif next(module.children(), None) is None:  # a container's own layers come next; a leaf is unknown
-                raise CannotFollow("it knows Conv2d, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d, "
-                                   "Linear and the layers that keep the map (activations, normalisation, dropout, "
+                raise CannotFollow("it knows Conv2d, MaxPool2d, AvgPool2d, global pooling (AdaptiveAvgPool2d(1), "
+                                   "AdaptiveMaxPool2d(1)), Linear and the layers that keep the map (activations, normalisation, dropout, "
                                    "Flatten, Identity)")
         except CannotFollow as reason:
             raise CannotFollow(f"receptive_field cannot follow {name or 'the model'} ({type(module).__name__}): "
@@ -378,7 +308,7 @@ def _row(layer, kind, window, height, width, channels, params, macs):
                 rf=shown(height.rf, width.rf), channels=channels, params=params, macs=macs, height=height, width=width)
 
 
-WINDOW_KINDS = ("conv", "maxpool", "avgpool", "adaptive avgpool", "adaptive maxpool")
+WINDOW_KINDS = ("conv", "maxpool", "avgpool")
 
 
 def feature_rf(rows):
@@ -455,23 +385,16 @@ def summary_text(model, input_size=(1, 28, 28)):
 
 
 def make_optimizer_and_scheduler(model, config, batches_per_epoch):
-    """SGD with momentum for every step (or --optimizer adamw); the schedule is a step's choice (model3 relies on
-    OneCycle).
+    """SGD with momentum for every step; the schedule is a step's choice (model3 relies on OneCycle).
 
-    On CUDA the learning rate lives in a device tensor that the scheduler overwrites in place, so a training update
-    recorded once as a CUDA graph reads the current rate at every replay; the fused update is one kernel."""
+    On CUDA the learning rate lives in a device tensor that the scheduler overwrites in place, so an update recorded
+    once as a CUDA graph reads the current rate at every replay; the fused update is one kernel."""
     cuda = next(model.parameters()).device.type == "cuda"
-    lr = torch.tensor(config.lr, device="cuda") if cuda else config.lr
-    if config.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay,
-                                      fused=True if cuda else None)
-    else:
-        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
-                                    nesterov=config.nesterov and config.momentum > 0,
-                                    weight_decay=config.weight_decay, fused=True if cuda else None)
+    optimizer = torch.optim.SGD(model.parameters(), lr=torch.tensor(config.lr, device="cuda") if cuda else config.lr,
+                                momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
+                                fused=True if cuda else None)
     if config.scheduler == "onecycle":
-        # Momentum stays at --momentum: OneCycle's default of cycling it too would override the flag (and a
-        # recorded CUDA graph keeps the momentum it was recorded with).
+        # Momentum stays at --momentum: OneCycle's default of cycling it too would override the flag.
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
                                                         steps_per_epoch=batches_per_epoch, cycle_momentum=False)
         return optimizer, scheduler, "batch"
@@ -481,72 +404,30 @@ def make_optimizer_and_scheduler(model, config, batches_per_epoch):
     return optimizer, None, None
 
 
-class WeightAverage:
-    """--ema: a copy of the net whose weights and batch-norm statistics follow the trained net's as an exponential
-    moving average, moved after every update. Late in a run the updates jitter the weights around a good point;
-    the average sits nearer it. (Under OneCycle's falling rate the last weights are near it already: the 99 % club's
-    stage 6 measured no gain.) The first updates count for more than `decay` gives them ((1 + n) / (10 + n) for the
-    n-th), so the average is not stuck on the random start."""
-
-    def __init__(self, model, decay):
-        self.model, self.decay, self.updates = copy.deepcopy(model), decay, 0
-        self.pairs = list(zip(self.model.state_dict().values(), model.state_dict().values()))
-
-    @torch.no_grad()
-    def update(self):
-        self.updates += 1
-        weight = 1 - min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for average, current in self.pairs:
-            if average.is_floating_point():
-                average.lerp_(current, weight)
-            else:  # batch norm's count of batches
-                average.copy_(current)
+def train_step(model, optimizer, x, y):
+    """One training update, the textbook lines. The only copy: on a GPU, cuda_graph records this very function."""
+    optimizer.zero_grad(set_to_none=True)
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
 
 
-DISTILL_TEMPERATURE, DISTILL_WEIGHT = 4.0, 0.5  # --teacher: how soft the two nets' predictions are compared
-
-
-def distilled(loss, logits, taught):
-    """--teacher: the loss half the usual one, half how far the net's predictions are from the teacher's, both
-    softened by the temperature so that the teacher's second guesses count (Hinton et al., 2015); T² keeps that
-    half's gradients the size of the usual loss's."""
-    t = DISTILL_TEMPERATURE
-    gap = F.kl_div(F.log_softmax(logits / t, 1), F.log_softmax(taught / t, 1), log_target=True, reduction="batchmean")
-    return (1 - DISTILL_WEIGHT) * loss + DISTILL_WEIGHT * t * t * gap
-
-
-def train_epoch(model, loader, optimizer, scheduler, config, progress=None, graphed=None, check_every=20,
-                average=None, teacher=None):
-    """One pass over the training data: the textbook loop. `scheduler` is moved after every batch (OneCycle; None
-    for a schedule by epoch), `average` (a WeightAverage, with --ema) after every update, and with a `teacher`
-    (--teacher) the loss is `distilled`. The loss and the
-    correct predictions are summed on the device and read only every `check_every` batches (for the progress bar
-    and the non-finite-loss check), so the device never waits."""
+def train_epoch(model, loader, optimizer, scheduler=None, update=train_step, bar=None, check_every=20):
+    """One pass over the training data. `update` is train_step, or on a GPU the same recorded as a CUDA graph;
+    `scheduler` is moved after every batch (OneCycle; None for a schedule by epoch); `bar` is a tqdm bar over the
+    loader, or None. The loss and the correct predictions are summed on the device and read only every `check_every`
+    batches (for the bar and the non-finite-loss check), so the device never waits."""
     model.train()
     loss_sum = torch.zeros((), device=loader.device)
     correct = torch.zeros((), dtype=torch.long, device=loader.device)
     seen = 0
-    for index, (x, y) in enumerate(progress(loader) if progress else loader, 1):
-        if graphed is not None and graphed.takes(x):  # on a GPU: the same update, compiled, as one CUDA graph
-            loss, logits = graphed(x, y)
-        else:
-            optimizer.zero_grad(set_to_none=True)
-            # bf16 autocast runs the forward pass's convolutions in bfloat16 (the weights, their gradients and the
-            # update stay float32); evaluation always runs in float32, so the judged accuracy is the float32 net's.
-            with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-                logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
-            if teacher is not None:
-                with torch.no_grad():
-                    taught = teacher(x)
-                loss = distilled(loss, logits.float(), taught)
-            loss.backward()
-            optimizer.step()
+    for index, (x, y) in enumerate(bar if bar is not None else loader, 1):
+        loss, logits = update(model, optimizer, x, y)
         if scheduler is not None:
             scheduler.step()
-        if average is not None:
-            average.update()
-        loss_sum += loss.detach() * len(y)
+        loss_sum += loss * len(y)
         correct += (logits.argmax(1) == y).sum()
         seen += len(y)
         if index % check_every == 0 or index == len(loader):
@@ -555,11 +436,12 @@ def train_epoch(model, loader, optimizer, scheduler, config, progress=None, grap
                 raise TrainingError(f"the training loss became {mean_loss} at batch {index}; the learning rate "
                                     f"{float(optimizer.param_groups[0]['lr']):g} is probably too high "
                                     "(try a smaller --lr)")
-            if progress:
-                progress.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{100 * correct.item() / seen:.2f}%")
+            if bar is not None:
+                bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{100 * correct.item() / seen:.2f}%", refresh=False)
     return loss_sum.item() / seen, 100.0 * correct.item() / seen
 
 
+TEST_BATCH_SIZE = 1000  # images evaluated a batch (validation and test)
 CPU_EVAL_CHUNK = 256  # images a CPU evaluates at once: see evaluate
 
 
@@ -581,22 +463,6 @@ def evaluate(model, loader, chunk=CPU_EVAL_CHUNK):
     return loss_sum.item() / len(loader.labels), accuracy, predictions.cpu()
 
 
-class Progress:
-    """A tqdm bar per epoch when the output is a terminal; nothing when it is a log file."""
-
-    def __init__(self, desc):
-        from tqdm import tqdm
-        self.tqdm, self.desc, self.bar = tqdm, desc, None
-
-    def __call__(self, iterable):
-        self.bar = self.tqdm(iterable, desc=self.desc, leave=False, disable=None, dynamic_ncols=True)
-        return self.bar
-
-    def set_postfix(self, **values):
-        if self.bar is not None:
-            self.bar.set_postfix(values, refresh=False)
-
-
 def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed)
@@ -614,7 +480,7 @@ def epoch_line(row, epochs):
 @dataclass
 class Trained:
     """What `fit` returns: the final model, one row per epoch, the final test predictions with their labels, and
-    the seconds of one-time setup (on a GPU: warm-up, compilation, graph recording) the epochs' times leave out."""
+    the seconds of one-time setup (on a GPU: warm-up, graph recording) the epochs' times leave out."""
     model: nn.Module
     history: list
     predictions: torch.Tensor
@@ -622,89 +488,47 @@ class Trained:
     setup_seconds: float
 
 
-def placed(model, config):
-    """The net on its device, in channels-last (NHWC) memory order with --channels-last: on a CPU a tiny net's
-    max-pool and convolutions' backward passes run faster so."""
-    model = model.to(config.device)
-    return model.to(memory_format=torch.channels_last) if config.channels_last else model
-
-
-def teacher_net(config):
-    """--teacher: the net that a run of a step saved in the folder `config.teacher`, built again from the command its
-    metrics.json records, with its weights, frozen, in eval mode. It must have trained on none of the images this
-    run judges itself on: both hold out the last images of the training split, so its --val must be as large."""
-    folder = Path(config.teacher)
-    try:
-        metrics = json.loads((folder / "metrics.json").read_text())
-        step, flags = metrics["model"], shlex.split(metrics["command"])[2:]
-    except OSError as e:
-        raise UsageError(f"argument --teacher: {folder} holds no run's metrics.json ({os_reason(e)})") from None
-    except (ValueError, KeyError, TypeError, IndexError):
-        raise UsageError(f"argument --teacher: {folder}/metrics.json is not a run's metrics") from None
-    if step not in STEPS + ("designs",):
-        raise UsageError(f"argument --teacher: {folder} holds a run of {step!r}, not of a step")
-    if metrics.get("val_images", 0) < config.val:
-        raise UsageError(f"argument --teacher: the run in {folder} held out {metrics.get('val_images', 0):,} "
-                         f"training images and this run holds out {config.val:,}, so the teacher has seen images "
-                         f"this run is judged on; train it with --val {config.val} or more")
-    net = net_of(step, flags)
-    try:
-        net.load_state_dict(load_state_dict(folder / "model.pt"))
-    except Exception as e:  # a missing, truncated or other net's file: whatever torch raises, one line
-        raise UsageError(f"argument --teacher: {folder}/model.pt does not load into {step}'s net as its run "
-                         f"built it ({' '.join(str(e).split())[:200] or type(e).__name__})") from None
-    return net.requires_grad_(False).eval()
-
-
 def fit(net_factory, config, data, log=print):
     """Train a fresh model with `config` on `data` (from `prepare_data`), testing it after every epoch."""
     set_seed(config.seed)
     device = torch.device(config.device)
-    model = placed(net_factory(), config)
+    model = net_factory().to(device)
     train, val = split_training(data["train"], config)
     train_loader = DeviceLoader(*train, config.batch_size, device, data["mean"], data["std"], shuffle=True,
                                 rotate_degrees=config.rotate, shift_pixels=config.shift, seed=config.seed,
                                 scale=config.scale)
-    val_loader = DeviceLoader(*val, config.test_batch_size, device, data["mean"], data["std"]) if config.val else None
-    test_loader = DeviceLoader(*data["test"], config.test_batch_size, device, data["mean"], data["std"],
+    val_loader = DeviceLoader(*val, TEST_BATCH_SIZE, device, data["mean"], data["std"]) if config.val else None
+    test_loader = DeviceLoader(*data["test"], TEST_BATCH_SIZE, device, data["mean"], data["std"],
                                limit=config.subset)
     optimizer, scheduler, schedule_every = make_optimizer_and_scheduler(model, config, len(train_loader))
-    batch_scheduler = scheduler if schedule_every == "batch" else None
-    # On a GPU, train_epoch replays its update as a CUDA graph (harness/cuda_graph.py), compiled and warmed up here,
-    # before the clock starts; everywhere else, and with a teacher (the recorded update has none), it runs the
-    # loop's own lines.
-    teacher = placed(teacher_net(config), config) if config.teacher else None
-    graphed = (cuda_graph.fast(model, optimizer, config, train_loader, lambda: evaluate(model, test_loader),
-                               throwaway_optimizer=make_optimizer_and_scheduler(model, config, 1)[0])
-               if device.type == "cuda" and teacher is None else None)
-    average = WeightAverage(model, config.ema) if config.ema else None
-    judged = average.model if average else model  # what is evaluated each epoch, and returned
+    # On a GPU, train_step is recorded once as a CUDA graph and replayed (harness/cuda_graph.py); its one-time costs
+    # are paid here, before the clock starts.
+    update = (cuda_graph.graphed(train_step, model, optimizer, train_loader, lambda: evaluate(model, test_loader),
+                                 spare_optimizer=make_optimizer_and_scheduler(model, config, 1)[0])
+              if device.type == "cuda" else train_step)
+    setup_seconds = lambda: getattr(update, "setup_seconds", 0.0)  # noqa: E731  (the graph's warm-up, recording)
     history = []
     for epoch in range(1, config.epochs + 1):
-        started, setup_before = time.perf_counter(), setup_seconds(graphed)
+        started, setup_before = time.perf_counter(), setup_seconds()
         lr = float(optimizer.param_groups[0]["lr"])
         if epoch == config.epochs - config.clean_epochs + 1:  # the last --clean-epochs see the digits unaugmented
             train_loader.rotate_degrees = train_loader.shift_pixels = train_loader.scale = 0.0
-        train_loss, train_acc = train_epoch(model, train_loader, optimizer, batch_scheduler, config,
-                                            Progress(f"epoch {epoch}/{config.epochs}"), graphed, average=average,
-                                            teacher=teacher)
+        train_loss, train_acc = train_epoch(model, train_loader, optimizer,
+                                            scheduler if schedule_every == "batch" else None, update,
+                                            tqdm(train_loader, f"epoch {epoch}/{config.epochs}", leave=False,
+                                                 disable=None, dynamic_ncols=True))  # a bar on a terminal only
         if schedule_every == "epoch":
             scheduler.step()
         row = dict(epoch=epoch, train_loss=round(train_loss, 5), train_acc=round(train_acc, 2))
         if val_loader is not None:
-            val_loss, val_acc, _ = evaluate(judged, val_loader)
+            val_loss, val_acc, _ = evaluate(model, val_loader)
             row.update(val_loss=round(val_loss, 5), val_acc=round(val_acc, 2))
-        test_loss, test_acc, predictions = evaluate(judged, test_loader)
-        seconds = time.perf_counter() - started - (setup_seconds(graphed) - setup_before)  # one-time costs apart
+        test_loss, test_acc, predictions = evaluate(model, test_loader)
+        seconds = time.perf_counter() - started - (setup_seconds() - setup_before)  # one-time costs apart
         row.update(test_loss=round(test_loss, 5), test_acc=round(test_acc, 2), lr=lr, seconds=round(seconds, 3))
         history.append(row)
         log(epoch_line(row, config.epochs))
-    return Trained(judged, history, predictions, test_loader.labels.cpu(), setup_seconds(graphed))
-
-
-def setup_seconds(graphed):
-    """The one-time costs so far of a GPU's graphed update (warm-up, compilation, recording); none elsewhere."""
-    return graphed.setup_seconds if graphed is not None else 0.0
+    return Trained(model, history, predictions, test_loader.labels.cpu(), setup_seconds())
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -856,8 +680,6 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
     device_text = describe_device(config.device)
     log(f"{name}: {params:,} parameters, receptive field {feature_rf(rf_rows)} before the head, on {device_text}")
     log(rf_markdown(rf_rows, f"{name}: receptive field").rstrip())
-    if config.precision == "bf16" and bf16_note(config.device):
-        log(bf16_note(config.device))
     smoke = config.subset is not None
     trained = fit(lambda: build_net(net_class, config), config, data, log)
     history, predictions, labels = trained.history, trained.predictions, trained.labels
@@ -891,15 +713,12 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
     return metrics
 
 
-FEATURES_DIGIT = 0  # the test digit features.png shows: the first of the test set
-
-
 def write_artifacts(out, name, model, metrics, rf_rows, data, predictions, labels, analyse_data):
     """Every file of a run, put into `out` as one whole (harness.files.replace_run): until the last of them is
     written, `out` holds the previous run; then this one, never a mix. Returns the files' names."""
     test_images = data["test"][0][:len(labels)]
     wrong = (predictions != labels).nonzero().flatten()[:40].tolist()
-    digit = FEATURES_DIGIT
+    digit = 0  # the test digit features.png shows: the first of the test set
     image = (test_images[digit].float() / 255 - data["mean"]) / data["std"]
     device = next(model.parameters()).device
     run = {
@@ -940,6 +759,7 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
         config = config_from_args(args)
         if not args.dry_run:
             check_writable(out.parent)  # where the run is built, beside `out`, and swapped in (replace_run)
+            check_run_folder(out)  # ., ~, a repository: refused before anything is written into it
             check_writable(out)
             recover_folder(out)  # a run here that was killed as it was swapped in: `out` as it was, nothing beside
         data = prepare_data(args.data_dir)

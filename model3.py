@@ -34,20 +34,20 @@ from common import Targets, conv_bn_relu, gap_head, run_step
 
 TARGETS = Targets(min_test_acc=99.40, max_params=8000, last_epochs=3, max_epochs=15)
 DEFAULTS = dict(epochs=15, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, scheduler="onecycle",
-                rotate=10.0, shift=2.0, clean_epochs=3, dropout=0.0, widths=(8, 16, 8, 12, 16, 16))
+                rotate=10.0, shift=2.0, clean_epochs=3, widths=(8, 16, 8, 12, 16, 16))
 
 
 class Net(nn.Module):
-    def __init__(self, widths=DEFAULTS["widths"], dropout=DEFAULTS["dropout"]):
+    def __init__(self, widths=DEFAULTS["widths"]):
         super().__init__()
         a, b, squeeze, c, d, e = widths
         self.features = nn.Sequential(
             conv_bn_relu(1, a),                             # 28 -> 26, RF 3
             conv_bn_relu(a, b, stride=2),                   # 26 -> 12, RF 5: the transition, by stride not pool
             conv_bn_relu(b, squeeze, kernel_size=1),        # 1×1 squeezes channels before the next block
-            conv_bn_relu(squeeze, c, dropout=dropout),      # 12 -> 10, RF 9
-            conv_bn_relu(c, d, dropout=dropout),            # 10 -> 8,  RF 13
-            conv_bn_relu(d, e, dropout=dropout),            # 8 -> 6,   RF 17
+            conv_bn_relu(squeeze, c),                       # 12 -> 10, RF 9
+            conv_bn_relu(c, d),                             # 10 -> 8,  RF 13
+            conv_bn_relu(d, e),                             # 8 -> 6,   RF 17
             conv_bn_relu(e, 10, dilation=2),                # 6 -> 2,   RF 25: a 3×3 spread over 5×5
         )
         self.head = gap_head(10)

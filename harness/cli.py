@@ -15,17 +15,11 @@ import torch
 from harness.errors import UsageError
 from harness.mnist import TRAIN_IMAGES, default_data_dir
 
-# Hyper-parameters every step shares; a step's DEFAULTS override any of them.
-BASE_DEFAULTS = dict(epochs=15, batch_size=128, test_batch_size=1000, lr=0.01, momentum=0.9, nesterov=False,
-                     weight_decay=0.0, label_smoothing=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0,
-                     shift=0.0, scale=0.0, clean_epochs=0, seed=1, optimizer="sgd", bn_affine="channel",
-                     activation="relu")
+# Hyper-parameters every step shares; a step's DEFAULTS override any of them. step_size and gamma shape the "step"
+# schedule (steps 1 and 2) and are set only there.
+BASE_DEFAULTS = dict(epochs=15, batch_size=128, lr=0.01, momentum=0.9, nesterov=False, scheduler="none", step_size=5,
+                     gamma=0.1, rotate=0.0, shift=0.0, scale=0.0, clean_epochs=0, seed=1)
 SCHEDULERS = ("onecycle", "step", "none")
-PRECISIONS = ("fp32", "bf16")
-BN_AFFINE = ("channel", "layer", "none")  # --bn-affine: what batch norm learns (common.with_bn_affine)
-# --activation: what follows each batch norm (common.with_activation)
-ACTIVATIONS = ("relu", "leaky", "prelu", "prelu-channel", "silu")
-OPTIMIZERS = ("sgd", "adamw")  # --optimizer (common.make_optimizer_and_scheduler)
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLUSTER_ENV = "MNIST_DASK_CLUSTER"  # the scheduler sweeps submit to when --cluster is not given
 
@@ -34,11 +28,9 @@ CLUSTER_ENV = "MNIST_DASK_CLUSTER"  # the scheduler sweeps submit to when --clus
 class Config:
     epochs: int
     batch_size: int
-    test_batch_size: int
     lr: float
     momentum: float
     nesterov: bool
-    weight_decay: float
     scheduler: str
     step_size: int
     gamma: float
@@ -48,18 +40,17 @@ class Config:
     device: str = "cpu"
     subset: int = None
     val: int = 0
-    label_smoothing: float = 0.0
-    precision: str = "fp32"
-    channels_last: bool = False
     batchnorm: bool = True
-    bn_affine: str = "channel"
-    activation: str = "relu"
-    ema: float = 0.0
-    teacher: str = None
-    optimizer: str = "sgd"
     clean_epochs: int = 0
     scale: float = 0.0
     net_kwargs: dict = field(default_factory=dict)
+
+
+# Settings that runs recorded before their flags went (ideas that measured no gain: RESULTS.md), at the value that
+# meant "off". A run recorded with one of these at another value was made with another recipe.
+RETIRED_SETTINGS = dict(test_batch_size=1000, weight_decay=0.0, label_smoothing=0.0, precision="fp32",
+                        channels_last=False, bn_affine="channel", activation="relu", ema=0.0, teacher=None,
+                        optimizer="sgd")
 
 
 def number_parser(kind, allowed, test):
@@ -78,11 +69,7 @@ def number_parser(kind, allowed, test):
 positive_int = number_parser(int, "a positive integer", lambda v: v > 0)
 non_negative_int = number_parser(int, "an integer ≥ 0", lambda v: v >= 0)
 positive_float = number_parser(float, "a positive finite number", lambda v: math.isfinite(v) and v > 0)
-probability = number_parser(float, "a probability in [0, 1)", lambda v: 0 <= v < 1)
 momentum_value = number_parser(float, "a momentum in [0, 1)", lambda v: 0 <= v < 1)
-decay_factor = number_parser(float, "a factor in (0, 1]", lambda v: 0 < v <= 1)
-small_penalty = number_parser(float, "a weight decay in [0, 0.1]", lambda v: 0 <= v <= 0.1)
-ema_decay = number_parser(float, "a decay in [0, 1), 0 for off", lambda v: 0 <= v < 1)
 degrees = number_parser(float, "degrees in [0, 180]", lambda v: 0 <= v <= 180)
 pixels = number_parser(float, "pixels in [0, 14)", lambda v: 0 <= v < 14)
 zoom_range = number_parser(float, "a fraction in [0, 0.5]", lambda v: 0 <= v <= 0.5)
@@ -123,24 +110,13 @@ def build_parser(name, defaults, description):
     add = parser.add_argument
     add("--epochs", type=positive_int, default=d["epochs"], help="epochs to train (default: %(default)s)")
     add("--batch-size", type=positive_int, default=d["batch_size"], help="training batch size (default: %(default)s)")
-    add("--test-batch-size", type=positive_int, default=d["test_batch_size"],
-        help="evaluation batch size (default: %(default)s)")
     add("--lr", type=positive_float, default=d["lr"],
         help="learning rate; the peak for onecycle (default: %(default)s)")
-    add("--optimizer", choices=OPTIMIZERS, default=d["optimizer"],
-        help="sgd: SGD with --momentum (every step's); adamw: Adam, each weight's step scaled by its own recent "
-             "gradients, with --weight-decay applied apart from them; its --lr is a tenth of SGD's or less "
-             "(default: %(default)s)")
     add("--momentum", type=momentum_value, default=d["momentum"], help="SGD momentum (default: %(default)s)")
     add("--nesterov", action=argparse.BooleanOptionalAction, default=d["nesterov"], help="Nesterov momentum")
-    add("--weight-decay", type=small_penalty, default=d["weight_decay"],
-        help="L2 penalty; with adamw, decoupled weight decay (default: %(default)s)")
-    add("--label-smoothing", type=probability, default=d["label_smoothing"],
-        help="weight of the uniform target mixed into each training label (default: %(default)s)")
-    add("--scheduler", choices=SCHEDULERS, default=d["scheduler"], help="learning-rate schedule (default: %(default)s)")
-    add("--step-size", type=positive_int, default=d["step_size"],
-        help="epochs between steps of 'step' (default: %(default)s)")
-    add("--gamma", type=decay_factor, default=d["gamma"], help="factor of each 'step' (default: %(default)s)")
+    add("--scheduler", choices=SCHEDULERS, default=d["scheduler"],
+        help="learning-rate schedule; 'step' multiplies the rate by the step's gamma every step_size epochs "
+             "(default: %(default)s)")
     add("--rotate", type=degrees, default=d["rotate"],
         help="random rotation of training images, ± degrees; 0 turns it off (default: %(default)s)")
     add("--shift", type=pixels, default=d["shift"],
@@ -151,13 +127,13 @@ def build_parser(name, defaults, description):
     add("--clean-epochs", type=non_negative_int, default=None, metavar="N",
         help=f"train the last N epochs on the images as they are, augmentation off (default: {d['clean_epochs']}, "
              "or every epoch of a shorter run)")
-    parser.set_defaults(step_clean_epochs=d["clean_epochs"])
-    if "dropout" in defaults:
-        add("--dropout", type=probability, default=defaults["dropout"],
-            help="dropout probability in the step's Net (default: %(default)s)")
+    parser.set_defaults(step_clean_epochs=d["clean_epochs"], step_size=d["step_size"], gamma=d["gamma"])
     if "design" in defaults:  # designs.py: a family of layouts and its widths, checked by the module's own parser
         add("--design", type=defaults["design_type"], default=defaults["design"],
             help="the candidate network, FAMILY-WIDTHS (default: %(default)s)")
+        add("--bn-affine", choices=("channel", "layer"), default=defaults["bn_affine"],
+            help="what each batch norm learns after normalising: a scale and a shift per channel (PyTorch's) or one "
+                 "of each for the whole layer (2 parameters a layer) (default: %(default)s)")
     if "widths" in defaults:
         add("--widths", type=widths_list(len(defaults["widths"])), default=defaults["widths"],
             help="channels of the Net's convolutions, comma-separated (default: %(default)s)")
@@ -166,28 +142,6 @@ def build_parser(name, defaults, description):
         help="train N times with seeds seed..seed+N-1 and write seeds.json and seeds.md")
     add("--no-batchnorm", action="store_true",
         help="replace every BatchNorm layer by identity: the step as it trains without batch norm")
-    add("--bn-affine", choices=BN_AFFINE, default=d["bn_affine"],
-        help="what batch norm learns after normalising: a scale and a shift per channel (channel, PyTorch's), one "
-             "scale and one shift for the whole layer (layer: 2 parameters a layer), or nothing (none) "
-             "(default: %(default)s)")
-    add("--activation", choices=ACTIVATIONS, default=d["activation"],
-        help="the nonlinearity after each batch norm: ReLU, LeakyReLU (negative slope 0.1), PReLU (one learned "
-             "slope a layer: 1 parameter a layer), prelu-channel (one slope a channel) or SiLU (x·sigmoid(x), "
-             "smooth, no parameter) (default: %(default)s)")
-    add("--ema", type=ema_decay, default=0.0, metavar="DECAY",
-        help="judge and save an exponential moving average of the weights and batch-norm statistics, updated after "
-             "every batch with this decay (0.999: about the last 1,000 updates); 0 judges the weights as they are "
-             "(default: %(default)s)")
-    add("--teacher", metavar="RUN", default=None,
-        help="distillation: also learn the predictions of the net a run of a step saved in the folder RUN (its "
-             "model.pt and metrics.json), trained on no image this run holds out (default: none)")
-    add("--precision", choices=PRECISIONS, default="fp32",
-        help="bf16: the training forward pass under bfloat16 autocast, faster on CPUs with AVX512-BF16 or AMX; "
-             "evaluation stays fp32 (default: %(default)s)")
-    add("--channels-last", action="store_true",
-        help="keep the net's weights, and so its activations, in channels-last (NHWC) memory order: it may run a "
-             "tiny net faster on a CPU (make bench measures it); the sums run in another order, so the numbers "
-             "differ from a run without it in their last bits (default: off)")
     add("--jobs", type=positive_int, default=1, metavar="J",
         help="with --seeds: run J seeds at once, each in its own process with 1/J of the cores (default: 1)")
     add_cluster_flag(parser)
@@ -235,28 +189,8 @@ def describe_device(device):
     return device.type
 
 
-def cpu_flags():
-    """The CPU's feature flags as Linux lists them (/proc/cpuinfo); None where they cannot be read."""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    return None
-
-
-def bf16_note(device, flags=None):
-    """One line for a run asked for bf16 on a CPU without bfloat16 arithmetic of its own (AVX512-BF16 or AMX), where
-    autocast emulates it and the run is slower than in fp32 (`make bench` measured 0.36× on an AVX2-only CPU); None
-    where there is nothing to say."""
-    flags = cpu_flags() if flags is None else flags
-    if torch.device(device).type != "cpu" or flags is None or flags & {"avx512_bf16", "amx_bf16"}:
-        return None
-    return ("note: --precision bf16 on a CPU without native bfloat16 (no AVX512-BF16 or AMX): it is emulated, and "
-            "the run will likely be slower than in fp32")
-
-
 def config_from_args(args):
-    net_kwargs = {key: getattr(args, key) for key in ("widths", "dropout", "design") if hasattr(args, key)}
+    net_kwargs = {key: getattr(args, key) for key in ("widths", "design", "bn_affine") if hasattr(args, key)}
     train_size = min(args.subset or TRAIN_IMAGES, TRAIN_IMAGES)
     if args.val >= train_size:
         raise UsageError(f"argument --val: {args.val} validation images would leave nothing to train on "
@@ -267,16 +201,12 @@ def config_from_args(args):
     elif args.clean_epochs > args.epochs:
         raise UsageError(f"argument --clean-epochs: {args.clean_epochs} is more than the {args.epochs} epochs "
                          "of the run (use at most --epochs)")
-    return Config(epochs=args.epochs, batch_size=args.batch_size, test_batch_size=args.test_batch_size, lr=args.lr,
-                  momentum=args.momentum, nesterov=args.nesterov, weight_decay=args.weight_decay,
-                  label_smoothing=args.label_smoothing, scheduler=args.scheduler, step_size=args.step_size,
-                  gamma=args.gamma, rotate=0.0 if args.no_augment else args.rotate,
-                  shift=0.0 if args.no_augment else args.shift, scale=0.0 if args.no_augment else args.scale,
-                  seed=args.seed,
-                  device=resolve_device(args.device), subset=args.subset, val=args.val, precision=args.precision,
-                  channels_last=args.channels_last, batchnorm=not args.no_batchnorm,
-                  bn_affine=args.bn_affine, activation=args.activation, ema=args.ema,
-                  teacher=args.teacher, optimizer=args.optimizer, clean_epochs=args.clean_epochs, net_kwargs=net_kwargs)
+    return Config(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                  nesterov=args.nesterov, scheduler=args.scheduler, step_size=args.step_size, gamma=args.gamma,
+                  rotate=0.0 if args.no_augment else args.rotate, shift=0.0 if args.no_augment else args.shift,
+                  scale=0.0 if args.no_augment else args.scale, seed=args.seed, device=resolve_device(args.device),
+                  subset=args.subset, val=args.val, batchnorm=not args.no_batchnorm, clean_epochs=args.clean_epochs,
+                  net_kwargs=net_kwargs)
 
 
 def command_line(script, args):
@@ -292,9 +222,19 @@ def settings_to_record(config):
 
 
 def settings_recorded_in(metrics):
-    """A run's settings from its metrics.json, with any setting added since the run was made at its default (what
-    the run then did), so that it compares with settings_to_record of today."""
+    """A run's settings from its metrics.json, in today's terms so that they compare with settings_to_record: a
+    setting added since the run was made at its default (what the run then did), a retired one that was off left out
+    (one that was on stays, and tells another recipe), and designs.py's --bn-affine among its net's arguments, where
+    it now lives."""
     recorded = dict(metrics.get("config") or {})
+    net_kwargs = recorded["net_kwargs"] = dict(recorded.get("net_kwargs") or {})
+    if net_kwargs.get("dropout") == 0:
+        del net_kwargs["dropout"]
+    if "design" in net_kwargs and "bn_affine" in recorded:
+        net_kwargs["bn_affine"] = recorded.pop("bn_affine")
+    for key, off in RETIRED_SETTINGS.items():
+        if key in recorded and recorded[key] == off:
+            del recorded[key]
     for f in fields(Config):
         if f.name not in recorded and f.name not in ("device", "subset"):
             if f.default is not MISSING:

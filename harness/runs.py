@@ -78,7 +78,7 @@ CONNECT_SECONDS = 10
 POLL_SECONDS = 0.5  # how often a task looks whether the driver still wants its run
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 UNREADABLE_TASK = "Error during deserialization of the task graph"  # how a scheduler says it could not unpickle one
-WHAT_A_CLUSTER_NEEDS = "see the README, Sweeps across machines"
+WHAT_A_CLUSTER_NEEDS = "see lab/README.md, Sweeps across machines"
 
 
 class WorkerOutsideCheckout(Exception):

@@ -7,19 +7,18 @@
 The reference is what most solutions of this exercise run: torchvision's MNIST dataset with per-sample PIL
 transforms (RandomRotation(7), ToTensor, Normalize) in a DataLoader with 2 workers, batch 128, and an eager
 training step. The project's pipeline keeps the uint8 split on the device, augments whole batches there
-(common.DeviceLoader) and trains with common.train_epoch, as `fit` does (its update compiled and replayed as
-a CUDA graph on a GPU). On a GPU a row runs the project's steps eagerly, to show what compiling and recording are
-worth; a row runs the project with --precision bf16 (bfloat16 autocast in the forward pass); a row "tiny" runs
-the project's pipeline with the 99 % club's net (lab/frontier.py's CLUB) in place of model3's: a
-tiny net's rate, which its 26×26 maps and the per-batch costs decide more than its parameters; "tiny,
---channels-last" the same in NHWC memory order, the speed-up the flag buys it. The rows "tiny on 1 thread" time the
-club's net as a sweep runs each of its runs, one thread each: as it trains now, as it trained before its batch
-norms applied their scale and shift in batch norm's own pass (the baseline of the speed work), with designs.py's
-early layout (the same weights, the first max-pool before its batch norm) and with --channels-last. On a CPU it
+(common.DeviceLoader) and trains with common.train_epoch, as `fit` does (its train_step recorded and replayed as a
+CUDA graph on a GPU). On a GPU a row runs the project's steps eagerly, to show what recording is worth; a row
+"tiny" runs the project's pipeline with the 99 % club's net (lab/frontier.py's CLUB) in place of model3's: a tiny
+net's rate, which its 26×26 maps and the per-batch costs decide more than its parameters. The rows "tiny on 1
+thread" time the club's net as a sweep runs each of its runs, one thread each: as it trains now, and as it trained
+before its batch norms applied their scale and shift in batch norm's own pass (the baseline of the speed work).
+The rows of ideas that measured no gain (--precision bf16, --channels-last, designs.py's early layout) went with
+their flags; their figures stay in results/bench.json and RESULTS.md. On a CPU it
 also times common.evaluate over the test split, its batches of 1000 whole and in chunks (as evaluate runs them
 there), for model3's net and the club's. Each row trains its net with SGD for the same number of steps after a
 warm-up, in a fresh process of its own, and the rows take turns for --repeats rounds; each row's median samples/s
-gives its s/epoch and the ratio. Measured on an H100 and on 2 CPU cores: README.md, Performance. Writes
+gives its s/epoch and the ratio. Measured on an H100 and on 2 CPU cores: lab/README.md, Performance. Writes
 results/bench.json; `python -m lab.report` puts its table into RESULTS.md.
 """
 import argparse
@@ -97,24 +96,23 @@ def model3_config(device, *flags):
         ["--device", device.type, *flags]))
 
 
-def project_rate(loader, device, steps, warmup, flags=(), fast=True, seed=0, make_net=model3.Net):
-    """Train model3's Net (or `make_net`'s) as `fit` does, with the step's `flags` (--precision bf16,
-    --channels-last) — common.train_epoch over the project's batches, its update replayed as a CUDA graph where
-    `fast` and the device is a GPU (harness/cuda_graph.fast, warmed up untimed) — for warmup + steps batches, with
-    the project's SGD at the reference's learning rate, held constant; return samples per second over the timed
-    ones."""
+def project_rate(loader, device, steps, warmup, fast=True, seed=0, make_net=model3.Net):
+    """Train model3's Net (or `make_net`'s) as `fit` does — common.train_epoch over the project's batches, its
+    train_step replayed as a CUDA graph where `fast` and the device is a GPU (harness/cuda_graph.graphed, warmed up
+    untimed) — for warmup + steps batches, with the project's SGD at the reference's learning rate, held constant;
+    return samples per second over the timed ones."""
     torch.manual_seed(seed)
-    config = model3_config(device, "--lr", "0.01", "--scheduler", "none", *flags)
-    net = common.placed(make_net(), config)
+    config = model3_config(device, "--lr", "0.01", "--scheduler", "none")
+    net = make_net().to(device)
     optimizer = common.make_optimizer_and_scheduler(net, config, 1)[0]
-    graphed = (cuda_graph.fast(net, optimizer, config, loader, evaluate_test=lambda: None,
-                               throwaway_optimizer=common.make_optimizer_and_scheduler(net, config, 1)[0])
-               if fast and device.type == "cuda" else None)
+    update = (cuda_graph.graphed(common.train_step, net, optimizer, loader, evaluate_test=lambda: None,
+                                 spare_optimizer=common.make_optimizer_and_scheduler(net, config, 1)[0])
+              if fast and device.type == "cuda" else common.train_step)
     batches = endless(lambda: loader)
-    common.train_epoch(net, Batches(batches, warmup, device), optimizer, None, config, graphed=graphed)
+    common.train_epoch(net, Batches(batches, warmup, device), optimizer, None, update)
     synchronize(device)
     started = time.perf_counter()
-    common.train_epoch(net, Batches(batches, steps, device), optimizer, None, config, graphed=graphed)
+    common.train_epoch(net, Batches(batches, steps, device), optimizer, None, update)
     synchronize(device)
     return steps * loader.batch_size / (time.perf_counter() - started)
 
@@ -186,37 +184,27 @@ def project_loader(data, device):
 
 # Each row runs in a fresh process, so that its peak memory is its own and no setting carries over. The speedup is
 # the reference's time over the "project" row's (the defaults a user gets).
-PIPELINES = ("reference", "project-eager", "project", "project-bf16", "tiny", "tiny-channels-last",
-             "tiny-1-thread-before", "tiny-1-thread", "tiny-1-thread-early", "tiny-1-thread-channels-last")
-LABELS = {"project-eager": "project, eager steps (no compile, no CUDA graph)",
+PIPELINES = ("reference", "project-eager", "project", "tiny", "tiny-1-thread-before", "tiny-1-thread")
+LABELS = {"project-eager": "project, eager steps (no CUDA graph)",
           "project": "project (in-memory batches, common.train_epoch)",
-          "project-bf16": "project, --precision bf16",
           "tiny": "tiny (the project's pipeline, the 99 % club's net of {params:,} parameters)",
-          "tiny-channels-last": "tiny, --channels-last",
           "tiny-1-thread-before": "tiny on 1 thread, before (its scale and shift in passes of their own)",
-          "tiny-1-thread": "tiny on 1 thread (as a sweep runs it)",
-          "tiny-1-thread-early": "tiny on 1 thread, the early layout (its max-pool before the first batch norm)",
-          "tiny-1-thread-channels-last": "tiny on 1 thread, --channels-last"}
-FLAGS = {"project-bf16": ("--precision", "bf16"), "tiny-channels-last": ("--channels-last",),
-         "tiny-1-thread-channels-last": ("--channels-last",)}
+          "tiny-1-thread": "tiny on 1 thread (as a sweep runs it)"}
 
 
 def club_net(layout=None):
-    """The 99 % club's net (lab/frontier.py's CLUB); `layout` "early" builds the same widths with designs.py's early
-    layout, "before" as trained before its batch norms applied their scale and shift in their own pass."""
-    step, flags = frontier.CLUB
-    if layout == "early":
-        flags = [flag.replace("pool1_ds-", "early-") for flag in flags]
-    net = frontier.net_of(step, flags)
+    """The 99 % club's net (lab/frontier.py's CLUB); `layout` "before": as trained before its batch norms applied
+    their scale and shift in their own pass."""
+    net = frontier.net_of(*frontier.CLUB)
     if layout == "before":
         for module in net.modules():
-            if isinstance(module, common.LayerAffineBatchNorm):
-                module.__class__ = TwoPassLayerAffineBatchNorm  # the same module and weights, the old forward
+            if isinstance(module, common.LayerBatchNorm):
+                module.__class__ = TwoPassLayerBatchNorm  # the same module and weights, the old forward
     return net
 
 
-class TwoPassLayerAffineBatchNorm(common.LayerAffineBatchNorm):
-    """common.LayerAffineBatchNorm as it was: batch norm, then the layer's scale and shift, two passes more over the
+class TwoPassLayerBatchNorm(common.LayerBatchNorm):
+    """common.LayerBatchNorm as it was: batch norm, then the layer's scale and shift, two passes more over the
     map and two more back."""
 
     def forward(self, x):
@@ -238,9 +226,9 @@ def run_pipeline(args, device, data):
         label = LABELS[name].format(params=common.count_params(club_net()))
         if "1-thread" in name:  # this row's own process
             torch.set_num_threads(1)
-        layout = next((way for way in ("before", "early") if name.endswith(way)), None)
+        layout = "before" if name.endswith("before") else None
         make_net = (lambda: club_net(layout)) if name.startswith("tiny") else model3.Net
-        rate = project_rate(project_loader(data, device), device, args.steps, args.warmup, FLAGS.get(name, ()),
+        rate = project_rate(project_loader(data, device), device, args.steps, args.warmup,
                             fast=name != "project-eager", make_net=make_net)
     return dict(pipeline=label, samples_per_s=round(rate, 1), epoch_s=round(60000 / rate, 2),
                 peak_memory_mb=round(peak_memory_mb(device), 1))

@@ -84,16 +84,14 @@ def widths_for(net_class, widths, size):
 
 def club_layout():
     """The club's net as a design to scale: (its widths, a function from widths to the flags of its command line,
-    with the rest of its recipe kept). Only the family's widths scale; a count (shared's uses) stays."""
+    with the rest of its recipe kept)."""
     flags = list(CLUB[1])
     at = flags.index("--design") + 1
-    family, numbers = designs.parse_design(flags[at])
-    count = designs.WIDTHS.get(family, len(numbers))
+    family, widths = designs.parse_design(flags[at])
 
     def flags_for(widths):
-        text = f"{family}-" + ".".join(map(str, (*widths, *numbers[count:])))
-        return (*flags[:at], text, *flags[at + 1:])
-    return numbers[:count], flags_for
+        return (*flags[:at], f"{family}-" + ".".join(map(str, widths)), *flags[at + 1:])
+    return widths, flags_for
 
 
 def multiply_adds(net):
@@ -227,7 +225,7 @@ def frontier_points(designs, sizes, club_sizes, club_seeds, seeds, extra):
     runs' flags with `extra`, so a command line its step would refuse is a UsageError here, before any run."""
     points = {}
     for design in designs:
-        def net_at(widths, design=design):  # as the step builds it: its batch norm and activation defaults too
+        def net_at(widths, design=design):  # as the step's command line builds it
             return net_of(design, ["--widths", ",".join(map(str, widths))])
         own_widths = importlib.import_module(design).DEFAULTS["widths"]
         own = (own_widths, count_params(net_at(own_widths)))

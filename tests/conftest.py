@@ -1,5 +1,9 @@
 """Shared fixtures. The tests never download: they read MNIST from $MNIST_DATA_DIR (set by `make test`, which runs
-`make data` first), else from ../shared/mnist beside the checkout, else from ./data."""
+`make data` first), else from ../shared/mnist beside the checkout, else from ./data.
+
+Two suites: `make test`, the smoke run (every step trained end to end on a small subset, and the unit tests that take
+a second or so), and `make check`, the tests marked `slow` (Dask clusters, the browser, processes killed at every
+point of a write, the lab's drivers, many processes of training)."""
 import os
 import subprocess
 import sys
@@ -20,6 +24,10 @@ def _data_dir():
                                 for f in mnist_files.MNIST_FILES):
             return Path(candidate).resolve()  # absolute: tests link to these files from other folders
     return None
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: not part of `make test`'s smoke run; `make check` runs these")
 
 
 @pytest.fixture(scope="session")

@@ -18,14 +18,12 @@ def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
     assert bench["command"].startswith("python -m lab.bench --steps 5 --warmup 2 --repeats 2 --skip-full")
     rows = bench["pipelines"]
     assert [row["pipeline"].split(" (")[0] for row in rows] == [
-        "reference", "project", "project, --precision bf16", "tiny", "tiny, --channels-last",
-        "tiny on 1 thread, before", "tiny on 1 thread", "tiny on 1 thread, the early layout",
-        "tiny on 1 thread, --channels-last"]  # no eager row off CUDA
+        "reference", "project", "tiny", "tiny on 1 thread, before", "tiny on 1 thread"]  # no eager row off CUDA
     # the tiny rows train the 99 % club's net, named with its parameters
     import common
     from lab import bench as bench_module
     club_params = common.count_params(bench_module.club_net())
-    assert rows[3]["pipeline"] == f"tiny (the project's pipeline, the 99 % club's net of {club_params:,} parameters)"
+    assert rows[2]["pipeline"] == f"tiny (the project's pipeline, the 99 % club's net of {club_params:,} parameters)"
     for row in rows:  # each row its median round, every time a positive number of seconds
         rounds = row["rounds_samples_per_s"]
         assert len(rounds) == 2 and all(isinstance(rate, float) and rate > 0 for rate in rounds)
@@ -65,17 +63,14 @@ def test_a_row_is_its_median_round():
     assert row["rounds_samples_per_s"] == [100.0, 300.0, 200.0]
 
 
-def test_the_tiny_rows_time_the_club_net_as_it_trained_before_and_in_the_early_layout():
+def test_the_tiny_rows_time_the_club_net_as_it_trained_before():
     import torch
-    from torch import nn
     from lab import bench
     nets = {}
-    for layout in (None, "before", "early"):
+    for layout in (None, "before"):
         torch.manual_seed(0)
         nets[layout] = bench.club_net(layout)
-    norms = [type(m) for m in nets["before"].modules() if isinstance(m, bench.common.LayerAffineBatchNorm)]
-    assert norms and set(norms) == {bench.TwoPassLayerAffineBatchNorm}
+    norms = [type(m) for m in nets["before"].modules() if isinstance(m, bench.common.LayerBatchNorm)]
+    assert norms and set(norms) == {bench.TwoPassLayerBatchNorm}
     x = torch.randn(4, 1, 28, 28)
     assert torch.allclose(nets["before"].train()(x), nets[None].train()(x), atol=1e-5)  # the same net, two ways
-    assert [p.shape for p in nets["early"].parameters()] == [p.shape for p in nets[None].parameters()]
-    assert isinstance(nets["early"].features[0][1], nn.MaxPool2d)

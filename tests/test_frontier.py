@@ -11,13 +11,12 @@ import model4
 from conftest import assert_clean_failure, run_script
 
 
-def test_a_step_s_points_are_sized_as_its_defaults_build_its_net(monkeypatch):
-    """A step whose recipe sets its batch norm or activation is counted with them, not as Net(widths) alone."""
-    monkeypatch.setattr(model4, "DEFAULTS", {**model4.DEFAULTS, "bn_affine": "layer", "activation": "prelu"})
-    (design, flags, params, _, _), = frontier.frontier_points(("model4",), [], [], 0, [1], [])
-    assert design == "model4" and flags == ("--widths", ",".join(map(str, model4.DEFAULTS["widths"])))
-    built = common.with_bn_affine(common.with_activation(model4.Net(), "prelu"), "layer")
-    assert params == common.count_params(built) < common.count_params(model4.Net())
+def test_a_step_s_points_are_sized_as_its_command_line_builds_its_net():
+    """Step 4's own point: its default widths, counted as model4.py builds the net (LayerBatchNorm, PReLU)."""
+    (design, flags, params, macs, seeds), = frontier.frontier_points(("model4",), [], [], 0, [1], [])
+    assert design == "model4" and flags == ("--widths", ",".join(map(str, model4.DEFAULTS["widths"]))) and seeds == [1]
+    assert params == common.count_params(model4.Net()) == 3915
+    assert macs == sum(row["macs"] for row in common.receptive_field(model4.Net()))
 
 
 @pytest.mark.parametrize("step", [model3, model4], ids=lambda s: s.__name__)
@@ -63,24 +62,26 @@ def test_a_frontier_on_a_tiny_subset_writes_its_three_files_and_reuses_runs(tmp_
 def test_the_club_layout_scales_its_widths_and_keeps_the_rest_of_its_recipe(monkeypatch):
     widths, flags_for = frontier.club_layout()
     design, flags = frontier.CLUB
-    assert flags_for(widths) == tuple(flags)  # its own widths: its own command line
-    monkeypatch.setattr(frontier, "CLUB", ("designs", ("--design", "shared-8.16.3", "--bn-affine", "layer")))
+    assert widths == (10, 15, 15, 15) and flags_for(widths) == tuple(flags)  # its own widths: its own command line
+    monkeypatch.setattr(frontier, "CLUB", ("designs", ("--design", "pool1_ds-8.12.12.12", "--bn-affine", "layer",
+                                                       "--lr", "0.2")))
     widths, flags_for = frontier.club_layout()
-    assert widths == (8, 16) and flags_for((4, 8)) == ("--design", "shared-4.8.3", "--bn-affine", "layer")
+    assert widths == (8, 12, 12, 12)
+    assert flags_for((4, 6, 6, 6)) == ("--design", "pool1_ds-4.6.6.6", "--bn-affine", "layer", "--lr", "0.2")
     small, params = frontier.widths_for(lambda widths: frontier.net_of("designs", list(flags_for(widths))), widths, 500)
     assert abs(params - 500) < 50 and params == common.count_params(
-        common.with_bn_affine(designs.Net(f"shared-{small[0]}.{small[1]}.3"), "layer"))
+        designs.Net("pool1_ds-" + ".".join(map(str, small)), bn_affine="layer"))
 
 
 def test_the_club_net_is_built_from_its_own_command_line():
     design, flags = frontier.CLUB
     net = frontier.net_of(design, list(flags))
-    assert common.count_params(net) < common.count_params(frontier.net_of("model4", []))  # the club lies below step 4
+    assert common.count_params(net) == common.count_params(designs.Net("pool1_ds-10.15.15.15", bn_affine="layer"))
+    assert common.count_params(net) == 1218 < common.count_params(frontier.net_of("model4", []))  # below step 4
     wide = frontier.net_of("designs", ["--design", "pool1_ds-10.16.16.16"])
     assert common.count_params(wide) == common.count_params(designs.Net("pool1_ds-10.16.16.16"))
     narrow = frontier.net_of("model4", ["--widths", "3,4,8,8,10", "--epochs", "2"])
-    assert common.count_params(narrow) == common.count_params(
-        common.with_bn_affine(common.with_activation(model4.Net(widths=(3, 4, 8, 8, 10)), "prelu"), "layer"))
+    assert common.count_params(narrow) == common.count_params(model4.Net(widths=(3, 4, 8, 8, 10)))
     assert common.count_params(frontier.net_of("model3", [])) == common.count_params(model3.Net())
 
 

@@ -50,9 +50,9 @@ def test_the_top_level_is_the_exercise_and_the_lab_sits_above_it():
 
 
 def test_fit_on_the_cpu_runs_the_loop_as_written(mnist, monkeypatch):
-    """Off CUDA, fit trains with common.train_epoch's own lines: no graphed update is made, and every training
-    batch's loss goes through the loop's cross_entropy."""
-    monkeypatch.setattr(common.cuda_graph, "fast", lambda *args, **kwargs: pytest.fail("the GPU's path on the CPU"))
+    """Off CUDA, fit trains with common.train_step as written: no graphed update is made, and every training
+    batch's loss goes through its cross_entropy."""
+    monkeypatch.setattr(common.cuda_graph, "graphed", lambda *args, **kwargs: pytest.fail("the GPU's path on the CPU"))
     batches, plain = [], common.F.cross_entropy
     monkeypatch.setattr(common.F, "cross_entropy", lambda logits, y, **kwargs: (
         batches.append(len(y)) if logits.requires_grad else None) or plain(logits, y, **kwargs))
@@ -65,11 +65,20 @@ def test_fit_on_the_cpu_runs_the_loop_as_written(mnist, monkeypatch):
 
 
 def test_the_loop_holds_the_textbook_update_in_one_function():
-    """The four lines a learner looks for are in the body of train_epoch's loop, in their order."""
-    source = ast.get_source_segment(common_source := (ROOT / "common.py").read_text(), next(
-        node for node in ast.parse(common_source).body if getattr(node, "name", "") == "train_epoch"))
+    """The five lines a learner looks for are train_step's, in their order, and written nowhere else in the code a
+    step runs (common.py, harness/): a GPU records that same function."""
+    common_source = (ROOT / "common.py").read_text()
+    source = ast.get_source_segment(common_source, next(
+        node for node in ast.parse(common_source).body if getattr(node, "name", "") == "train_step"))
     lines = [line.strip() for line in source.splitlines()]
-    order = [next(i for i, line in enumerate(lines) if line.startswith(text)) for text in (
-        "for index, (x, y) in", "optimizer.zero_grad(", "logits = model(x)", "loss = F.cross_entropy(",
-        "loss.backward()", "optimizer.step()", "scheduler.step()")]
+    textbook = ("optimizer.zero_grad(", "logits = model(x)", "loss = F.cross_entropy(", "loss.backward()",
+                "optimizer.step()")
+    order = [next(i for i, line in enumerate(lines) if line.startswith(text)) for text in textbook]
     assert order == sorted(order)
+    loop = ast.get_source_segment(common_source, next(
+        node for node in ast.parse(common_source).body if getattr(node, "name", "") == "train_epoch"))
+    assert "update(model, optimizer, x, y)" in loop and "scheduler.step()" in loop
+    for path in [ROOT / "common.py", *(ROOT / "harness").glob("*.py")]:
+        text = path.read_text()
+        for line in ("loss = F.cross_entropy(", ".backward()", "optimizer.step()"):
+            assert text.count(line) == (1 if path.name == "common.py" else 0), f"{line} in {path.name}"

@@ -51,19 +51,26 @@ def keeps_the_map():
                          nn.Flatten(), nn.Linear(4 * 13 * 13, 10))
 
 
+def tied():
+    """A 3×3 used twice: two modules that hold one weight, which counts once, where first used."""
+    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(),
+                        nn.Conv2d(4, 4, 3, bias=False), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(4, 10))
+    net[5].weight = net[2].weight
+    return net
+
+
 # name: (the net, its input's height and width)
 NETS = {
     "model1": (model1.Net, (28, 28)),
     "model2": (model2.Net, (28, 28)),
     "model2-no-batchnorm": (lambda: common.without_batchnorm(model2.Net()), (28, 28)),
     "model3": (model3.Net, (28, 28)),
-    "model4": (lambda: common.net_of("model4", []), (28, 28)),  # as its recipe builds it (layer batch norm, PReLU)
+    "model4": (model4.Net, (28, 28)),  # its layer batch norms and PReLUs are layers that keep the map
     "designs-default": (designs.Net, (28, 28)),
-    "designs-pool1_ds": (lambda: designs.Net("pool1_ds-10.16.16.16"), (28, 28)),  # the 99 % club's net
-    "designs-shared": (lambda: designs.Net("shared-8.16.3"), (28, 28)),  # one block used three times
-    "bn-affine-layer": (lambda: common.with_bn_affine(model4.Net(), "layer"), (28, 28)),
-    "designs-direct": (lambda: designs.Net("direct-8.16.16"), (28, 28)),  # the last 1×1 makes the class maps
-    "activation-prelu": (lambda: common.with_activation(model4.Net(), "prelu"), (28, 28)),
+    "designs-pool1_ds": (lambda: designs.Net("pool1_ds-10.16.16.16"), (28, 28)),
+    "designs-club": (lambda: common.net_of("designs", ["--design", "pool1_ds-10.15.15.15", "--bn-affine", "layer"]),
+                     (28, 28)),  # the 99 % club's net, one scale and shift a batch norm
     "padding-same": (lambda: nn.Sequential(
         nn.Conv2d(1, 4, 3, padding="same"),
         nn.Conv2d(4, 4, 4, padding="same"),                             # an even kernel: 1 before, 2 after
@@ -87,20 +94,7 @@ NETS = {
         nn.Linear(4, 10)), (28, 20)),
     "adaptive-max-1": (lambda: nn.Sequential(
         nn.Conv2d(1, 4, 3, stride=2), nn.AdaptiveMaxPool2d(1), nn.Flatten(), nn.Linear(4, 10)), (28, 28)),
-    "adaptive-avg-3-even": (lambda: nn.Sequential(
-        nn.Conv2d(1, 4, 5), nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(4 * 9, 10)), (28, 28)),  # 24 -> 3
-    "adaptive-avg-3-uneven": (lambda: nn.Sequential(
-        nn.Conv2d(1, 4, 5, stride=5),                                   # 28 -> 5, jump 5
-        nn.AdaptiveAvgPool2d(3),                                        # windows of 2, 3, 2
-        nn.Conv2d(4, 4, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10)), (28, 28)),
-    "adaptive-max-2": (lambda: nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.AdaptiveMaxPool2d(2),                    # 26 -> 2: windows of 13
-        nn.Flatten(), nn.Linear(4 * 2 * 2, 10)), (28, 28)),
-    "adaptive-max-uneven-sides": (lambda: nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.AdaptiveMaxPool2d((2, 7)),              # 26 -> 2 evenly, 26 -> 7 in 4s and 5s
-        nn.Flatten(), nn.Linear(4 * 2 * 7, 10)), (28, 28)),
-    "adaptive-none": (lambda: nn.Sequential(
-        nn.Conv2d(1, 4, 3), nn.AdaptiveAvgPool2d((None, 1)), nn.Flatten(), nn.Linear(4 * 26, 10)), (28, 28)),
+    "tied-weights": (tied, (28, 28)),
     "own-container": (Blocks, (28, 28)),
     "keeps-the-map": (keeps_the_map, (28, 28)),
 }
@@ -189,7 +183,7 @@ PADDED = {"padding-same", "ceil-mode", "non-square-input"}
 @pytest.mark.parametrize("name", MEASURED)
 def test_each_layers_receptive_field_is_what_its_gradient_reaches(name):
     """Every output position of a small map is measured, the middle one of a larger map (it sees no padding): the
-    largest box is the layer's receptive field (the largest window's, after adaptive windows of uneven sizes)."""
+    largest box is the layer's receptive field."""
     net, size, rows = built(name)
     net, padded = positive_twin(net), name in PADDED
     x = torch.ones(1, 1, *size, dtype=torch.float64, requires_grad=True)
@@ -239,18 +233,12 @@ def test_non_square_layers_are_tracked_side_by_side_and_shown_as_height_by_width
     assert "Receptive field 13×19 at the last convolution or pooling window" in text
 
 
-def test_adaptive_windows_of_uneven_sizes_see_the_largest_window_and_the_whole_map_after():
-    rows = built("adaptive-avg-3-uneven")[2]
-    pool = rows[1]  # 5 positions 5 pixels apart, each seeing 5, pooled in windows of 2, 3, 2
-    assert (pool["kind"], pool["kernel"], pool["stride"], pool["size"], pool["jump"], pool["rf"]) == (
-        "adaptive avgpool", 3, "-", 3, "-", 5 + 2 * 5)
-    assert rows[2]["rf"] == 15 and rows[3]["kind"] == "gap" and rows[3]["rf"] == 25 and rows[4]["rf"] == 25
-    even = built("adaptive-avg-3-even")[2][1]
-    assert (even["kernel"], even["stride"], even["size"], even["jump"], even["rf"]) == (8, 8, 3, 8, 12)
-    sides = built("adaptive-max-uneven-sides")[2][1]
-    assert (sides["kind"], sides["kernel"], sides["stride"], sides["size"], sides["rf"]) == (
-        "adaptive maxpool", "13×5", "13×-", "2×7", "15×7")
+def test_global_pooling_is_followed_and_pooling_to_more_than_one_position_refused_by_name():
     assert [r["kind"] for r in built("adaptive-max-1")[2]] == ["conv", "global maxpool", "linear"]
+    for pool in (nn.AdaptiveAvgPool2d(3), nn.AdaptiveMaxPool2d((2, 7)), nn.AdaptiveAvgPool2d((None, 1))):
+        with pytest.raises(common.CannotFollow, match=re.escape(
+                f"receptive_field cannot follow features.1 ({type(pool).__name__}): it pools to")):
+            common.receptive_field(features(pool))
 
 
 def test_a_dense_layer_sees_what_the_whole_map_before_it_sees():
@@ -284,14 +272,8 @@ def test_a_layer_that_changes_the_map_unknown_to_it_is_refused_by_name(layer):
 @pytest.mark.parametrize("net, words", [
     (features(nn.Linear(26, 10)), "receptive_field cannot follow features.1 (Linear): it takes 26 inputs, but the "
                                   "map before it holds 4×26×26 (is an nn.Flatten missing?)"),
-    (features(nn.AdaptiveAvgPool2d(2), nn.Conv2d(4, 4, 3)),
+    (features(nn.MaxPool2d(13), nn.Conv2d(4, 4, 3)),
      "receptive_field cannot follow features.2 (Conv2d): its window spans 3 positions, more than the 2 it gets"),
-    (features(nn.MaxPool2d(5, 5), nn.AdaptiveAvgPool2d(3), nn.Conv2d(4, 4, 2)),  # 26 -> 5 -> 3 in 2, 3, 2
-     "receptive_field cannot follow features.3 (Conv2d): " + common.AFTER_UNEVEN),
-    (features(nn.MaxPool2d(5, 5), nn.AdaptiveAvgPool2d(3), nn.AdaptiveAvgPool2d(2)),  # then 3 -> 2 in 2, 2
-     "receptive_field cannot follow features.3 (AdaptiveAvgPool2d): " + common.AFTER_UNEVEN),
-    (features(nn.MaxPool2d(2), nn.AdaptiveAvgPool2d(5), nn.AdaptiveMaxPool2d(3)),  # 13 -> 5 in 3, 4, 3, 4, 3
-     "receptive_field cannot follow features.3 (AdaptiveMaxPool2d): " + common.AFTER_UNEVEN),
 ])
 def test_numbers_it_cannot_know_are_refused_with_the_layer_named(net, words):
     with pytest.raises(common.CannotFollow, match=re.escape(words)):
@@ -322,6 +304,14 @@ def test_rf_with_stride_padding_and_dilation_worked_by_hand():
     rows = common.receptive_field(net)
     assert [(r["size"], r["jump"], r["rf"]) for r in rows[:2]] == [(14, 2, 3), (10, 2, 11)]
     assert rows[2]["kind"] == "gap" and rows[2]["rf"] == 11 + 9 * 2 and rows[2]["size"] == 1
+
+
+def test_a_weight_used_twice_counts_once_where_first_used_and_works_at_each_use():
+    rows = built("tied-weights")[2]
+    # the first 3×3 and its bias; the tied 3×3 and its batch norm; at its second use only that use's batch norm
+    assert [r["params"] for r in rows] == [4 * 9 + 4, 4 * 4 * 9 + 2 * 4, 2 * 4, 0, 4 * 10 + 10]
+    assert [r["macs"] for r in rows[:3]] == [26 * 26 * 4 * 9, 24 * 24 * 4 * 4 * 9, 22 * 22 * 4 * 4 * 9]
+    assert [r["rf"] for r in rows[:3]] == [3, 5, 7]
 
 
 def test_rf_table_counts_batchnorm_with_its_convolution_and_renders():

@@ -1,5 +1,6 @@
 """Smoke runs of every step on a subset, as a user runs them: outputs written, metrics sane, model reloadable."""
 import importlib
+import inspect
 import json
 import math
 
@@ -120,9 +121,8 @@ def test_committed_model3_scores_what_its_metrics_report(mnist):
 
 
 def test_same_seed_same_cpu_same_numbers(mnist):
-    config = cli.Config(epochs=2, batch_size=64, test_batch_size=500, lr=0.05, momentum=0.9, nesterov=True,
-                        weight_decay=0.0, scheduler="onecycle", step_size=5, gamma=0.1, rotate=7.0, shift=2.0, seed=3,
-                        subset=640, net_kwargs={"dropout": 0.05})
+    config = cli.Config(epochs=2, batch_size=64, lr=0.05, momentum=0.9, nesterov=True, scheduler="onecycle",
+                        step_size=5, gamma=0.1, rotate=7.0, shift=2.0, seed=3, subset=640)
     runs = [common.fit(model3.Net, config, mnist, log=lambda *_: None).history for _ in range(2)]
     strip = [[{k: v for k, v in h.items() if k != "seconds"} for h in run] for run in runs]
     assert strip[0] == strip[1]
@@ -175,20 +175,20 @@ def twin_nets(step, flags, mnist, images):
 
 
 def test_train_epoch_is_the_plain_training_loop(mnist):
-    """train_epoch (the loop every device but CUDA runs as written) does what a textbook loop over the same batches
-    does, to the bit, with a partial last batch, OneCycle moved every batch; and its sums are the batches' own."""
-    config, loader, nets = twin_nets(model3, ["--epochs", "1", "--batch-size", "64", "--label-smoothing", "0.1"],
-                                     mnist, images=200)
+    """train_epoch (the loop every device runs; a GPU records its train_step) does what a textbook loop over the
+    same batches does, to the bit, with a partial last batch, OneCycle moved every batch; and its sums are the
+    batches' own."""
+    config, loader, nets = twin_nets(model3, ["--epochs", "1", "--batch-size", "64"], mnist, images=200)
     optimizers, schedulers = zip(*(common.make_optimizer_and_scheduler(net, config, len(loader))[:2] for net in nets))
     batches = [(x.clone(), y.clone()) for x, y in loader]
     loader.generator.manual_seed(3)  # train_epoch draws the same shuffle again
-    mean_loss, accuracy = common.train_epoch(nets[0], loader, optimizers[0], schedulers[0], config)
+    mean_loss, accuracy = common.train_epoch(nets[0], loader, optimizers[0], schedulers[0])
     nets[1].train()
     loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
     for x, y in batches:
         optimizers[1].zero_grad()
         logits = nets[1](x)
-        loss = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1)
+        loss = torch.nn.functional.cross_entropy(logits, y)
         loss.backward()
         optimizers[1].step()
         schedulers[1].step()
@@ -210,89 +210,51 @@ def test_evaluating_a_few_hundred_images_at_a_time_changes_no_bit(mnist):
     net = common.net_of("model4", flags)  # as its recipe builds it
     train = common.DeviceLoader(images[:2048], labels[:2048], 128, "cpu", 0.13, 0.31, shuffle=True)
     config = cli.config_from_args(cli.build_parser("model4", model4.DEFAULTS, "").parse_args(flags))
-    common.train_epoch(net, train, common.make_optimizer_and_scheduler(net, config, len(train))[0], None, config)
+    common.train_epoch(net, train, common.make_optimizer_and_scheduler(net, config, len(train))[0])
     test = common.DeviceLoader(*(split[:2300] for split in mnist["test"]), 1000, "cpu", 0.13, 0.31)  # 1000, 1000, 300
     chunked, whole = common.evaluate(net, test), common.evaluate(net, test, chunk=None)
     assert chunked[:2] == whole[:2] and torch.equal(chunked[2], whole[2]) and 30 < whole[1] < 100
     assert common.evaluate(net, test, chunk=7)[:2] == whole[:2]  # a chunk that divides nothing evenly
 
 
-def test_the_weight_average_moves_toward_each_update_by_one_minus_its_decay():
-    """--ema: each update moves the average toward the weights and batch-norm statistics by 1 - decay, by more for
-    the first updates ((1 + n) / (10 + n) kept of the average at the n-th); batch norm's count is copied."""
-    torch.manual_seed(0)
-    net = model4.Net()
-    average = common.WeightAverage(net, decay=0.9)
-    expected = {key: value.clone() for key, value in net.state_dict().items()}
-    for n in range(1, 6):
-        with torch.no_grad():
-            for value in net.state_dict().values():
-                value.add_(torch.randn_like(value) if value.is_floating_point() else 1)
-        average.update()
-        kept = min(0.9, (1 + n) / (10 + n))
-        for key, value in net.state_dict().items():
-            expected[key] = kept * expected[key] + (1 - kept) * value if value.is_floating_point() else value.clone()
-    averaged = average.model.state_dict()
-    assert all(torch.allclose(averaged[key], value, atol=1e-6) for key, value in expected.items())
-    assert averaged["features.0.1.num_batches_tracked"] == 5
-
-
-def test_train_epoch_moves_the_average_after_every_update_and_trains_as_without_it(mnist):
-    config, loader, nets = twin_nets(model4, ["--scheduler", "none", "--lr", "0.05", "--ema", "0.9"], mnist,
-                                     images=320)
-    average = common.WeightAverage(nets[0], config.ema)
-    for net, each in zip(nets, (average, None)):
-        loader.generator.manual_seed(3)  # both draw the same batches
-        optimizer = common.make_optimizer_and_scheduler(net, config, len(loader))[0]
-        common.train_epoch(net, loader, optimizer, None, config, average=each)
-    assert average.updates == len(loader) == 5
-    assert all(torch.equal(a, b) for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()))
-    assert not torch.equal(average.model.features[0][0].weight, nets[0].features[0][0].weight)
-
-
-def test_a_run_with_ema_judges_and_saves_the_average(tmp_path, data_dir, mnist):
-    result = run_script("model4.py", "--subset", "640", "--epochs", "2", "--ema", "0.99", "--out", tmp_path,
-                        data_dir=data_dir)
-    assert result.returncode == 0, result.stdout + result.stderr
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["config"]["ema"] == 0.99 and metrics["config"]["activation"] == model4.DEFAULTS["activation"]
-    net = common.net_of("model4", [])
-    net.load_state_dict(files.load_state_dict(tmp_path / "model.pt"))
-    loader = common.DeviceLoader(*(split[:640] for split in mnist["test"]), 1000, "cpu", **metrics["normalisation"])
-    assert common.evaluate(net, loader)[1] == pytest.approx(metrics["final_test_acc"], abs=0.005)
-
-
-def test_the_graphed_update_computes_the_loop_s_forward_and_loss():
-    """The forward and loss that harness/cuda_graph.py compiles and records are the loop's own lines (checked here
-    on the CPU, eagerly; tests/test_cuda.py trains both ways on a GPU)."""
+def test_the_gpu_s_update_is_the_loop_s_train_step():
+    """harness/cuda_graph.py records common.train_step itself, and runs it as it is where it does not replay: the
+    run's first update (it creates the momentum buffers the graph updates in place) and a partial batch. Checked
+    here on the CPU, where nothing is recorded; tests/test_cuda.py trains both ways on a GPU."""
     torch.manual_seed(0)
     net, x, y = model3.Net(), torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
-    graphed = cuda_graph.GraphedUpdate(net, optimizer, label_smoothing=0.1, bf16=False, full_batch=16)
-    loss, logits = graphed.eager_forward_and_loss(x, y)
-    assert torch.equal(logits, net(x))
-    assert torch.equal(loss, torch.nn.functional.cross_entropy(net(x), y, label_smoothing=0.1))
-    assert not graphed.takes(x)  # the run's first update is the loop's own: it creates the momentum buffers
-    loss.backward()
-    optimizer.step()
-    assert graphed.takes(x) and not graphed.takes(x[:15])  # then every full batch, never a partial one
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    calls = []
+
+    def step(*args):
+        calls.append(len(args[2]))
+        return common.train_step(*args)
+    update = cuda_graph.GraphedStep(step, optimizer, full_batch=16)
+    twin = model3.Net()
+    twin.load_state_dict(net.state_dict())
+    twin_optimizer = torch.optim.SGD(twin.parameters(), lr=0.1, momentum=0.9)
+    loss, logits = update(net, optimizer, x, y)  # the first update: eager, through train_step
+    assert calls == [16] and update.graph is None and update.optimizer_stepped
+    assert torch.equal(loss, common.train_step(twin, twin_optimizer, x, y)[0])
+    update(net, optimizer, x[:15], y[:15])  # a partial batch: eager too
+    assert calls == [16, 15] and update.graph is None
+    source = inspect.getsource(cuda_graph)  # no second copy of the loss, the backward pass or the optimizer's step
+    assert "cross_entropy" not in source and ".backward(" not in source and "optimizer.step(" not in source
 
 
 def test_warm_up_leaves_the_run_as_it_was():
-    """The warm-up trains for real (it compiles and tunes on CUDA), then restores weights, batch-norm statistics
-    and random streams, so a warmed-up run takes the same steps as a cold one."""
-    config = cli.Config(epochs=1, batch_size=32, test_batch_size=500, lr=0.05, momentum=0.9, nesterov=True,
-                        weight_decay=0.0, scheduler="none", step_size=5, gamma=0.1, rotate=0.0, shift=0.0,
-                        seed=1)
+    """The warm-up trains for real (it tunes on CUDA), then restores weights, batch-norm statistics and random
+    streams, so a warmed-up run takes the same steps as a cold one."""
+    config = cli.Config(epochs=1, batch_size=32, lr=0.05, momentum=0.9, nesterov=True, scheduler="none",
+                        step_size=5, gamma=0.1, rotate=0.0, shift=0.0, seed=1)
     torch.manual_seed(0)
     x, y = torch.randn(2, 32, 1, 28, 28), torch.randint(0, 10, (2, 32))
     nets = [model3.Net() for _ in range(2)]
     nets[1].load_state_dict(nets[0].state_dict())
     optimizers = [common.make_optimizer_and_scheduler(net, config, 1)[0] for net in nets]
     torch.manual_seed(5)
-    forward_and_loss = lambda x, y: (torch.nn.functional.cross_entropy(nets[0](x), y), None)  # noqa: E731
-    cuda_graph.warm_up_updates(nets[0], forward_and_loss, common.make_optimizer_and_scheduler(nets[0], config, 1)[0],
-                               [32, 17])
+    cuda_graph.warm_up(common.train_step, nets[0], common.make_optimizer_and_scheduler(nets[0], config, 1)[0],
+                       [32, 17])
     after_warm_up = torch.rand(1)
     torch.manual_seed(5)
     assert torch.equal(after_warm_up, torch.rand(1))
@@ -300,8 +262,7 @@ def test_warm_up_leaves_the_run_as_it_was():
         assert torch.equal(a, b)
     assert all(p.grad is None for p in nets[0].parameters())
     loader = [(x[i], y[i]) for i in range(2)]
-    sums = [common.train_epoch(net, _Batches(loader), optimizer, None, config)
-            for net, optimizer in zip(nets, optimizers)]
+    sums = [common.train_epoch(net, _Batches(loader), optimizer) for net, optimizer in zip(nets, optimizers)]
     for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
         assert torch.equal(a, b)
     assert sums[0] == sums[1]
@@ -325,56 +286,14 @@ def test_warm_up_loader_leaves_the_batches_as_they_were(mnist):
 
 
 def test_onecycle_keeps_the_momentum_flag(mnist):
-    config = cli.Config(epochs=1, batch_size=64, test_batch_size=500, lr=0.05, momentum=0.8, nesterov=True,
-                        weight_decay=0.0, scheduler="onecycle", step_size=5, gamma=0.1, rotate=0.0, shift=0.0, seed=1)
+    config = cli.Config(epochs=1, batch_size=64, lr=0.05, momentum=0.8, nesterov=True, scheduler="onecycle",
+                        step_size=5, gamma=0.1, rotate=0.0, shift=0.0, seed=1)
     optimizer, scheduler, every = common.make_optimizer_and_scheduler(model3.Net(), config, 10)
     for _ in range(5):
         optimizer.step()  # no gradients yet: changes nothing, but keeps the scheduler's order check quiet
         scheduler.step()
     assert every == "batch" and optimizer.param_groups[0]["momentum"] == 0.8
 
-
-def test_bf16_precision_trains_and_is_recorded(tmp_path, data_dir):
-    result = run_script("model3.py", "--subset", "640", "--epochs", "2", "--precision", "bf16", "--out", tmp_path,
-                        data_dir=data_dir)
-    assert result.returncode == 0, result.stdout + result.stderr
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert metrics["config"]["precision"] == "bf16"
-    assert metrics["history"][-1]["train_loss"] < metrics["history"][0]["train_loss"]
-
-
-def test_bf16_changes_the_forward_pass_and_fp32_does_not():
-    torch.manual_seed(0)
-    net, x, y = model3.Net(), torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
-    with torch.no_grad():
-        plain = torch.nn.functional.cross_entropy(net(x), y).item()
-    losses = {}
-    for precision in ("fp32", "bf16"):
-        config = cli.config_from_args(cli.build_parser("model3", model3.DEFAULTS, "").parse_args(
-            ["--device", "cpu", "--precision", precision]))
-        optimizer = torch.optim.SGD(net.parameters(), lr=0.0)  # trains nothing: the loss of the same weights
-        losses[precision] = common.train_epoch(net, _Batches([(x, y)]), optimizer, None, config)[0]
-    assert losses["fp32"] == pytest.approx(plain, rel=1e-6) and losses["bf16"] != losses["fp32"]
-    assert losses["bf16"] == pytest.approx(plain, rel=0.05)
-
-
-def test_channels_last_trains_in_nhwc_and_is_recorded_and_off_by_default(mnist):
-    """--channels-last keeps the weights in NHWC order, learns as much, and is a setting of its own: its numbers
-    differ from the default run's in the last bits, and the default leaves the weights as they were built."""
-    parser = cli.build_parser("model3", model3.DEFAULTS, "")
-    flags = ["--device", "cpu", "--subset", "640", "--epochs", "1", "--seed", "3"]
-    assert not cli.config_from_args(parser.parse_args(flags)).channels_last
-    trained = {}
-    for extra in ([], ["--channels-last"]):
-        config = cli.config_from_args(parser.parse_args(flags + extra))
-        trained[bool(extra)] = common.fit(model3.Net, config, mnist, log=lambda *_: None)
-        assert cli.settings_to_record(config)["channels_last"] is bool(extra)
-    weights = {nhwc: [p for p in t.model.parameters() if p.dim() == 4] for nhwc, t in trained.items()}
-    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in weights[True])
-    assert any(not w.is_contiguous() for w in weights[True])  # a 1-channel or 1×1 kernel is both; the others not
-    assert all(w.is_contiguous() for w in weights[False])
-    losses = {nhwc: t.history[0]["train_loss"] for nhwc, t in trained.items()}
-    assert losses[True] != losses[False] and losses[True] == pytest.approx(losses[False], rel=0.01)
 
 def test_each_seed_has_its_own_command_line():
     flags = runs_module.seed_flags(["--seeds", "20", "--lr", "0.2", "--jobs=2", "--seed", "5"])
@@ -399,51 +318,3 @@ def test_seeds_in_parallel_processes_and_a_rerun_keeps_completed_seeds(tmp_path,
     assert again.returncode == 0, again.stdout + again.stderr
     assert (seed_2 / "metrics.json").stat().st_mtime_ns == before  # kept, not trained again
     assert (tmp_path / "seeds" / "seed-1" / "metrics.json").exists()
-
-
-def test_distilled_is_half_the_loss_and_half_the_gap_to_the_teacher():
-    torch.manual_seed(0)
-    logits, taught, loss = torch.randn(8, 10), torch.randn(8, 10), torch.tensor(2.0)
-    assert torch.allclose(common.distilled(loss, logits, logits), loss / 2)  # the same predictions: no gap
-    t = common.DISTILL_TEMPERATURE
-    soft_teacher, soft_net = (torch.softmax(z / t, 1) for z in (taught, logits))
-    gap = (soft_teacher * (soft_teacher.log() - soft_net.log())).sum(1).mean()  # KL(teacher ‖ net), per image
-    assert torch.allclose(common.distilled(loss, logits, taught), loss / 2 + t * t * gap / 2, atol=1e-6)
-
-
-def test_a_run_with_a_teacher_learns_from_the_net_a_run_saved(tmp_path, data_dir):
-    teacher, student = tmp_path / "teacher", tmp_path / "student"
-    flags = ("--subset", "1280", "--epochs", "1", "--val", "256")
-    result = run_script("model3.py", *flags, "--out", teacher, data_dir=data_dir)
-    assert result.returncode == 0, result.stdout + result.stderr
-    result = run_script("designs.py", "--design", "pool1_ds-8.13.13.13", *flags, "--teacher", teacher, "--out",
-                        student, data_dir=data_dir)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert json.loads((student / "metrics.json").read_text())["config"]["teacher"] == str(teacher)
-    # a teacher that trained on images this run holds out, a folder with no run: one line each, exit 2
-    for folder, val, says in ((teacher, "512", "held out 256 training images and this run holds out 512"),
-                              (tmp_path / "nothing", "256", "holds no run's metrics.json")):
-        result = run_script("designs.py", "--subset", "1280", "--epochs", "1", "--val", val, "--teacher", folder,
-                            "--out", tmp_path / "refused", data_dir=data_dir)
-        assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr
-        assert not (tmp_path / "refused" / "metrics.json").exists()
-
-
-def test_adamw_takes_a_first_step_of_the_learning_rate_on_every_weight_with_a_gradient():
-    """--optimizer adamw: Adam scales each weight's step by its own gradients' size, so its first step is lr times
-    the gradient's sign, whatever the gradient's size; SGD's is lr times the gradient. --weight-decay is AdamW's."""
-    torch.manual_seed(0)
-    net, x, y = model4.Net(), torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))
-    config = cli.config_from_args(cli.build_parser("model4", model4.DEFAULTS, "").parse_args(
-        ["--device", "cpu", "--optimizer", "adamw", "--lr", "0.003", "--scheduler", "none"]))
-    optimizer, scheduler, _ = common.make_optimizer_and_scheduler(net, config, 1)
-    assert isinstance(optimizer, torch.optim.AdamW) and scheduler is None
-    assert optimizer.param_groups[0]["weight_decay"] == 0.0
-    before = [p.detach().clone() for p in net.parameters()]
-    torch.nn.functional.cross_entropy(net(x), y).backward()
-    optimizer.step()
-    for old, p in zip(before, net.parameters()):
-        clear = p.grad.abs() > 1e-4  # Adam's eps (1e-8) shortens the steps of gradients near it
-        assert clear.any() and torch.allclose((p.detach() - old)[clear], -0.003 * p.grad[clear].sign(), atol=1e-6)
-    sgd = cli.config_from_args(cli.build_parser("model4", model4.DEFAULTS, "").parse_args(["--device", "cpu"]))
-    assert isinstance(common.make_optimizer_and_scheduler(net, sgd, 1)[0], torch.optim.SGD)

@@ -11,8 +11,8 @@ from conftest import assert_clean_failure, run_script
 
 
 def _config(**changes):
-    base = dict(epochs=1, batch_size=64, test_batch_size=500, lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.0,
-                scheduler="onecycle", step_size=5, gamma=0.1, rotate=7.0, shift=2.0, seed=1)
+    base = dict(epochs=1, batch_size=64, lr=0.05, momentum=0.9, nesterov=True, scheduler="onecycle", step_size=5,
+                gamma=0.1, rotate=7.0, shift=2.0, seed=1)
     return cli.Config(**{**base, **changes})
 
 
@@ -76,15 +76,12 @@ def test_a_val_or_clean_epochs_that_leave_nothing_to_do_are_refused(args, words,
     assert len(captured.err.strip().splitlines()) == 1 and words in captured.err
 
 
-def test_widths_and_label_smoothing_are_flags(tmp_path, data_dir):
-    result = run_script("model3.py", "--dry-run", "--widths", "4,8,4,6,8,8", "--label-smoothing", "0.1",
-                        data_dir=data_dir)
+def test_widths_are_a_flag(tmp_path, data_dir):
+    result = run_script("model3.py", "--dry-run", "--widths", "4,8,4,6,8,8", data_dir=data_dir)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{common.count_params(model3.Net(widths=(4, 8, 4, 6, 8, 8))):,} parameters" in result.stdout
     assert_clean_failure(run_script("model3.py", "--dry-run", "--widths", "4,8,4"), 2,
                          "argument --widths: expected 6 channel counts")
-    assert_clean_failure(run_script("model3.py", "--dry-run", "--label-smoothing", "1"), 2,
-                         "argument --label-smoothing: expected a probability")
 
 
 def test_the_last_clean_epochs_train_on_the_digits_as_they_are(mnist, monkeypatch):
