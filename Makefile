@@ -56,15 +56,12 @@ seeds: $(ENV)  ## STEP over N seeds (default 20), JOBS at once: make seeds STEP=
 search: $(ENV)  ## STEP's recipes (results/STEP/search-recipes.txt) screened on a validation split, 3 seeds each
 	$(PYTHON) -m lab.search $(STEP) results/$(STEP)/search-recipes.txt --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)
 
-# One change at a time, ABLATION_SEEDS seeds each: NAME:FLAGS, the flags joined by +, and where a variant is another
-# script's net (step 4's net of round 4 is designs.py's m4 family) that script first. Every row of lab/report.py's
-# ablation tables is one of these (its ABLATIONS says what each changes), or "full": the step's own `make seeds`.
-ABLATIONS_model3 := clean-0:--clean-epochs=0  rotate-7:--rotate=7  no-augment:--no-augment  bf16:--precision=bf16
-ABLATIONS_model4 := clean-0:--clean-epochs=0  round-4-net:designs.py+--design=m4-6.12.6.12.14.14+--clean-epochs=0 \
-                    round-5-net:--widths=8,12,32,32,40+--bn-affine=channel+--activation=relu+--lr=0.1+--scale=0 \
-                    round-6-net:--widths=6,12,28,28,32+--bn-affine=channel+--activation=relu+--lr=0.1+--scale=0 \
-                    round-8-net:--widths=6,12,30,30,32+--bn-affine=layer+--activation=prelu+--lr=0.2+--scale=0 \
-                    no-augment:--no-augment  aug-5-1:--rotate=5+--shift=1
+# One change at a time to the step's recipe of today, ABLATION_SEEDS seeds each: NAME:FLAGS, the flags joined by +,
+# and where a variant is another script's net that script first. Every row of the table lab/report.py's ablation_rows
+# makes is one of these (its ABLATION_ROWS, held equal by tests/test_ablation.py), or "full": the step's own `make
+# seeds`. Rows today's code cannot make again are its history tables (HISTORY), each row with the commit that made it.
+ABLATIONS_model3 := clean-0:--clean-epochs=0  rotate-7:--rotate=7  no-augment:--no-augment
+ABLATIONS_model4 := scale-0:--scale=0  clean-0:--clean-epochs=0  no-augment:--no-augment  aug-5-1:--rotate=5+--shift=1
 ABLATION_DIR_model3 := results/ablation
 ABLATION_DIR_model4 := results/model4/ablation
 # As many seeds as each step's rows were made with: step 4's rule, 9 seeds in 10, needs ten to say anything.

@@ -1,7 +1,7 @@
 """Builds RESULTS.md from the runs in results/, and writes the measured Results into the README and into each step's
 docstring, so that no figure is ever typed by hand.
 
-    python -m lab.report                  # RESULTS.md, README.md's results table, the Results of model1-4.py
+    python -m lab.report                  # RESULTS.md, the Results in README.md and model1-4.py, lab/README.md
     python -m lab.report --ablation-only  # results/ablation/ablation.md and .json (run by `make ablation`)
 """
 import argparse
@@ -13,40 +13,118 @@ import shlex
 import statistics
 import sys
 import textwrap
+from functools import lru_cache
 from pathlib import Path
 
-from common import STEPS, pyplot, seeds_needed
-from harness.cli import OneLineParser, settings_meant_by, settings_recorded_in
+import torch.nn as nn
+
+from common import STEPS, count_params, net_of, pyplot, seeds_needed
+from harness.cli import OneLineParser, settings_meant_by
 from harness.errors import DataError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text
 from harness.runs import seed_rule_verdict
 # The original write-up's figures, for comparison (its step 1 and 2 report the best test epoch).
 ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57 (best epoch)"),
             "model3": ("7,838", "99.22"), "model4": ("—", "no such step")}
-# Ablation variants: folder name -> what it changes, for the variants that the Makefile's ABLATIONS_<step> run
-# (`make ablation STEP=...`), in the order of the table. The flags are read back from each run's command.
+# Ablation rows: folder name -> what it changes. A step's table (`make ablation STEP=...`) shows "full", the step's
+# own --seeds run (results/STEP, `make seeds`), then the rows of ABLATION_ROWS, in that order.
 ABLATIONS = {"full": "nothing (the recipe as is)",
+             "scale-0": "no zoom: round 8's net as it went to the test set, the recipe before round 10",
              "clean-0": "no clean epochs: augmentation to the last epoch",
-             "round-4-net": "step 4's net before round 5: a strided transition, full 3×3s, no clean epochs",
-             "round-5-net": "step 4's net and recipe of rounds 5 to 9: 8,12,32,32,40 channels, batch norm's own scale "
-                            "and shift per channel, ReLU, a peak rate of 0.1, no zoom",
-             "round-6-net": "round 6's choice under 4,000 parameters: round 5's net, thinner (6,12,28,28,32)",
-             "round-8-net": "round 8's choice under 4,000: round 7's net (one scale and shift a batch norm, PReLU) "
-                            "at twice the peak rate, no zoom",
              "rotate-7": "rotation ±7° (step 3's recipe before its first search)",
-             "no-augment": "no augmentation (rotation and shift)", "bf16": "bf16 autocast in the training forward pass",
+             "no-augment": "no augmentation (rotation and shift, and the zoom where the recipe has one)",
              "aug-5-1": "lighter augmentation: ±5°, ±1 px"}
-# Where each step's ablation runs live (`make ablation STEP=...`); the "full" row is the step's own --seeds run.
+# Each step's rows as its Makefile's ABLATIONS_<step> runs them (NAME: FLAGS, its + as spaces) over its
+# ABLATION_SEEDS_<step> seeds; tests/test_ablation.py holds the two equal. `make ablation STEP=...` runs
+# `python STEP.py FLAGS --seeds N --out results/ABLATION_DIRS[STEP]/NAME` for each: a row is shown as measured only
+# where its runs are what these flags make with today's code.
+ABLATION_ROWS = {"model3": {"clean-0": "--clean-epochs=0", "rotate-7": "--rotate=7", "no-augment": "--no-augment"},
+                 "model4": {"scale-0": "--scale=0", "clean-0": "--clean-epochs=0", "no-augment": "--no-augment",
+                            "aug-5-1": "--rotate=5 --shift=1"}}
+ABLATION_SEEDS = {"model3": 3, "model4": 10}
+# Where each step's ablation runs live, under results/; the "full" row is the step's own --seeds run.
 ABLATION_DIRS = {"model3": "ablation", "model4": "model4/ablation"}
-# Rows that are the seeds run of a step's previous recipe, made when these flags were its defaults, and whose
-# settings as recorded cannot tell them (recipe_then tells the rest): a net its step's Net no longer builds, or a
-# run from before its step recorded every setting.
-PREVIOUS_RECIPE_FLAGS = {"model3/clean-0": "--clean-epochs=0",
-                         "model4/round-4-net": "designs.py --design m4-6.12.6.12.14.14 --clean-epochs=0"}
+# Rows that today's code cannot make again (a retired flag, a net no script builds now, a run from before its flag
+# existed), each step's in a table of its own: rendered from the committed runs under its folder (in results/), its
+# first row the "nothing changed" of its recipe ("full": the step's own run), so that each Δ is against the recipe
+# the row changed. "sets": the settings a row's change sets ("net": another net), which the settings its runs
+# recorded are held to (tests/test_ablation.py).
+HISTORY = {
+    "model3": dict(
+        folder="ablation/earlier-code", title="Step 3: rows today's code does not make again",
+        caption="Each row is one change to step 3's recipe of today, against the step's own run (the first row, as "
+                "in the table above) over the same seeds. clean-0 is the recipe run over the step's twenty seeds "
+                "before `--clean-epochs` existed, when the recipe had no clean epochs: a run of twenty seeds where "
+                "`make ablation` runs three (the table above's row clean-0 is the same change over three). bf16 used "
+                "`--precision`, a flag since retired (it measured no gain).",
+        rows={"full": dict(change="nothing (the recipe as is)", sets=()),
+              "clean-0": dict(change="no clean epochs: the recipe before --clean-epochs 3 joined it, its 20 seeds",
+                              sets=("clean_epochs",)),
+              "bf16": dict(change="bf16 autocast in the training forward pass (--precision, since retired)",
+                           sets=("precision",))}),
+    "model4": dict(
+        folder="model4/ablation/round-5-recipe",
+        title="Step 4: one change to round 5's recipe (rounds 5 to 9, 4,966 parameters)",
+        caption="Step 4's net and recipe of rounds 5 to 9 (the first row) and one change to it a row, each Δ against "
+                "that first row over the same seeds: these rows measured each ingredient of the recipe before round "
+                "7 changed the net and round 10 added the zoom (the table above measures them on today's recipe "
+                "where it has run them). Today's code builds none of these nets (step 4's net now has one scale and "
+                "shift a batch norm and PReLU, and designs.py no longer has round 4's layout), so the table is rendered "
+                "from the committed runs.",
+        rows={"round-5-net": dict(change="nothing: step 4's net and recipe of rounds 5 to 9 (8,12,32,32,40 channels, "
+                                         "batch norm's own scale and shift per channel, ReLU, a peak rate of 0.1, "
+                                         "no zoom)", sets=()),
+              "clean-0": dict(change=ABLATIONS["clean-0"], sets=("clean_epochs",)),
+              "no-augment": dict(change="no augmentation (rotation and shift)", sets=("rotate", "shift")),
+              "aug-5-1": dict(change=ABLATIONS["aug-5-1"], sets=("rotate", "shift")),
+              "round-6-net": dict(change="round 6's choice under 4,000 parameters: the same net, thinner "
+                                         "(6,12,28,28,32)", sets=("net",)),
+              "round-4-net": dict(change="step 4's net of rounds 1 to 4 (a strided transition and full 3×3s, "
+                                         "6,12,6,12,14,14) and no clean epochs", sets=("net", "clean_epochs"))}),
+}
+# The commit each --seeds run was made at, by its folder under results/, where the command its seeds.json records
+# does not make it again with today's code (the step's defaults or flags have changed since, or its folder has
+# moved): at that commit the command means the settings its runs recorded, so `git checkout COMMIT`, then the
+# command, makes it again (into the folder its --out names). tests/test_ablation.py finds every such run.
+MADE_AT = {"ablation/earlier-code/clean-0": "d3a84eb", "ablation/earlier-code/bf16": "5b59a2f",
+           "model4/ablation/scale-0": "2f78bf5", "model4/ablation/scale-0-seeds-11-20": "2f78bf5",
+           "model4/ablation/round-5-recipe/round-5-net": "720ad6e",
+           "model4/ablation/round-5-recipe/round-5-net-seeds-11-20": "c2d436f",
+           "model4/ablation/round-5-recipe/clean-0": "f8041f5", "model4/ablation/round-5-recipe/no-augment": "f8041f5",
+           "model4/ablation/round-5-recipe/aug-5-1": "f8041f5",
+           "model4/ablation/round-5-recipe/round-6-net": "b816e8c",  # round 6's defaults (committed at 35f871a)
+           "model4/ablation/round-5-recipe/round-4-net": "6dc6978",
+           "model4/ablation/round-5-recipe/round-4-net-seeds-11-20": "e93e955"}
+# What each set of test seeds was used for, by the folder of its runs under results/ (a step's own --seeds run,
+# results/STEP; its seeds-A-B; an ablation row's NAME-seeds-A-B): seeds that took part in a choice say less of how
+# often the choice holds than seeds that no choice saw.
+SEEDS_USE = {
+    "model3": "the recipe's run on the test set, chosen on the validation split (the recipe before it had held on "
+              "these seeds with no margin, which sent round 3 looking for one)",
+    "model3/seeds-21-30": "which no choice of the recipe saw",
+    "model4": "the recipe's confirmation run on the test set, on the seeds each round's choice was sent to first "
+              "(a choice that fell short on them went no further)",
+    "model4/seeds-11-20": "which took part in the choice (round 8's net held the line on 8 of them, so the line "
+                          "stayed at 5,000 and rounds 9 and 10 followed; round 10's recipe was then confirmed on "
+                          "them)",
+    "model4/seeds-21-30": "which no choice of the recipe saw",
+    "model4/ablation/scale-0-seeds-11-20": "on which round 8 sent this net to the test set after seeds 1–10 (it held "
+                                           "on 8 of them, so the line stayed at 5,000 and rounds 9 and 10 followed)",
+    "model4/ablation/round-5-recipe/round-5-net-seeds-11-20": "which no choice of round 5's recipe saw (rounds 8 to 10 "
+                                                              "used them later)",
+    "model4/ablation/round-5-recipe/round-4-net-seeds-11-20": "which no choice of round 4's net saw",
+}
+# What a run did about a setting it did not record: made before the setting's flag existed, or after the flag was
+# retired, it ran with this value (the flag's "off"). The net's own arguments are net.NAME (run_settings).
+SETTINGS_OFF = {"test_batch_size": 1000, "weight_decay": 0.0, "label_smoothing": 0.0, "precision": "fp32",
+                "channels_last": False, "bn_affine": "channel", "activation": "relu", "ema": 0.0, "teacher": None,
+                "optimizer": "sgd", "clean_epochs": 0, "scale": 0.0, "val": 0, "batchnorm": True, "net.dropout": 0.0}
 # `make bench` writes bench.json; runs on other devices, or repeated ones, go to bench-<name>.json (`--out`).
 BENCH_GLOB = "bench*.json"
 README_BEGIN, README_END = "<!-- results:begin (written by lab/report.py) -->", "<!-- results:end -->"
 BENCH_BEGIN, BENCH_END = "<!-- bench:begin (written by lab/report.py) -->", "<!-- bench:end -->"
+FRONTIER_BEGIN, FRONTIER_END = "<!-- frontier:begin (written by lab/report.py) -->", "<!-- frontier:end -->"
+LAB_PAGE = Path("lab") / "README.md"  # the lab's page: the frontier's summary and the bench (the README links it)
 
 
 class DamagedResults(DataError):
@@ -130,54 +208,232 @@ def steps_table(rows, links=True):
     return "\n".join(lines)
 
 
+def seeds_run(folder):
+    """(seeds.json, [each seed's metrics.json]) of the --seeds run in `folder`; None where it has not completed, or
+    is a smoke run on a subset."""
+    summary = load_json(Path(folder) / "seeds.json", SEEDS_KEYS)
+    if not summary:
+        return None
+    runs = [load_json(Path(folder) / "seeds" / f"seed-{r['seed']}" / "metrics.json", METRICS_KEYS)
+            for r in summary["seeds"]]
+    if not runs or any(m is None or m.get("subset") for m in runs):
+        return None
+    return summary, runs
+
+
+def run_settings(config):
+    """What a run did, from the settings it recorded (its metrics.json's config, or what a command means:
+    settings_meant_by) as one flat dict, its net's arguments as net.NAME, and any setting it did not record at
+    SETTINGS_OFF."""
+    config = json.loads(json.dumps(config))
+    net = config.pop("net_kwargs", None) or {}
+    return {**SETTINGS_OFF, **{key: value for key, value in config.items() if key not in ("device", "subset")},
+            **{f"net.{key}": value for key, value in net.items()}}
+
+
+def differences(a, b):
+    """The settings in which two run_settings differ, their seed aside."""
+    return sorted(key for key in a.keys() | b.keys()
+                  if key != "seed" and a.get(key, SETTINGS_OFF.get(key)) != b.get(key, SETTINGS_OFF.get(key)))
+
+
+ACTIVATION_KINDS = {nn.ReLU: "relu", nn.LeakyReLU: "leaky", nn.SiLU: "silu"}
+
+
+def net_kinds(net):
+    """The kind of batch norm and of activation `net` is built with, as runs recorded them (bn_affine, activation),
+    where it has one of each: a step's net may build them in, with no flag to say so."""
+    norms = {"channel" if m.affine else "layer" if list(m.parameters(recurse=False)) else "none"
+             for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    acts = {("prelu" if m.num_parameters == 1 else "prelu-channel") if isinstance(m, nn.PReLU)
+            else ACTIVATION_KINDS[type(m)] for m in net.modules() if isinstance(m, (nn.PReLU, *ACTIVATION_KINDS))}
+    return {**({"bn_affine": norms.pop()} if len(norms) == 1 else {}),
+            **({"activation": acts.pop()} if len(acts) == 1 else {})}
+
+
+@lru_cache(maxsize=None)
+def made_today(script, flags):
+    """(run_settings, parameters) of a run of `python SCRIPT FLAGS` (a tuple) with today's code; None where today's
+    parser refuses the flags (a retired flag, a net no script builds now)."""
+    step = Path(script).stem
+    settings = settings_meant_by(list(flags), importlib.import_module(step).DEFAULTS)
+    if settings is None:
+        return None
+    net = net_of(step, list(flags))
+    return {**run_settings(settings), **net_kinds(net)}, count_params(net)
+
+
+def not_made_today(script, flags, runs):
+    """The settings in which `runs` (metrics.json each) differ from what `python SCRIPT FLAGS` makes with today's code
+    ("parameters" where the nets differ in size): [] where today's code makes them again, or where they recorded no
+    settings to tell; ["its flags"] where today's parser refuses the flags."""
+    today = made_today(script, tuple(flags))
+    if today is None:
+        return ["its flags"]
+    settings, params = today
+    differ = set()
+    for m in runs:
+        if m.get("config"):
+            differ |= set(differences(run_settings(m["config"]), settings))
+            differ |= {"parameters"} if m["params"] != params else set()
+    return sorted(differ)
+
+
+def row_figures(made, base=None):
+    """A table row's figures from a --seeds run `made` (seeds_run), its Δ against the --seeds run `base` over the same
+    seeds (None where `base` lacks one of them)."""
+    summary, runs = made
+    seeds = [r["seed"] for r in summary["seeds"]]
+    lasts = [a for m in runs for a in m["last_test_accs"]]
+    target = runs[0]["targets"]["min_test_acc"]
+    final = statistics.mean(m["final_test_acc"] for m in runs)
+    base_finals = base and {r["seed"]: m["final_test_acc"] for r, m in zip(base[0]["seeds"], base[1])}
+    delta = (round(final - statistics.mean(base_finals[s] for s in seeds), 3)
+             if base_finals and all(s in base_finals for s in seeds) else None)
+    return dict(params=runs[0]["params"], seeds=len(runs), seed_list=seeds, met=sum(m["passed"] is True for m in runs),
+                final_test_acc=round(final, 3), last3_mean=round(statistics.mean(lasts), 3), last3_min=min(lasts),
+                gap=round(min(lasts) - target, 2), delta=delta,
+                final_test_loss=round(statistics.mean(m["history"][-1]["test_loss"] for m in runs), 5),
+                final_train_acc=round(statistics.mean(m["history"][-1]["train_acc"] for m in runs), 2),
+                device=runs[0]["device"], command=summary["command"])
+
+
+def under(results, folder):
+    """`folder`'s path under results/, as MADE_AT and SEEDS_USE name it."""
+    return Path(folder).relative_to(results).as_posix()
+
+
 def ablation_rows(results, step="model3"):
-    """One row per ablation variant, from its --seeds run: the variant's seeds.json and each seed's metrics.json."""
+    """The table `make ablation STEP=...` makes: "full" (the step's own --seeds run), then each row of
+    ABLATION_ROWS, from its --seeds run (seeds.json and each seed's metrics.json), measured only where its runs are
+    what its flags make with today's code; [] where no row is measured."""
+    full = seeds_run(Path(results) / step)
+    full_today = bool(full) and not not_made_today(f"{step}.py", (), full[1])
     rows = []
-    for name, change in ABLATIONS.items():
-        folder = Path(results) / ABLATION_DIRS[step] / name
-        if name == "full":
-            folder = Path(results) / step
-        summary = load_json(folder / "seeds.json", SEEDS_KEYS)
-        if not summary:
-            continue
-        runs = [load_json(folder / "seeds" / f"seed-{r['seed']}" / "metrics.json", METRICS_KEYS)
-                for r in summary["seeds"]]
-        if any(m is None or m.get("subset") for m in runs):
-            continue
-        script, command_flags = summary["command"].split(" ", 2)[1], summary["command"].split(".py", 1)[-1]
-        change_flags = re.sub(r"\s*--(seeds|jobs|out)(=|\s+)\S+", "", command_flags).strip()
-        then = "" if f"{step}/{name}" in PREVIOUS_RECIPE_FLAGS else recipe_then(runs[0])
-        if then and change_flags:  # one change to the recipe as it was when the row was run
-            change += f", to the step's recipe of its day ({then})"
-        flags = PREVIOUS_RECIPE_FLAGS.get(f"{step}/{name}") or " ".join(
-            part for part in ("" if script == f"{step}.py" else script,  # a net of another script's, as round-4-net
-                              change_flags, then) if part)
-        lasts = [a for m in runs for a in m["last_test_accs"]]
-        target = runs[0]["targets"]["min_test_acc"]
-        rows.append(dict(variant=name, change=change, flags=flags or "(defaults)", params=runs[0]["params"],
-                         seeds=len(runs),
-                         met=sum(m["passed"] is True for m in runs),
-                         final_test_acc=round(statistics.mean(m["final_test_acc"] for m in runs), 3),
-                         last3_mean=round(statistics.mean(lasts), 3), last3_min=min(lasts),
-                         gap=round(min(lasts) - target, 2),
-                         final_test_loss=round(statistics.mean(m["history"][-1]["test_loss"] for m in runs), 5),
-                         final_train_acc=round(statistics.mean(m["history"][-1]["train_acc"] for m in runs), 2),
-                         device=runs[0]["device"]))
-    return rows
+    for name, flags in {"full": "", **ABLATION_ROWS[step]}.items():
+        folder = Path(results) / (step if name == "full" else f"{ABLATION_DIRS[step]}/{name}")
+        row = dict(variant=name, change=ABLATIONS[name], flags=flags or "(defaults)", folder=str(folder),
+                   measured=False)
+        made = full if name == "full" else seeds_run(folder)
+        earlier = made and not_made_today(f"{step}.py", flags.split(), made[1])
+        if made and not earlier:
+            row.update(measured=True, **row_figures(made, full if full_today else None),
+                       commit=MADE_AT.get(under(results, folder)))
+        elif made:
+            row.update(earlier=earlier, command=made[0]["command"])
+        rows.append(row)
+    return rows if any(row["measured"] for row in rows) else []
 
 
-def ablation_table(rows):
-    full = next((r for r in rows if r["variant"] == "full"), None)
-    lines = ["| change | flags | params | seeds met | final test acc, mean (%) | last 3 epochs: mean (%) | min (%) "
-             "| gap of the min to 99.40 | Δ final vs full | final test loss | final train acc (%) | device |",
+def history_rows(results, step):
+    """The step's table of rows that today's code does not make again (HISTORY), from their committed runs: the first
+    row its recipe unchanged, every Δ against it over the same seeds, each row with the command that made it and the
+    commit it was made at (None: today's code makes it). [] where it has no row but its first."""
+    spec = HISTORY.get(step)
+    if not spec:
+        return []
+    rows, base = [], None
+    for i, (name, row) in enumerate(spec["rows"].items()):
+        folder = Path(results) / (step if name == "full" else f"{spec['folder']}/{name}")
+        made = seeds_run(folder)
+        base = made if i == 0 else base
+        if made:
+            rows.append(dict(variant=name, change=row["change"], sets=list(row["sets"]), folder=str(folder),
+                             measured=True, commit=MADE_AT.get(under(results, folder)), **row_figures(made, base)))
+    return rows if len(rows) > 1 else []
+
+
+def ablation_table(rows, history=False):
+    """A step's ablation table: the flags of each row (`make ablation`'s) or, in a history table, the commit it was
+    made at; a row not measured with today's code says so."""
+    first = rows[0]["variant"]
+    lines = [f"| change | {'made at' if history else 'flags'} | params | seeds met | final test acc, mean (%) "
+             f"| last 3 epochs: mean (%) | min (%) | gap of the min to 99.40 | Δ final vs {first}, same seeds "
+             "| final test loss | final train acc (%) | device |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        delta = f"{r['final_test_acc'] - full['final_test_acc']:+.2f}" if full else "n/a"
-        lines.append(f"| {r['change']} | `{r['flags']}` | {r['params']:,} | {r['met']}/{r['seeds']} "
+        second = (r["commit"] or "today's code") if history else f"`{r['flags']}`"
+        if not r["measured"]:
+            lines.append(f"| {r['change']} | {second} | — | not yet measured on today's recipe |" + " — |" * 8)
+            continue
+        delta = f"{r['delta']:+.2f}" if r["delta"] is not None else "n/a"
+        lines.append(f"| {r['change']} | {second} | {r['params']:,} | {r['met']}/{r['seeds']} "
                      f"| {r['final_test_acc']:.2f} "
                      f"| {r['last3_mean']:.2f} | {r['last3_min']:.2f} | {r['gap']:+.2f} | {delta} "
                      f"| {r['final_test_loss']:.4f} | {r['final_train_acc']:.2f} | {r['device']} |")
     return "\n".join(lines)
+
+
+def devices_sentence(rows):
+    """Which device each measured row ran on, and what that means for a Δ between two devices."""
+    by_device = {}  # by the kind of device, whatever its threads
+    for r in rows:
+        if r["measured"]:
+            by_device.setdefault(re.sub(r",? \d+ threads?", "", r["device"]), []).append(r["variant"])
+    if len(by_device) == 1:
+        return f"Every row ran on the same kind of device, {next(iter(by_device))}."
+    return ("The rows ran on " + "; ".join(f"{device} ({', '.join(names)})" for device, names in by_device.items())
+            + ": a row on another kind of device than its first row's has in its Δ the difference of the devices "
+            "(the same seed does not train to the same numbers on both), as well as its change.")
+
+
+def how_made(results, r):
+    """One line: the command that made a row's --seeds run, and the commit where today's code does not make it."""
+    where = under(results, r["folder"])
+    if r.get("commit"):
+        return (f"{r['variant']}: `git checkout {r['commit']}`, then `{r['command']}` (made at commit {r['commit']}; "
+                f"its runs are now in results/{where})")
+    return f"{r['variant']}: `{r['command']}`, today's code (results/{where})"
+
+
+def ablation_text(results, step, rows):
+    """The table `make ablation STEP=...` makes, with what it shows and where each row's runs came from."""
+    n, count = step[-1], ABLATION_SEEDS[step]
+    full = rows[0]
+    parts = [ablation_table(rows), "",
+             f"Each row after the first is one change to step {n}'s recipe of today, made by today's code over "
+             f"{count} seeds: `make ablation STEP={step}` runs `python {step}.py FLAGS --seeds {count} --out "
+             f"results/{ABLATION_DIRS[step]}/NAME` for each (the Makefile's ABLATIONS_{step}) and rewrites this "
+             f"table. The first row is the step's own run (`make seeds STEP={step}`"
+             + (f", `{full['command']}`" if full["measured"] else "") + "), and each Δ is against its mean over the "
+             "same seeds as the row. 'last 3 epochs' pools the last 3 test accuracies of every seed. The test loss and "
+             "the train accuracy (counted on the batches as trained) show what each ingredient does to over-fitting. "
+             + devices_sentence(rows)]
+    for r in rows:
+        if r["measured"] and r.get("commit"):
+            parts += ["", f"Row {r['variant']} (results/{under(results, r['folder'])}) was made at commit "
+                      f"{r['commit']} by `{r['command']}` (`git checkout {r['commit']}`, then that command, makes it "
+                      f"again); its runs recorded the settings that `{r['flags']}` means today, so `make ablation "
+                      f"STEP={step}` makes it again too."]
+        elif r.get("earlier"):
+            parts += ["", f"Row {r['variant']}: the runs in results/{under(results, r['folder'])} were made with "
+                      f"another recipe than `{r['flags']}` means today ({', '.join(r['earlier'])} differ), so the "
+                      f"row is not shown; `make ablation STEP={step}` measures it."]
+    parts += ["", *(f"Row {r['variant']} (`{r['flags']}`), further: {line}\n" for r in rows if r["measured"]
+                    for line in later_seeds(results, ABLATION_DIRS[step], f"{r['variant']}-seeds"))]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def history_text(results, step, rows):
+    """The step's history table (HISTORY), with what it shows and how each row was made."""
+    spec = HISTORY[step]
+    parts = [ablation_table(rows, history=True), "",
+             spec["caption"] + " Each row was made by the command below, at the commit shown where today's code "
+             "does not make it again (`git checkout COMMIT`, then the command, makes it; its --out names the folder "
+             "it had then). "
+             + devices_sentence(rows), "", *(f"- {how_made(results, r)}" for r in rows), ""]
+    parts += [f"Row {r['variant']}, further: {line}\n" for r in rows
+              for line in later_seeds(results, under(results, Path(r["folder"]).parent), f"{r['variant']}-seeds")]
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def ablation_section(results, step):
+    """RESULTS.md's ablation of a step: the table `make ablation` makes, then the step's history table."""
+    rows, history = ablation_rows(results, step), history_rows(results, step)
+    parts = [ablation_text(results, step, rows) if rows else f"_Not run yet: `make ablation STEP={step}`._"]
+    if history:
+        parts += ["", f"### {HISTORY[step]['title']}", "", history_text(results, step, history)]
+    return "\n".join(parts).rstrip()
 
 
 SEEDS_KEYS = ("seeds", "count", "met_target", "mean_final_test_acc", "std_final_test_acc", "command", "device")
@@ -199,19 +455,27 @@ def seeds_section(results, step="model3"):
     if not s:
         return None
     table = Path(results) / step / "seeds.md"
-    return (seeds_headline(s) + ".\n\n" + (table.read_text() if table.exists() else "")
+    return (seeds_sentence(results, Path(results) / step, s) + "\n\n" + (table.read_text() if table.exists() else "")
             + "".join(f"\n{line}\n" for line in later_seeds(results, step)))
+
+
+def seeds_sentence(results, folder, s):
+    """A --seeds run in one sentence: its seeds and what they were used for (SEEDS_USE), its headline, and the commit
+    it was made at where today's code does not make it again (MADE_AT)."""
+    seeds = [r["seed"] for r in s["seeds"]] or [1]
+    where = under(results, folder)
+    use = SEEDS_USE.get(where)
+    commit = MADE_AT.get(where)
+    return (f"Seeds {min(seeds)}–{max(seeds)}" + (f", {use}" if use else "") + f": {seeds_headline(s)}."
+            + (f" Made at commit {commit} (`git checkout {commit}`, then that command, makes it again); its runs "
+               f"are in results/{where}." if commit else ""))
 
 
 def later_seeds(results, step, runs="seeds"):
     """Runs over further seeds (results/STEP/seeds-A-B/, `--seed A --seeds N --out ...`; an ablation row's beside
-    its folder, RUNS-seeds-A-B): the same recipe on seeds that no choice of it saw, a sentence each."""
-    lines = []
-    for path in sorted(Path(results, step).glob(f"{runs}-*/seeds.json")):
-        s = load_json(path, SEEDS_KEYS)
-        seeds = [r["seed"] for r in s["seeds"]]
-        lines.append(f"Seeds {min(seeds)}–{max(seeds)}, which no choice of the recipe saw: {seeds_headline(s)}.")
-    return lines
+    its folder, RUNS-seeds-A-B), a sentence each that says what those seeds were used for (SEEDS_USE)."""
+    return [seeds_sentence(results, path.parent, load_json(path, SEEDS_KEYS))
+            for path in sorted(Path(results, step).glob(f"{runs}-*/seeds.json"))]
 
 
 def search_section(results, step="model3", folder="search", name="search"):
@@ -345,30 +609,21 @@ def settings_today(command):
 
 
 def recipe_changes(metrics):
-    """[(setting, as the run was made, as its recorded command means it today)] for each setting that its step's
-    DEFAULTS have changed since (the net's own, as widths, first); [] where the command means what it meant then,
-    or where the run recorded no settings to tell."""
+    """[(setting, as the run was made, as its recorded command makes it today)] for each setting in which the two
+    differ (the net's own, as widths, first; batch norm's and the activation's kind as today's net builds them);
+    [] where the command makes the run again, where the run recorded no settings to tell, or where today's parser
+    refuses the command (a retired flag: there is nothing today to compare it with)."""
     today = metrics.get("config") and settings_today(metrics["command"])
     if not today:
         return []
-    then = settings_recorded_in(metrics)
-    changed = [(key, value, today["net_kwargs"].get(key)) for key, value in then.get("net_kwargs", {}).items()
-               if today["net_kwargs"].get(key) != value]
-    return changed + [(key, then.get(key), value) for key, value in today.items()
-                      if key not in ("seed", "net_kwargs") and then.get(key) != value]
-
-
-def recipe_then(metrics):
-    """recipe_changes as the flags that make the run today: `--widths 8,12,32,32,40 --lr 0.1`, or ""."""
-    return " ".join(as_flag(key, old) for key, old, _ in recipe_changes(metrics))
-
-
-def as_flag(key, value):
-    """A setting as the flag that sets it: --lr 0.1, --widths 8,12,32,32,40, --nesterov or --no-nesterov."""
-    flag = "--" + key.replace("_", "-")
-    if isinstance(value, bool):
-        return flag if value else "--no-" + flag[2:]
-    return f"{flag} " + (",".join(map(str, value)) if isinstance(value, list) else str(value))
+    script, *flags = shlex.split(metrics["command"])[1:]
+    try:
+        kinds = net_kinds(net_of(Path(script).stem, flags))
+    except (Exception, SystemExit):
+        kinds = {}
+    then, now = run_settings(metrics["config"]), {**run_settings(today), **kinds}
+    return [(key.removeprefix("net."), then.get(key, SETTINGS_OFF.get(key)), now.get(key, SETTINGS_OFF.get(key)))
+            for key in sorted(differences(then, now), key=lambda key: (not key.startswith("net."), key))]
 
 
 def frontier_recipe_note(results):
@@ -663,16 +918,8 @@ def results_markdown(results="results"):
     frontier = frontier_section(results)
     parts += ["", "## The frontier: parameters against accuracy", "", frontier or "_Not run yet: `make frontier`._"]
     parts += ["", "## The 99 % club: chosen on a validation split", "", *club_parts(results)]
-    for step in ("model3", "model4"):
-        abl = ablation_rows(results, step)
-        parts += ["", f"## Ablation of step {step[-1]}", "",
-                  ablation_table(abl) if abl else f"_Not run yet: `make ablation STEP={step}`._"]
-        if abl:
-            parts += ["", f"Each row is one change to step {step[-1]}'s recipe, run over the same seeds (`--seeds`); "
-                      "'last 3 epochs' pools the last 3 test accuracies of every seed. The test loss and the train "
-                      "accuracy (counted on the batches as trained) show what each ingredient does to over-fitting."]
-            parts += [f"\nRow {row['variant']} ({row['flags']}), further: {line}" for row in abl
-                      for line in later_seeds(results, ABLATION_DIRS[step], f"{row['variant']}-seeds")]
+    for step in ABLATION_DIRS:
+        parts += ["", f"## Ablation of step {step[-1]}", "", ablation_section(results, step)]
     bench = bench_section(results)
     parts += ["", "## Performance", "", bench or "_Not run yet: `make bench`._"]
     sweep = sweep_bench_section(results)
@@ -700,12 +947,13 @@ def with_contents(markdown):
     return markdown[:intro_end] + "\n\n**Contents**\n\n" + contents + markdown[intro_end:]
 
 
-def docstring_results(m, seeds=None):
-    # wrapped to the docstring's width; a no-break space keeps each figure with its % sign
-    over_seeds = ("" if not seeds else "\n".join(textwrap.wrap(
-        f"Over {seeds['count']} seeds: " + re.sub(r"\*\*|`", "", seeds_headline(seeds)).replace(" %", "\u00a0%")
-        + ".", 110, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False)).replace("\u00a0", " ")
-        + "\n")
+def docstring_results(m, seeds=None, later=()):
+    """A step's docstring Results: its run, its seeds, and the sentences of later_seeds (`later`)."""
+    def wrapped(text):  # to the docstring's width; a no-break space keeps each figure with its % sign
+        return "\n".join(textwrap.wrap(re.sub(r"\*\*|`", "", text).replace(" %", "\u00a0%"), 110, initial_indent="    ",
+                                       subsequent_indent="    ", break_on_hyphens=False)).replace("\u00a0", " ") + "\n"
+    over_seeds = (wrapped(f"Over {seeds['count']} seeds: " + seeds_headline(seeds) + ".") if seeds else "") + "".join(
+        wrapped(line) for line in later)
     return (f"    {m['params']:,} parameters, receptive field {m['receptive_field']}; test accuracy "
             f"{fmt_accs(m['last_test_accs'])} % on the last {len(m['last_test_accs'])} epochs;\n"
             f"    best train accuracy {m['best_train_acc']:.2f} %; {m['epochs']} epochs at "
@@ -727,15 +975,48 @@ def replace_between(source, begin, end, text):
     return head + begin + "\n" + text + "\n" + end + rest.split(end, 1)[1]
 
 
+def readme_results(results, rows):
+    """README.md's Results: the steps' table and picture, each step's seeds, and the frontier's picture (what it
+    shows, with the 99 % club and the public points, is on the lab's page)."""
+    block = steps_table(rows) + "\n\n![every step's test accuracy per epoch](results/steps.png)"
+    for step in ("model3", "model4"):
+        seeds = load_json(Path(results) / step / "seeds.json", SEEDS_KEYS)
+        if seeds:
+            block += f"\n\n{step} over {seeds['count']} seeds: " + seeds_headline(seeds) + "."
+            block += "".join(f"\n\n{line}" for line in later_seeds(results, step))
+    if frontier_summary(results):
+        block += ("\n\n![parameters against test accuracy, steps 3 and 4 at several sizes]"
+                  "(results/frontier/frontier.png)" + frontier_recipe_note(results)
+                  + "\n\n(`make frontier`; what the picture shows, the 99 % club and the public points: "
+                  "[the lab](lab/README.md#the-frontier).)")
+    return block
+
+
+def lab_page(results, text):
+    """The lab's page (LAB_PAGE) with its generated blocks rewritten: the frontier's summary, the bench's tables."""
+    frontier = frontier_summary(results)
+    if frontier:
+        text = replace_between(text, FRONTIER_BEGIN, FRONTIER_END,
+                               "![parameters against test accuracy, steps 3 and 4 at several sizes]"
+                               "(../results/frontier/frontier.png)\n\n" + frontier[1] + frontier_recipe_note(results))
+    bench = bench_section(results)
+    if bench:
+        text = replace_between(text, BENCH_BEGIN, BENCH_END, bench.strip())
+    return text
+
+
 def planned_files(results, ablation_only=False):
     """Every file the report writes, {path: text or JSON object}, all computed before any is written, so that a
     damaged results file stops the report with nothing rewritten."""
     files = {}
     for step, folder in ABLATION_DIRS.items():
-        abl = ablation_rows(results, step)
+        abl, history = ablation_rows(results, step), history_rows(results, step)
         if abl:
             files[Path(results) / folder / "ablation.json"] = abl
-            files[Path(results) / folder / "ablation.md"] = ablation_table(abl) + "\n"
+            files[Path(results) / folder / "ablation.md"] = ablation_text(results, step, abl)
+        if history:
+            files[Path(results) / HISTORY[step]["folder"] / "ablation.json"] = history
+            files[Path(results) / HISTORY[step]["folder"] / "ablation.md"] = history_text(results, step, history)
     if ablation_only:
         return files
     files[Path("RESULTS.md")] = results_markdown(results)
@@ -745,28 +1026,15 @@ def planned_files(results, ablation_only=False):
     readme = Path("README.md")
     if readme.exists():
         text = readme.read_text()
-        if rows:
-            block = steps_table(rows)
-            for step in ("model3", "model4"):
-                seeds = load_json(Path(results) / step / "seeds.json", SEEDS_KEYS)
-                if seeds:
-                    block += f"\n\n{step} over {seeds['count']} seeds: " + seeds_headline(seeds) + "."
-                    block += "".join(f"\n\n{line}" for line in later_seeds(results, step))
-            frontier = frontier_summary(results)
-            if frontier:
-                block += ("\n\n![parameters against test accuracy, steps 3 and 4 at several sizes]"
-                          "(results/frontier/frontier.png)\n\n" + frontier[1] + frontier_recipe_note(results)
-                          + "\n\n(`make frontier`; every point's table is in RESULTS.md.)")
-            text = replace_between(text, README_BEGIN, README_END, block)
-        bench = bench_section(results)
-        if bench:
-            text = replace_between(text, BENCH_BEGIN, BENCH_END, bench.strip())
-        files[readme] = text
+        files[readme] = replace_between(text, README_BEGIN, README_END, readme_results(results, rows)) if rows else text
+    if LAB_PAGE.exists():
+        files[LAB_PAGE] = lab_page(results, LAB_PAGE.read_text())
     for m in rows:
         script = Path(f"{m['model']}.py")
         if script.exists():
             seeds = load_json(Path(results) / m["model"] / "seeds.json", SEEDS_KEYS)
-            files[script] = replace_docstring_results(script.read_text(), docstring_results(m, seeds))
+            files[script] = replace_docstring_results(script.read_text(), docstring_results(
+                m, seeds, later_seeds(results, m["model"]) if seeds else ()))
     return files
 
 

@@ -1,8 +1,8 @@
 """Sweeps on Dask (harness.runs.run_commands): the embedded LocalCluster and a running scheduler give the same
 metrics as the same runs done directly, even when a worker is killed mid-sweep (the run is retried); SIGTERM to the
 driver leaves no process behind; a scheduler that does not answer, one that cannot read a task and a worker outside
-a checkout are each one line and exit 2. The running scheduler and its workers are started with the README's own
-commands (made loopback-only, on free ports), without PYTHONPATH."""
+a checkout are each one line and exit 2. The running scheduler and its workers are started with the lab page's own
+commands (lab/README.md; made loopback-only, on free ports), without PYTHONPATH."""
 import contextlib
 import json
 import os
@@ -54,9 +54,9 @@ def _start(*argv, **kwargs):
 
 
 def readme_recipe():
-    """The README's `dask scheduler` and `dask worker` commands (Sweeps across machines), each as an argv with its
-    `dask` this environment's own, the scheduler's address still tcp://HOST:8786."""
-    section = (ROOT / "README.md").read_text().split("## Sweeps across machines", 1)[1]
+    """The lab page's `dask scheduler` and `dask worker` commands (lab/README.md, Sweeps across machines), each as an
+    argv with its `dask` this environment's own, the scheduler's address still tcp://HOST:8786."""
+    section = (ROOT / "lab" / "README.md").read_text().split("## Sweeps across machines", 1)[1]
     block = section.split("```bash\n", 1)[1].split("```", 1)[0]
     commands = {}
     for argv in (shlex.split(line, comments=True) for line in block.splitlines()):

@@ -1,6 +1,7 @@
-"""report.py on small fabricated runs: tables, the README block and the docstring Results."""
+"""report.py on small fabricated runs: tables, the README block, the lab page's and the docstring Results."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -63,15 +64,31 @@ def test_steps_table_lists_complete_runs_only(results):
 
 def test_ablation_table_pools_the_seeds_of_each_variant(results):
     rows = report.ablation_rows(results)
-    assert [r["variant"] for r in rows] == ["full", "no-augment"]
-    assert rows[1]["flags"] == "--no-augment" and rows[1]["gap"] == pytest.approx(-0.10)
-    assert rows[1]["met"] == 1 and rows[1]["seeds"] == 2 and rows[1]["last3_mean"] == pytest.approx(99.3667, abs=1e-3)
+    assert [r["variant"] for r in rows] == ["full", *report.ABLATION_ROWS["model3"]]  # the Makefile's rows, in order
+    assert [r["variant"] for r in rows if r["measured"]] == ["full", "no-augment"]
+    row = next(r for r in rows if r["variant"] == "no-augment")
+    assert row["flags"] == "--no-augment" and row["gap"] == pytest.approx(-0.10)
+    assert row["met"] == 1 and row["seeds"] == 2 and row["last3_mean"] == pytest.approx(99.3667, abs=1e-3)
     table = report.ablation_table(rows)
-    # final test acc: mean of 99.32 and 99.44; Δ against full's mean of 99.47 and 99.51
-    assert ("| no augmentation (rotation and shift) | `--no-augment` | 7,900 | 1/2 | 99.38 | 99.37 | 99.30 | -0.10 "
+    # final test acc: mean of 99.32 and 99.44; Δ against full's mean of 99.47 and 99.51, its same seeds
+    assert (f"| {report.ABLATIONS['no-augment']} | `--no-augment` | 7,900 | 1/2 | 99.38 | 99.37 | 99.30 | -0.10 "
             "| -0.11 "
             "| 0.0200 | 99.02 |") in table
     assert "| nothing (the recipe as is) | `(defaults)` | 7,900 | 2/2 |" in table
+    assert "| Δ final vs full, same seeds |" in table
+    assert f"| {report.ABLATIONS['rotate-7']} | `--rotate=7` | — | not yet measured on today's recipe |" in table
+
+
+def test_a_row_s_delta_is_against_its_first_row_over_the_same_seeds(results):
+    """A row over fewer seeds than the step's own run is compared with that run's mean over its seeds, not all."""
+    _ablation(results, "full", "", [[99.45, 99.46, 99.47], [99.50, 99.52, 99.51], [99.0, 99.0, 99.0]])
+    _ablation(results, "no-augment", "--no-augment ", [[99.30, 99.31, 99.32], [99.42, 99.41, 99.44]])
+    row = next(r for r in report.ablation_rows(results) if r["variant"] == "no-augment")
+    assert row["delta"] == pytest.approx(99.38 - 99.49)  # seeds 1 and 2 of full: 99.47, 99.51 (its third: 99.0)
+    _ablation(results, "full", "", [[99.45, 99.46, 99.47]])  # full lacks seed 2: no Δ to show
+    rows = report.ablation_rows(results)
+    assert next(r for r in rows if r["variant"] == "no-augment")["delta"] is None
+    assert "| n/a |" in report.ablation_table(rows)
 
 
 def test_bench_section_shows_each_device_and_the_one_time_costs(tmp_path):
@@ -130,6 +147,19 @@ def test_readme_block_is_replaced_and_the_rest_kept():
     readme = f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\noutro\n"
     new = report.replace_between(readme, report.README_BEGIN, report.README_END, "TABLE")
     assert new == f"intro\n{report.README_BEGIN}\nTABLE\n{report.README_END}\noutro\n"
+
+
+def test_the_readme_gets_the_steps_and_the_lab_page_the_bench(results, monkeypatch):
+    monkeypatch.chdir(results.parent)
+    Path("README.md").write_text(f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\n")
+    report.LAB_PAGE.parent.mkdir()
+    report.LAB_PAGE.write_text(f"lab\n{report.BENCH_BEGIN}\nold\n{report.BENCH_END}\n")
+    _write(results / "bench.json", dict(device="cpu (test)", steps=200, warmup=10, speedup=2.5, pipelines=[
+        dict(pipeline="reference", samples_per_s=1000.0, epoch_s=60.0, peak_memory_mb=10.0)]))
+    files = report.planned_files(results)
+    readme, lab = files[Path("README.md")], files[report.LAB_PAGE]
+    assert "| 7,900 | 22 |" in readme and "(results/steps.png)" in readme and "speedup" not in readme
+    assert "speedup vs reference **2.5×**" in lab and "old" not in lab
 
 
 def test_seconds_per_epoch_is_the_median_so_one_disturbed_epoch_does_not_skew_it():
@@ -258,15 +288,33 @@ def test_step4_seeds_and_ablation_have_their_own_sections(results):
     assert "_Not run yet: `make ablation STEP=model4`._" in text
 
 
-def test_seeds_no_choice_saw_get_a_sentence_of_their_own(results):
+def test_further_seeds_get_a_sentence_of_their_own_that_says_what_they_were_used_for(results, monkeypatch):
     seeds = json.loads((results / "model3" / "seeds.json").read_text())
     later = dict(seeds, command="python model3.py --seed 21 --seeds 2 --out results/model3/seeds-21-22",
                  seeds=[dict(r, seed=r["seed"] + 20) for r in seeds["seeds"]], met_target=1)
     _write(results / "model3" / "seeds-21-22" / "seeds.json", later)
     text = report.seeds_section(results, "model3")
-    assert text.startswith("**2/2 seeds met the target**")
-    assert "Seeds 21–22, which no choice of the recipe saw: **1/2 seeds met the target**" in text
+    assert text.startswith(f"Seeds 1–2, {report.SEEDS_USE['model3']}: **2/2 seeds met the target**")
+    assert "Seeds 21–22: **1/2 seeds met the target**" in text  # nothing recorded of their use: no claim made
     assert "--seed 21 --seeds 2" in text
+    monkeypatch.setitem(report.SEEDS_USE, "model3/seeds-21-22", "which no choice of the recipe saw")
+    text = report.seeds_section(results, "model3")
+    assert "Seeds 21–22, which no choice of the recipe saw: **1/2 seeds met the target**" in text
+    docstring = report.docstring_results(_metrics("model3", [99.41, 99.45, 99.47]), seeds,
+                                         report.later_seeds(results, "model3"))
+    assert "    Seeds 21–22, which no choice of the recipe saw: 1/2 seeds met the target" in docstring
+
+
+def test_step4_s_seeds_say_what_each_set_of_them_was_used_for():
+    """Seeds 11–20 took part in step 4's choice (round 8's net went to the test set on them, and the line it missed
+    there sent the search on to rounds 9 and 10): no sentence calls them seeds no choice saw."""
+    results = Path(__file__).resolve().parent.parent / "results"
+    text = report.seeds_section(results, "model4")
+    assert "Seeds 11–20, which no choice" not in text
+    assert "Seeds 11–20, which took part in the choice (round 8's net held the line on 8 of them" in text
+    assert text.startswith("Seeds 1–10, the recipe's confirmation run on the test set, on the seeds each round's")
+    for folder in [*results.glob("model[34]/seeds-*"), *results.glob("**/ablation/**/*-seeds-*")]:
+        assert folder.relative_to(results).as_posix() in report.SEEDS_USE, folder
 
 
 
@@ -359,23 +407,33 @@ def test_every_recipe_under_a_thousand_parameters_is_one_table_best_first_each_r
                                    "None held 99.0 % on every seed.")
 
 
-def test_an_ablation_row_run_on_an_earlier_recipe_shows_the_flags_that_make_it_today(results):
-    """A row made before its step's defaults changed (step 4's net of round 5, say) shows what its command meant
-    then, as today's flags; a row of today's recipe shows its own flags only."""
+def test_an_ablation_row_run_on_an_earlier_recipe_is_not_measured_on_today_s(results):
+    """A row whose runs recorded another recipe than its flags make today (made before the step's defaults changed)
+    is no change to today's recipe: its table says it is not yet measured, and which settings differ, and shows no
+    Δ against today's first row. A row whose runs recorded today's settings is measured."""
     _ablation(results, "no-augment", "--no-augment ", [[99.30, 99.31, 99.32], [99.42, 99.41, 99.44]])
-    for seed in (1, 2):
-        path = results / "ablation" / "no-augment" / "seeds" / f"seed-{seed}" / "metrics.json"
+    paths = [results / "ablation" / "no-augment" / "seeds" / f"seed-{seed}" / "metrics.json" for seed in (1, 2)]
+    for path in paths:  # the settings today's code records for this command, and its net's size
         metrics = json.loads(path.read_text())
         today = report.settings_today(metrics["command"])
-        then = dict(today, lr=today["lr"] / 2, net_kwargs=dict(today["net_kwargs"], widths=[9, 9, 9, 9, 9, 9]))
-        _write(path, dict(metrics, config=then))
-        assert report.recipe_then(dict(metrics, config=today)) == ""
-    assert report.recipe_then(dict(metrics, config=then)) == f"--widths 9,9,9,9,9,9 --lr {today['lr'] / 2}"
-    assert report.recipe_then(dict(metrics, config=dict(today, nesterov=not today["nesterov"]))) == (
-        "--no-nesterov" if today["nesterov"] else "--nesterov")
+        _write(path, dict(metrics, config=today, params=report.made_today("model3.py", ("--no-augment",))[1]))
     row = next(r for r in report.ablation_rows(results) if r["variant"] == "no-augment")
-    assert row["flags"] == f"--no-augment --widths 9,9,9,9,9,9 --lr {today['lr'] / 2}"
-    assert row["change"].endswith(f", to the step's recipe of its day (--widths 9,9,9,9,9,9 --lr {today['lr'] / 2})")
+    assert row["measured"] and "earlier" not in row
+    for path in paths:  # an earlier recipe: half the peak rate, other widths
+        metrics = json.loads(path.read_text())
+        _write(path, dict(metrics, config=dict(today, lr=today["lr"] / 2, net_kwargs=dict(
+            today["net_kwargs"], widths=[9, 9, 9, 9, 9, 9]))))
+    rows = report.ablation_rows(results)
+    row = next(r for r in rows if r["variant"] == "no-augment")
+    assert not row["measured"] and row["earlier"] == ["lr", "net.widths"]
+    assert f"| {report.ABLATIONS['no-augment']} | `--no-augment` | — | not yet measured on today's recipe |" in (
+        report.ablation_table(rows))
+    assert "(lr, net.widths differ)" in report.ablation_text(results, "model3", rows)
+    # a run with a setting of a retired flag at another value than its off: another recipe too
+    for path in paths:
+        metrics = json.loads(path.read_text())
+        _write(path, dict(metrics, config=dict(today, precision="bf16")))
+    assert next(r for r in report.ablation_rows(results) if r["variant"] == "no-augment")["earlier"] == ["precision"]
 
 
 def test_an_ablation_row_over_further_seeds_gets_a_sentence_under_the_table(results):
@@ -386,6 +444,6 @@ def test_an_ablation_row_over_further_seeds_gets_a_sentence_under_the_table(resu
     later = dict(seeds, command="python model3.py --no-augment --seed 21 --seeds 2",
                  seeds=[dict(r, seed=r["seed"] + 20) for r in seeds["seeds"]], met_target=0)
     _write(results / "ablation" / "no-augment-seeds-21-22" / "seeds.json", later)
-    assert ("Row no-augment (--no-augment), further: Seeds 21–22, which no choice of the recipe saw: **0/2 seeds "
-            "met the target**") in report.results_markdown(results)
-    assert [r["variant"] for r in report.ablation_rows(results)] == ["full", "no-augment"]  # not a row of its own
+    assert "Row no-augment (`--no-augment`), further: Seeds 21–22: **0/2 seeds met the target**" in (
+        report.results_markdown(results))
+    assert "no-augment-seeds-21-22" not in [r["variant"] for r in report.ablation_rows(results)]  # no row of its own
