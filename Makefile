@@ -22,7 +22,7 @@ JOBS ?= 1
 ARGS ?=
 CLUSTER_FLAG := $(if $(CLUSTER),--cluster $(CLUSTER))
 
-.PHONY: help setup data model1 model2 model3 model4 all test seeds search ablation frontier report bench demo clean
+.PHONY: help setup data model1 model2 model3 model4 all test check seeds search ablation frontier report bench demo clean
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9 ]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-22s %s\n", $$1, $$2}'
@@ -47,8 +47,11 @@ model1 model2 model3 model4: $(ENV)  ## run a step with its defaults; fails when
 
 all: model1 model2 model3 model4  ## the four steps, in order
 
-test: $(ENV) $(TEST_ENV) data  ## the test suite: smoke runs on small subsets, a few minutes on 2 cores
-	$(PYTHON) -m pytest -q tests
+test: $(ENV) $(TEST_ENV) data  ## the smoke run: every step trained on a small subset, and the fast unit tests
+	$(PYTHON) -m pytest -q -m "not slow" tests
+
+check: $(ENV) $(TEST_ENV) data  ## the rest of the tests: Dask clusters, the browser, killed writes, the lab's drivers
+	$(PYTHON) -m pytest -q -m slow tests
 
 seeds: $(ENV)  ## STEP over N seeds (default 20), JOBS at once: make seeds STEP=model3 N=20 JOBS=2
 	$(PYTHON) $(STEP).py --seeds $(N) --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)

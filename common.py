@@ -372,12 +372,16 @@ def first_kernels(model):
 
 
 def summary_text(model, input_size=(1, 28, 28)):
-    """torchsummary's table for a CPU copy of the model (its default device is CUDA, which may not exist)."""
+    """torchsummary's table for a CPU copy of the model (its default device is CUDA, which may not exist), with the
+    true count below it where torchsummary's misses some (it counts only a layer's `weight` and `bias`)."""
     from torchsummary import summary
     buffer = io.StringIO()
     with contextlib.redirect_stdout(buffer):
         summary(copy.deepcopy(model).cpu(), input_size, device="cpu")
-    return buffer.getvalue()
+    counted = count_params(model)
+    if f"Total params: {counted:,}" in buffer.getvalue():
+        return buffer.getvalue()
+    return buffer.getvalue() + f"All params: {counted:,} (common.count_params: LayerBatchNorm's scale and shift too)\n"
 
 
 # -----------------------------------------------------------------------------------------------------------------

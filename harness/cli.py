@@ -246,9 +246,15 @@ def settings_recorded_in(metrics):
 
 def settings_meant_by(flags, defaults):
     """The settings a step's flags mean today, given the step's DEFAULTS, or None where that cannot be told: the
-    same command can mean another recipe once a step's DEFAULTS change."""
+    same command can mean another recipe once a step's DEFAULTS change. Flags the parser refuses (a retired flag in a
+    recorded command) are None here, not a line on stderr."""
+    def refuse(message):
+        raise UsageError(message)
+
+    parser = build_parser("step", defaults, "")
+    parser.error = refuse
     try:
-        args = build_parser("step", defaults, "").parse_args([str(flag) for flag in flags])
+        args = parser.parse_args([str(flag) for flag in flags])
         return settings_to_record(config_from_args(args))
     except (Exception, SystemExit):
         return None

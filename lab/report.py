@@ -94,7 +94,31 @@ MADE_AT = {"ablation/earlier-code/clean-0": "d3a84eb", "ablation/earlier-code/bf
            "model4/ablation/round-5-recipe/aug-5-1": "f8041f5",
            "model4/ablation/round-5-recipe/round-6-net": "b816e8c",  # round 6's defaults (committed at 35f871a)
            "model4/ablation/round-5-recipe/round-4-net": "6dc6978",
-           "model4/ablation/round-5-recipe/round-4-net-seeds-11-20": "e93e955"}
+           "model4/ablation/round-5-recipe/round-4-net-seeds-11-20": "e93e955",
+           # Every search table (results/STEP/FOLDER/NAME.json and .md, by that path without its suffix): the commit
+           # that committed its runs, where the command its caption records runs it again (the recipes file holding
+           # its recipes, their flags and layouts parsing, and its nets the parameters it records); many of those
+           # flags and layouts are retired (ideas that measured no gain: the tables are their history).
+           "model3/search/search": "4a9f60a", "model3/search-wide/wide": "e9c279a",
+           "model3/search-wide/wide-10": "e9c279a", "model3/search-m4-layout/wide": "e9c279a",
+           "model3/search-m4-layout/wide-10": "e9c279a", "model4/search/screen": "adb7cdb",
+           "model4/search/search": "adb7cdb", "model4/search-step3-layout/search": "3e8e7a1",
+           "model4/search-wide/wide": "e9c279a", "model4/search-wide/wide-10": "e9c279a",
+           "model4/search-designs/designs": "f8041f5", "model4/search-designs/designs-10": "f8041f5",
+           "model4/search-under-4000/under-4000": "b816e8c", "model4/search-under-4000/round-7": "d717b95",
+           "model4/search-under-4000/round-8": "4fe9564", "model4/search-under-4000/round-9": "0621c9e",
+           "model4/search-under-4000/round-10": "ab63a46",
+           "club/search/stage-1": "79bc324", "club/search/stage-2": "79bc324", "club/search/stage-3": "dc670a6",
+           "club/search/stage-4": "b10e0e8", "club/search/stage-5": "6e91e7c", "club/search/stage-6": "1bc7d70",
+           "club/search/stage-7": "d717b95", "club/search/stage-8": "a09e78a",
+           "club/search/stage-8-seeds-4-6": "a09e78a", "club/search/stage-9": "522a528",
+           "club/search/stage-10": "6b53cf9", "club/search/stage-11": "1c936b4", "club/search/stage-12": "d7a9697",
+           "club/search/stage-13": "4fe9564", "club/search/stage-14": "49c5301", "club/search/stage-15": "c07c14e",
+           # A bench run, by its file and the date it records (`make bench` rewrites the file): its rows of
+           # --precision bf16, --channels-last and designs.py's early layout went with their code.
+           "bench.json 2026-12-02 16:19:59 UTC": "522a528"}
+# Commits before the drivers moved into lab/ (7da39f5): there `python -m lab.search` was `python search.py`.
+BEFORE_LAB = {"4a9f60a", "adb7cdb", "3e8e7a1", "e9c279a", "f8041f5", "b816e8c", "79bc324"}
 # What each set of test seeds was used for, by the folder of its runs under results/ (a step's own --seeds run,
 # results/STEP; its seeds-A-B; an ablation row's NAME-seeds-A-B): seeds that took part in a choice say less of how
 # often the choice holds than seeds that no choice saw.
@@ -479,12 +503,26 @@ def later_seeds(results, step, runs="seeds"):
 
 
 def search_section(results, step="model3", folder="search", name="search"):
-    """The recipe search of a step on its validation split, as lab/search.py wrote it."""
+    """The recipe search of a step on its validation split, as lab/search.py wrote it: its caption (the command),
+    then, where MADE_AT names the commit its runs were made at, how to run it again, then its table."""
     table = Path(results) / step / folder / f"{name}.md"
     if not table.exists():
         return None
-    load_json(table.with_suffix(".json"), ("step", "recipes"))  # a damaged search.json stops the report too
-    return table.read_text()
+    search = load_json(table.with_suffix(".json"), ("step", "recipes"))  # a damaged search.json stops the report too
+    text = table.read_text()
+    commit = MADE_AT.get(f"{step}/{folder}/{name}")
+    if not commit or not search.get("command") or "\n\n" not in text:
+        return text
+    caption, rest = text.split("\n\n", 1)
+    return f"{caption}\n\n{made_at_line(commit, 'the command above')}\n\n{rest}"
+
+
+def made_at_line(commit, command):
+    """How a table of runs made at `commit` is made again: `git checkout COMMIT`, then `command`."""
+    if commit in BEFORE_LAB:
+        return (f"Made at commit {commit}, before the drivers moved into lab/: `git checkout {commit}`, then "
+                f"{command} with `python search.py` for `python -m lab.search`, runs it again.")
+    return f"Made at commit {commit}: `git checkout {commit}`, then {command}, runs it again."
 
 
 FRONTIER_KEYS = ("rows", "seeds", "epochs", "command", "device")
@@ -661,11 +699,11 @@ def rounds_text(b):
 
 
 def bench_runs(results):
-    """Every bench JSON in results/: `make bench`'s own first, then the others in the order they ran."""
+    """Every bench JSON in results/ as (its file name, its contents): `make bench`'s own first, then the others in
+    the order they ran."""
     runs = [(path.name, load_json(path, ("device", "pipelines", "speedup", "steps", "warmup")))
             for path in sorted(Path(results).glob(BENCH_GLOB))]
-    runs = sorted((r for r in runs if r[1]), key=lambda r: (r[0] != "bench.json", r[1].get("date", ""), r[0]))
-    return [b for _, b in runs]
+    return sorted((r for r in runs if r[1]), key=lambda r: (r[0] != "bench.json", r[1].get("date", ""), r[0]))
 
 
 def evaluation_sentence(rows):
@@ -680,13 +718,15 @@ def evaluation_sentence(rows):
 
 def bench_section(results):
     sections, by_device = [], {}
-    for b in bench_runs(results):
+    for name, b in bench_runs(results):
         by_device.setdefault(b["device"], []).append(b)
+        commit = MADE_AT.get(f"{name} {b.get('date')}")
         memory = ("peak allocated GPU memory" if b["device"].startswith("cuda") else
                   "the peak resident memory of the row's own process (lab/bench.py runs each pipeline in a fresh one; "
                   "the reference's DataLoader workers are not counted), data loading and torch's own libraries "
                   "included")
-        text = (bench_table(b) + f"\n\n`{b.get('command', 'python -m lab.bench').strip()}` on {b['device']}, "
+        text = ((made_at_line(commit, f"`{b['command']}`") + "\n\n" if commit and b.get("command") else "")
+                + bench_table(b) + f"\n\n`{b.get('command', 'python -m lab.bench').strip()}` on {b['device']}, "
                 f"{b.get('date', 'undated')}, {b['steps']} timed steps per pipeline after {b['warmup']} warm-up "
                 f"steps" + rounds_text(b) + f": speedup vs reference **{b['speedup']:.1f}×**. Memory is {memory}."
                 + (f" {b['note']}" if b.get("note") else ""))
@@ -821,8 +861,10 @@ def club_parts(results):
             parts += [f"### {name.replace('-', ' ').capitalize()}", "", " ".join(story[name])]
             for table in stage_tables:
                 parts += ["", table]
-    under = under_a_thousand(folder)
-    return parts + (["", "### Every recipe under 1,000 parameters", "", under] if under else [])
+    small = under_a_thousand(folder)
+    made_at = all(MADE_AT.get(under(results, path.with_suffix(""))) for path in folder.glob("stage-*.json"))
+    told = ["Each row's runs were made at the commit its stage's table above names.", ""] if made_at else []
+    return parts + (["", "### Every recipe under 1,000 parameters", "", *told, small] if small else [])
 
 
 def under_a_thousand(folder, budget=1000):

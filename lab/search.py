@@ -21,7 +21,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from harness.cli import OneLineParser, add_cluster_flag, command_line, non_negative_int, positive_int
+from harness.cli import (OneLineParser, add_cluster_flag, command_line, non_negative_int, positive_int,
+                         settings_meant_by)
 from harness.errors import UsageError, run_main
 from harness.files import atomic_write_json, atomic_write_text
 from harness.runs import run_commands, step_run
@@ -163,6 +164,12 @@ def search(args, argv, out):
         recipes = [r for r in recipes if r[0] in wanted]
     script = os.path.relpath(ROOT / f"{args.step}.py")  # as typed from the project's folder: `python model3.py ...`
     defaults = importlib.import_module(args.step).DEFAULTS
+    # A recipe of flags or layouts that have since gone (RESULTS.md names the commit that runs it) is refused before
+    # any run, so that a search never overwrites the table it made then with one of failed runs.
+    gone = [name for name, flags in recipes if settings_meant_by([*flags, "--val", args.val], defaults) is None]
+    if gone:
+        raise UsageError(f"{args.recipes}: {args.step}.py today refuses the flags of {', '.join(gone)} (retired "
+                         "ideas: RESULTS.md names the commit that runs them); choose others with --only")
     seeds = list(range(args.seed, args.seed + args.seeds))
     runs = [(name, tuple(flags), seed) for name, flags in recipes for seed in seeds]
     print(f"search: {len(recipes)} recipes × {len(seeds)} seeds = {len(runs)} runs, {args.jobs} at a time, "

@@ -3,9 +3,11 @@ No timing is asserted here; `make bench` is where speed is measured."""
 import json
 import re
 
+import pytest
 from conftest import run_script
 
 
+@pytest.mark.slow
 def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
     from lab import report
     out = tmp_path / "bench.json"

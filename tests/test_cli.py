@@ -46,6 +46,7 @@ def test_bad_flag_gets_one_line_and_exit_2(flag, value, allowed, capsys):
     assert flag in captured.err and allowed in captured.err and repr(value) in captured.err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("design", ["pool1_ds", "nope-1.2.3.4", "pool1_ds-1.2.3", "pool1_ds-0.2.3.4",
                                     "pool1_ds-8.12.32.999", "m4-6.12.6.12.14.14"])
 def test_a_bad_design_gets_one_line_and_exit_2(design):
@@ -67,18 +68,21 @@ def test_retired_flags_are_refused_in_one_line(flag, capsys):
     assert f"unrecognized arguments: {flag}" in captured.err
 
 
+@pytest.mark.slow
 def test_a_bad_flag_from_the_command_line_gets_no_traceback():
     result = run_script("model2.py", "--epochs", "-3")
     assert_clean_failure(result, 2, "argument --epochs: expected a positive integer, got '-3'")
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
 def test_asking_for_a_missing_gpu_is_a_usage_error():
     assert_clean_failure(run_script("model3.py", "--device", "cuda", "--dry-run"), 2, "--device", "cuda",
                          "no CUDA GPU is available")
 
 
+@pytest.mark.slow
 def test_unwritable_out_folder_is_caught_before_training(tmp_path, data_dir):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -87,6 +91,7 @@ def test_unwritable_out_folder_is_caught_before_training(tmp_path, data_dir):
     assert "epoch" not in result.stdout  # no training happened
 
 
+@pytest.mark.slow
 def test_corrupt_data_file_is_named_and_exit_1(tmp_path, data_dir):
     raw = tmp_path / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -101,6 +106,7 @@ def test_corrupt_data_file_is_named_and_exit_1(tmp_path, data_dir):
     _assert_previous_results_intact(out)
 
 
+@pytest.mark.slow
 def test_exploding_loss_stops_the_run_with_a_clear_message(tmp_path, data_dir):
     out = tmp_path / "out"
     _previous_results(out)
@@ -133,6 +139,7 @@ def _stop_once_under_way(process, signum, marker):
     return "".join(lines) + stdout, stderr, time.monotonic() - sent
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 @pytest.mark.parametrize("mode", [[], ["--seeds", "3"]])
 def test_ctrl_c_and_sigterm_stop_cleanly_and_keep_earlier_results(tmp_path, data_dir, signum, code, mode):
@@ -148,6 +155,7 @@ def test_ctrl_c_and_sigterm_stop_cleanly_and_keep_earlier_results(tmp_path, data
     assert not (out / "seeds.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script, args, marker, kept", [
     ("lab.bench", ["--steps", "100000", "--repeats", "1", "--skip-full", "--device", "cpu", "--data-dir", "DATA"],
      "bench:", "bench.json"),
@@ -197,6 +205,7 @@ def test_a_failing_write_leaves_the_previous_file_and_no_temporary(tmp_path, mon
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
+@pytest.mark.slow
 def test_dry_run_writes_nothing(tmp_path, data_dir):
     out = tmp_path / "out"
     result = run_script("model3.py", "--dry-run", "--out", out, data_dir=data_dir)

@@ -21,6 +21,8 @@ from conftest import ROOT, assert_clean_failure, run_script
 from harness import runs
 from harness.errors import UsageError
 
+pytestmark = pytest.mark.slow  # make check: not part of the smoke run
+
 SEEDS = (1, 2)
 TINY = ("--subset", "300", "--epochs", "1")
 THREADS = max(1, (os.cpu_count() or 1) // 2)  # what a run gets on the embedded cluster with --jobs 2

@@ -234,6 +234,7 @@ def _held_until_closed(client, until):
     return None
 
 
+@pytest.mark.slow
 def test_stalled_connections_are_let_go_while_a_normal_client_is_served(server, capfd):
     stalls = {  # what a stalled client sends, and how the server lets go of it
         "nothing": (b"", b""),
@@ -317,6 +318,7 @@ def test_samples_include_digits_step3_gets_wrong(server):
     assert answer["judged_by"] == "model3"  # the page's caption names the step whose mistakes are framed
 
 
+@pytest.mark.slow
 def test_a_port_in_use_is_one_line_and_exit_2(data_dir):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -366,6 +368,7 @@ def test_a_damaged_model_is_one_line_and_its_step_unavailable_the_others_served(
     assert "Traceback" not in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_program_with_a_damaged_model_says_one_line_and_serves(tmp_path, data_dir):
     results = _results_with_a_damaged_step(tmp_path, "not a zip")
     with socket.socket() as probe:  # a free port, given back for the server to take
@@ -406,6 +409,7 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.slow
 def test_the_page_in_a_real_browser(server, tmp_path):
     playwright = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
     if not _chromium():
@@ -443,6 +447,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
     assert shot.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_the_page_shows_a_damaged_step_as_unavailable_with_why(tmp_path, data_dir):
     playwright = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
     if not _chromium():

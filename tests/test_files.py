@@ -119,6 +119,7 @@ def swap(request, monkeypatch, tmp_path):
     return request.param
 
 
+@pytest.mark.slow
 def test_a_run_killed_at_any_point_of_its_writing_leaves_one_whole_run(tmp_path, swap):
     parent = tmp_path / "results"
     parent.mkdir()
@@ -146,6 +147,7 @@ def _sweep_run(tmp_path, name):
     return command, _Finished(metrics, f"{name} log\n", run_files), {**run_files, "log.txt": f"{name} log\n".encode()}
 
 
+@pytest.mark.slow
 def test_a_sweeps_run_killed_at_any_point_of_its_writing_leaves_one_whole_run(tmp_path, swap):
     parent = tmp_path / "seeds"
     parent.mkdir()
@@ -162,6 +164,7 @@ def test_a_sweeps_run_killed_at_any_point_of_its_writing_leaves_one_whole_run(tm
     assert seen == ({"old", "new"} if swap == "exchange" else {"old", "missing", "new"}) and kills >= 8, seen
 
 
+@pytest.mark.slow
 def test_a_sweep_goes_on_from_a_run_killed_as_it_was_swapped_in(tmp_path, monkeypatch):
     """Killed between the two renames of the fallback, a run's folder is missing; the reuse check of the next sweep
     puts the previous run back first, and finds it completed."""
@@ -254,6 +257,7 @@ def test_an_unreadable_mnist_file_is_named_as_a_read_error(tmp_path, monkeypatch
         mnist.load_split(tmp_path, train=False)
 
 
+@pytest.mark.slow
 def test_a_clusters_closed_connection_is_named_as_the_clusters(tmp_path, monkeypatch, capsys):
     from distributed.comm.core import CommClosedError
 
@@ -357,6 +361,7 @@ def test_every_folder_in_results_is_a_runs_folder():
         files.check_run_folder(folder)
 
 
+@pytest.mark.slow
 def test_a_step_run_into_a_folder_that_is_not_a_runs_is_one_line_before_training_and_touches_nothing(
         tmp_path, data_dir):
     out = tmp_path / "project"

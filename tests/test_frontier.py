@@ -10,6 +10,8 @@ import model3
 import model4
 from conftest import assert_clean_failure, run_script
 
+pytestmark = pytest.mark.slow  # make check: not part of the smoke run
+
 
 def test_a_step_s_points_are_sized_as_its_command_line_builds_its_net():
     """Step 4's own point: its default widths, counted as model4.py builds the net (LayerBatchNorm, PReLU)."""

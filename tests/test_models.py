@@ -60,6 +60,7 @@ def test_a_committed_model_pt_loads_strictly_into_today_s_net(step):
     assert json.loads((folder / "metrics.json").read_text())["params"] == common.count_params(net)
 
 
+@pytest.mark.slow
 def test_the_committed_model4_scores_what_it_scored_in_today_s_net(mnist):
     """Step 4's Net() is now written with the layers its run trained (LayerBatchNorm, PReLU) where its recipe once
     swapped them in: its committed weights, scored here on the whole test set, give the final accuracy its

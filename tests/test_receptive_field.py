@@ -180,6 +180,7 @@ MEASURED = [name for name in NETS if name not in ("own-container", "keeps-the-ma
 PADDED = {"padding-same", "ceil-mode", "non-square-input"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", MEASURED)
 def test_each_layers_receptive_field_is_what_its_gradient_reaches(name):
     """Every output position of a small map is measured, the middle one of a larger map (it sees no padding): the

@@ -1,10 +1,15 @@
 """report.py on small fabricated runs: tables, the README block, the lab page's and the docstring Results."""
+import importlib
 import json
 import math
+import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from harness.cli import settings_meant_by
 from lab import report
 
 
@@ -447,3 +452,130 @@ def test_an_ablation_row_over_further_seeds_gets_a_sentence_under_the_table(resu
     assert "Row no-augment (`--no-augment`), further: Seeds 21–22: **0/2 seeds met the target**" in (
         report.results_markdown(results))
     assert "no-augment-seeds-21-22" not in [r["variant"] for r in report.ablation_rows(results)]  # no row of its own
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tables(text):
+    """Each markdown table of `text` as (the text above it back to the previous table or heading, its lines)."""
+    above, table, found = [], [], []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        if table:
+            found.append(("\n".join(above), table))
+            above, table = [], []
+        above = [] if line.startswith("#") else above
+        above.append(line)
+    return found
+
+
+def _cells(line):
+    return [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def _recorded_flags(above, table):
+    """(step, [flags]) of a table's rows: a search table's flags column (its step from the lab.search command its
+    caption records), a bench table's flags in its pipeline names (model3's pipeline); (None, []) for any other."""
+    head = _cells(table[0])
+    if "flags" in head:
+        command = re.findall(r"python -m lab\.search (\w+)", above)
+        column = head.index("flags")
+        return (command[-1] if command else None,
+                [_cells(row)[column].strip("`") for row in table[2:] if _cells(row)[column].strip("`") != "(defaults)"])
+    if head[0] == "pipeline":
+        return "model3", [" ".join(match) for row in table[2:]
+                          for match in re.findall(r"(--[a-z][a-z-]*)(?: ([a-z0-9][a-z0-9.]*))?", _cells(row)[0])]
+    return None, []
+
+
+def _commit_exists(sha):
+    if not (ROOT / ".git").exists():
+        return None
+    done = subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{sha}^{{commit}}"], capture_output=True)
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize("page", ["RESULTS.md", "lab/README.md"])
+def test_every_table_of_flags_today_s_code_refuses_names_the_commit_that_ran_it(page):
+    """A table whose recorded flags (a retired flag, a layout family designs.py no longer has) today's parser refuses
+    is history: right above it, it names the commit its runs were made at (`git checkout SHA`, then its command, runs
+    it again), a commit this repository has."""
+    checked = 0
+    for above, table in _tables((ROOT / page).read_text()):
+        step, flag_sets = _recorded_flags(above, table)
+        if not step:
+            continue
+        defaults = importlib.import_module(step).DEFAULTS
+        refused = [flags for flags in flag_sets if settings_meant_by(shlex.split(flags), defaults) is None]
+        if not refused:
+            continue
+        checked += 1
+        commit = re.findall(r"`git checkout ([0-9a-f]{7,40})`", above)
+        assert commit, f"{page}: the table under {above.strip().splitlines()[0][:80]!r} ran {refused[0]!r} " \
+                       f"(refused today) but names no commit"
+        assert _commit_exists(commit[-1]) is not False, f"{page}: no commit {commit[-1]} in this repository"
+    assert checked >= (30 if page == "RESULTS.md" else 1)  # the club's stages, step 4's rounds, step 3's, the bench
+
+
+def test_a_table_made_at_an_earlier_commit_says_so_between_its_caption_and_its_rows(tmp_path, monkeypatch):
+    """MADE_AT names the commit a search table or a bench run was made at: the line sits under the caption that holds
+    its command; a bench file rewritten since (another date) and a table with no recorded command get none."""
+    _write(tmp_path / "club" / "search" / "stage-2.json", dict(step="designs", recipes=[], command="python -m x"))
+    (tmp_path / "club" / "search" / "stage-2.md").write_text("Caption. Command: `python -m x`.\n\n| recipe |\n")
+    monkeypatch.setitem(report.MADE_AT, "club/search/stage-2", "abc1234")
+    assert report.search_section(tmp_path, "club", "search", "stage-2") == (
+        "Caption. Command: `python -m x`.\n\nMade at commit abc1234: `git checkout abc1234`, then the command above, "
+        "runs it again.\n\n| recipe |\n")
+    monkeypatch.setattr(report, "BEFORE_LAB", {"abc1234"})
+    assert ("then the command above with `python search.py` for `python -m lab.search`, runs it again.\n\n| recipe"
+            in report.search_section(tmp_path, "club", "search", "stage-2"))
+    _write(tmp_path / "club" / "search" / "stage-2.json", dict(step="designs", recipes=[]))
+    assert "abc1234" not in report.search_section(tmp_path, "club", "search", "stage-2")
+    rows = [dict(pipeline="reference", samples_per_s=1000.0, epoch_s=60.0, peak_memory_mb=10.0)]
+    bench = dict(device="cpu (test)", steps=200, warmup=10, speedup=1.0, pipelines=rows, command="python -m lab.bench",
+                 date="2026-12-02 16:19:59 UTC")
+    _write(tmp_path / "bench.json", bench)
+    monkeypatch.setitem(report.MADE_AT, "bench.json 2026-12-02 16:19:59 UTC", "def5678")
+    assert report.bench_section(tmp_path).startswith("Made at commit def5678: `git checkout def5678`, then "
+                                                     "`python -m lab.bench`, runs it again.\n\n| pipeline |")
+    _write(tmp_path / "bench.json", {**bench, "date": "2026-12-24 10:00:00 UTC"})  # `make bench` ran again
+    assert "def5678" not in report.bench_section(tmp_path)
+
+
+def _git_show(commit, path):
+    done = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{path}"], capture_output=True, text=True)
+    return done.stdout if done.returncode == 0 else None
+
+
+def test_each_made_at_table_is_the_one_its_commit_committed():
+    """Each search table and bench run MADE_AT names is, apart from the driver's name (search.py before the drivers
+    moved into lab/, BEFORE_LAB), the file that commit committed: a table rewritten since (a search run again under
+    the same name, `make bench`) would be named with a commit that did not make it."""
+    if not _commit_exists("HEAD"):
+        pytest.skip("not a git checkout")
+    results = ROOT / "results"
+    tables = {key: commit for key, commit in report.MADE_AT.items() if (results / f"{key}.json").is_file()}
+    assert len(tables) >= 33  # step 3's 5 tables, step 4's 12, the club's 16
+    for key, commit in tables.items():
+        then = json.loads(_git_show(commit, f"results/{key}.json"))
+        now = json.loads((results / f"{key}.json").read_text())
+        driver = "python search.py" if commit in report.BEFORE_LAB else "python -m lab.search"
+        assert then == {**now, "command": now["command"].replace("python -m lab.search", driver, 1)}, key
+        assert (_git_show(commit, "lab/search.py") is None) == (commit in report.BEFORE_LAB), (key, commit)
+    for name, b in report.bench_runs(results):
+        commit = report.MADE_AT.get(f"{name} {b.get('date')}")
+        if commit:
+            assert json.loads(_git_show(commit, f"results/{name}")) == b, name
+
+
+def test_a_recorded_command_with_a_retired_flag_means_nothing_today_and_prints_nothing(capsys):
+    """The report reads recorded commands with today's parser (harness.cli.settings_meant_by): a retired flag or
+    layout is None there, not an argparse error on stderr while RESULTS.md is written."""
+    import designs
+    assert settings_meant_by(["--teacher", "results/club/teacher"], designs.DEFAULTS) is None
+    assert settings_meant_by(["--design", "twopool-8.13.13.13"], designs.DEFAULTS) is None
+    assert settings_meant_by(["--design", "pool1_ds-8.13.13.13"], designs.DEFAULTS) is not None
+    assert capsys.readouterr() == ("", "")

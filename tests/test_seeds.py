@@ -13,6 +13,8 @@ from harness import runs
 from harness.cli import command_line, settings_meant_by
 from harness.runs import seed_rule_verdict
 
+pytestmark = pytest.mark.slow  # make check: not part of the smoke run
+
 
 def _completed_seeds(out, step, argv, count, met):
     """Seeds 1..count of `step` as `step.py ARGV` leaves them completed in out/seeds/seed-N, the first `met` of them

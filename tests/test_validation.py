@@ -49,6 +49,7 @@ def test_a_run_without_val_has_no_val_fields(mnist):
     assert "val_acc" not in history[0] and "test_acc" in history[0]
 
 
+@pytest.mark.slow
 def test_metrics_json_carries_the_validation_results(tmp_path, data_dir):
     result = run_script("model3.py", "--subset", "600", "--val", "200", "--epochs", "2", "--out", tmp_path,
                         data_dir=data_dir)
@@ -76,6 +77,7 @@ def test_a_val_or_clean_epochs_that_leave_nothing_to_do_are_refused(args, words,
     assert len(captured.err.strip().splitlines()) == 1 and words in captured.err
 
 
+@pytest.mark.slow
 def test_widths_are_a_flag(tmp_path, data_dir):
     result = run_script("model3.py", "--dry-run", "--widths", "4,8,4,6,8,8", data_dir=data_dir)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -142,6 +144,7 @@ def test_the_club_search_chooses_the_fewest_parameters_that_met_on_every_seed():
     assert search.choose(rows[2:], 3, "smallest") is None  # none held: no choice, not the least bad
 
 
+@pytest.mark.slow
 def test_search_screens_recipes_on_validation_and_reuses_completed_runs(tmp_path, data_dir):
     recipes = tmp_path / "recipes.txt"
     recipes.write_text("# two tiny recipes\nplain: --subset 400 --epochs 1\nlr: --subset 400 --epochs 1 --lr 0.05\n")
@@ -158,11 +161,23 @@ def test_search_screens_recipes_on_validation_and_reuses_completed_runs(tmp_path
     assert (tmp_path / "s" / "runs" / "lr" / "seed-1" / "metrics.json").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_a_malformed_recipes_file_is_one_line_and_exit_2(tmp_path):
     recipes = tmp_path / "recipes.txt"
     recipes.write_text("good: --lr 0.1\nno colon here\n")
     result = run_script("lab.search", "model3", recipes)
     assert_clean_failure(result, 2, f"{recipes}:2: expected 'name: flags'")
+
+
+@pytest.mark.slow
+def test_a_recipe_of_retired_flags_is_refused_before_any_run_and_the_table_is_kept(tmp_path):
+    recipes, out = tmp_path / "recipes.txt", tmp_path / "search"
+    recipes.write_text("good: --lr 0.1\nsmoothed: --label-smoothing 0.1\n")
+    out.mkdir()
+    (out / "search.json").write_text("the table made then")
+    result = run_script("lab.search", "model3", recipes, "--out", out)
+    assert_clean_failure(result, 2, "model3.py today refuses the flags of smoothed")
+    assert (out / "search.json").read_text() == "the table made then" and not (out / "runs").exists()
 
 
 def test_a_completed_run_is_reused_only_while_its_command_means_the_same_recipe(tmp_path):
