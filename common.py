@@ -8,11 +8,9 @@ once — lives in the package harness/ (its __init__.py lists the modules).
 """
 import contextlib
 import copy
-import importlib
 import io
 import math
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -51,9 +49,8 @@ def prepare_data(data_dir, log=print):
 
 
 def data_statistics(images, labels):
-    """What step 1 looks at before designing anything; mean and std normalise every step's input.
-
-    Computed from the histogram of the 256 byte values, exactly and without a float copy of the 47M pixels."""
+    """What step 1 looks at before designing anything; mean and std normalise every step's input. Computed from
+    the histogram of the 256 byte values, exactly and without a float copy of the 47M pixels."""
     counts = torch.bincount(images.flatten(), minlength=256).tolist()
     n = sum(counts)
     total = sum(value * count for value, count in enumerate(counts))
@@ -148,7 +145,7 @@ def conv_bn_relu(in_channels, out_channels, kernel_size=3, padding=0, stride=1, 
 
 def separable_bn_relu(in_channels, out_channels, stride=1, dilation=1, norm=nn.BatchNorm2d, activation=nn.ReLU):
     """Step 4's unit: a depthwise-separable 3×3 — a 3×3 per input channel (no mixing), then a 1×1 that mixes them
-    — for in·9 + in·out weights where a full 3×3 needs in·out·9; batch norm and activation after, as conv_bn_relu."""
+    — in·9 + in·out weights where a full 3×3 needs in·out·9; batch norm and activation after, as conv_bn_relu."""
     return nn.Sequential(nn.Conv2d(in_channels, in_channels, 3, stride=stride, dilation=dilation, groups=in_channels,
                                    bias=False),
                          nn.Conv2d(in_channels, out_channels, 1, bias=False), norm(out_channels), activation())
@@ -191,12 +188,6 @@ def build_net(net_class, config):
     """A step's `Net` with the run's widths (--widths), without batch norm under --no-batchnorm."""
     net = net_class(**config.net_kwargs)
     return net if config.batchnorm else without_batchnorm(net)
-
-
-def net_of(step, flags):
-    """The net that `step`'s script (model1 ... model4, designs) builds from these flags."""
-    module = importlib.import_module(step)
-    return build_net(module.Net, config_from_args(build_parser(step, module.DEFAULTS, "").parse_args(flags)))
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -292,8 +283,8 @@ def receptive_field(model, input_size=28, in_channels=1):
                     rows[-1]["params"] += new_params(module)
             elif next(module.children(), None) is None:  # a container's own layers come next; a leaf is unknown
                 raise CannotFollow("it knows Conv2d, MaxPool2d, AvgPool2d, global pooling (AdaptiveAvgPool2d(1), "
-                                   "AdaptiveMaxPool2d(1)), Linear and the layers that keep the map (activations, normalisation, dropout, "
-                                   "Flatten, Identity)")
+                                   "AdaptiveMaxPool2d(1)), Linear and the layers that keep the map (activations, "
+                                   "normalisation, dropout, Flatten, Identity)")
         except CannotFollow as reason:
             raise CannotFollow(f"receptive_field cannot follow {name or 'the model'} ({type(module).__name__}): "
                                f"{reason}") from None
@@ -467,12 +458,6 @@ def evaluate(model, loader, chunk=CPU_EVAL_CHUNK):
     return loss_sum.item() / len(loader.labels), accuracy, predictions.cpu()
 
 
-def set_seed(seed):
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def epoch_line(row, epochs):
     """One epoch as a row of a table: every column keeps its width and precision from epoch to epoch."""
     splits = [name for name in ("train", "val", "test") if f"{name}_acc" in row]
@@ -494,7 +479,7 @@ class Trained:
 
 def fit(net_factory, config, data, log=print):
     """Train a fresh model with `config` on `data` (from `prepare_data`), testing it after every epoch."""
-    set_seed(config.seed)
+    torch.manual_seed(config.seed)  # the weights; the batches' order and augmentation draw from the loader's own seed
     device = torch.device(config.device)
     model = net_factory().to(device)
     train, val = split_training(data["train"], config)
@@ -617,10 +602,6 @@ def plot_confusion(confusion, title):
     return fig
 
 
-def confusion_matrix(labels, predictions):
-    return torch.bincount(labels * 10 + predictions, minlength=100).reshape(10, 10).tolist()
-
-
 # -----------------------------------------------------------------------------------------------------------------
 # The verdict: a step's targets, judged on its last epochs
 
@@ -688,7 +669,7 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
     trained = fit(lambda: build_net(net_class, config), config, data, log)
     history, predictions, labels = trained.history, trained.predictions, trained.labels
     passed, verdict = judge(name, targets, params, history, smoke)
-    confusion = confusion_matrix(labels, predictions)
+    confusion = torch.bincount(labels * 10 + predictions, minlength=100).reshape(10, 10).tolist()  # true × predicted
     per_class = [round(100.0 * confusion[c][c] / max(1, sum(confusion[c])), 2) for c in range(10)]
     metrics = dict(
         model=name, params=params, epochs=len(history), seed=config.seed, device=device_text,
@@ -704,8 +685,8 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
         train_seconds=round(sum(h["seconds"] for h in history), 2), setup_seconds=round(trained.setup_seconds, 3),
         seconds_per_epoch=round(sum(h["seconds"] for h in history) / len(history), 2),
         per_class_test_acc=per_class, confusion=confusion,
-        targets=dict(min_test_acc=targets.min_test_acc, last_epochs=targets.last_epochs,
-                     min_params=targets.min_params, max_params=targets.max_params, max_epochs=targets.max_epochs),
+        targets={key: getattr(targets, key) for key in ("min_test_acc", "last_epochs", "min_params", "max_params",
+                                                         "max_epochs")},
         passed=passed, verdict=verdict)
     if analyse_data:
         metrics["data"] = dict(train=data["stats"], test=data_statistics(*data["test"]))

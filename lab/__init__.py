@@ -9,3 +9,14 @@ from the project's folder as `python -m lab.NAME` (the Makefile's targets do it)
 
 They import common.py and harness/; nothing in the exercise imports them.
 """
+import importlib
+
+from common import build_net
+from harness.cli import build_parser, config_from_args
+
+
+def net_of(step, flags):
+    """The net that `step`'s script (model1 ... model4, designs) builds from these flags: how the lab sizes the net
+    of a command it runs or a run recorded."""
+    module = importlib.import_module(step)
+    return build_net(module.Net, config_from_args(build_parser(step, module.DEFAULTS, "").parse_args(flags)))

@@ -24,11 +24,12 @@ import sys
 from pathlib import Path
 
 import designs
-from common import count_params, net_of, pyplot, receptive_field
+from common import count_params, pyplot, receptive_field
 from harness.cli import OneLineParser, add_cluster_flag, command_line, non_negative_int, positive_int
 from harness.errors import UsageError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text, check_writable
 from harness.runs import run_commands, step_run
+from lab import net_of
 
 ROOT = Path(__file__).resolve().parent.parent  # the project's folder, where the steps are
 DESIGNS = ("model3", "model4")

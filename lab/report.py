@@ -18,11 +18,12 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from common import STEPS, count_params, net_of, pyplot, seeds_needed
+from common import STEPS, count_params, pyplot, seeds_needed
 from harness.cli import OneLineParser, settings_meant_by
 from harness.errors import DataError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text
 from harness.runs import seed_rule_verdict
+from lab import net_of
 # The original write-up's figures, for comparison (its step 1 and 2 report the best test epoch).
 ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57 (best epoch)"),
             "model3": ("7,838", "99.22"), "model4": ("—", "no such step")}

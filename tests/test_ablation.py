@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch.nn as nn
 
-import common
+from lab import net_of
 from common import count_params
 from conftest import ROOT
 from harness.cli import settings_meant_by
@@ -143,7 +143,7 @@ def _made_today(script, flags):
     if settings is None:
         return None
     made = _did(settings)
-    net = common.net_of(step, [str(flag) for flag in flags])
+    net = net_of(step, [str(flag) for flag in flags])
     norms = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     kinds = {"channel" if m.affine else "layer" if list(m.parameters(recurse=False)) else "none" for m in norms}
     if len(kinds) == 1:

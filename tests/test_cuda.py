@@ -16,7 +16,7 @@ IMAGES, BATCH = 300, 64  # four full batches and a partial one of 44: both kinds
 def _train(mnist, graphed_path, epochs=2):
     config = cli.config_from_args(cli.build_parser("model3", model3.DEFAULTS, "").parse_args(
         ["--device", "cuda", "--epochs", str(epochs), "--batch-size", str(BATCH)]))
-    common.set_seed(1)
+    torch.manual_seed(1)
     model = model3.Net().cuda()
     images, labels = mnist["train"]
     loader = common.DeviceLoader(images[:IMAGES], labels[:IMAGES], BATCH, "cuda", mnist["mean"], mnist["std"],

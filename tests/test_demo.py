@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import common
+from lab import net_of
 from harness import cli, errors, files
 import demo
 from conftest import ROOT, assert_clean_failure, run_script
@@ -482,7 +483,7 @@ def test_a_step_trained_with_other_layers_is_loaded_as_its_run_built_it(tmp_path
     flags = ["--widths", "4,8,4,6,8,8"]
     config = cli.config_from_args(cli.build_parser("model3", __import__("model3").DEFAULTS, "").parse_args(flags))
     torch.manual_seed(0)
-    trained = common.net_of("model3", flags).eval()
+    trained = net_of("model3", flags).eval()
     (tmp_path / "model3").mkdir()
     (tmp_path / "model3" / "model.pt").write_bytes(files.state_dict_bytes(trained))
     (tmp_path / "model3" / "metrics.json").write_text(json.dumps(dict(config=cli.settings_to_record(config))))

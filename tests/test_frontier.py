@@ -4,6 +4,7 @@ import json
 import pytest
 
 import common
+from lab import net_of
 import designs
 from lab import frontier
 import model3
@@ -49,7 +50,7 @@ def test_a_frontier_on_a_tiny_subset_writes_its_three_files_and_reuses_runs(tmp_
     assert len(club) == 1 and club[0]["seeds"] == club[0]["completed"] == 2 and club[0]["seed_list"] == [1, 2]
     assert all(r["completed"] == r["seeds"] and r["epochs"] == 5 and r["subset"] == 300 for r in summary["rows"])
     own = [r for r in summary["rows"] if tuple(r["widths"] or ()) == model4.DEFAULTS["widths"]]
-    step4 = common.net_of("model4", [])  # as its recipe builds it
+    step4 = net_of("model4", [])  # as its recipe builds it
     assert own and own[0]["params"] == common.count_params(step4)
     assert own[0]["macs"] == sum(row["macs"] for row in common.receptive_field(step4))
     table = (tmp_path / "f" / "frontier.md").read_text()

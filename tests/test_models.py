@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 import common
+from lab import net_of
 import designs
 import model1
 import model2
@@ -85,12 +86,12 @@ def test_step4_is_under_4000_parameters_and_its_targets_say_so():
     assert not any(isinstance(m, nn.ReLU) for m in net.modules())
     # its command line builds that net, weight for weight
     torch.manual_seed(0)
-    built = common.net_of("model4", []).state_dict()
+    built = net_of("model4", []).state_dict()
     torch.manual_seed(0)
     own = model4.Net().state_dict()
     assert list(built) == list(own) and all(torch.equal(built[k], own[k]) for k in own)
     # --no-batchnorm takes its layer batch norms out too: their 2 parameters each go
-    bare = common.net_of("model4", ["--no-batchnorm"])
+    bare = net_of("model4", ["--no-batchnorm"])
     assert not any(isinstance(m, nn.BatchNorm2d) for m in bare.modules())
     assert common.count_params(bare) == 3915 - 5 * 2
     assert model4.TARGETS.max_params == 4000 and model4.TARGETS.min_test_acc == 99.40
@@ -211,7 +212,7 @@ def test_every_recorded_recipe_left_out_is_one_today_s_code_refuses():
     built = []
     for recipes, name, step, _, flags in _recipes(buildable=False):
         with redirect_stderr(StringIO()), pytest.raises(SystemExit) as refused:
-            common.net_of(step, flags)
+            net_of(step, flags)
         if refused.value.code != 2:
             built.append(f"{recipes}:{name}")
     assert not built and len(_recipes(buildable=False)) > 0
@@ -222,7 +223,7 @@ def test_every_recipe_screened_is_built_today_as_it_was_measured_under_its_budge
                                                                                                       flags):
     """Each net as its recipe's command line builds it today: the parameters its search table recorded, under the
     round's budget, the digit's 20×20 box seen before the head, ten logits."""
-    net = common.net_of(step, flags)
+    net = net_of(step, flags)
     params = common.count_params(net)
     assert _recorded_params().get((step, " ".join(flags))) == {params}
     assert params < budget and common.feature_rf(common.receptive_field(net)) >= 20
@@ -251,10 +252,10 @@ def test_the_designs_bn_affine_flag_reaches_the_net_built():
     net = common.build_net(designs.Net, config)
     assert sum(type(m) is common.LayerBatchNorm for m in net.modules()) == 4
     assert common.count_params(net) == 1218  # the 99 % club's net (RESULTS.md)
-    default = common.net_of("designs", [])
+    default = net_of("designs", [])
     assert not any(isinstance(m, common.LayerBatchNorm) for m in default.modules())
     assert sum(type(m) is nn.BatchNorm2d for m in default.modules()) == 4
-    bare = common.net_of("designs", ["--bn-affine", "layer", "--no-batchnorm"])
+    bare = net_of("designs", ["--bn-affine", "layer", "--no-batchnorm"])
     assert not any(isinstance(m, nn.BatchNorm2d) for m in bare.modules()) and common.count_params(bare) == 1218 - 8
 
 

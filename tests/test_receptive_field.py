@@ -11,6 +11,7 @@ import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
 import common
+from lab import net_of
 import designs
 import model1
 import model2
@@ -69,7 +70,7 @@ NETS = {
     "model4": (model4.Net, (28, 28)),  # its layer batch norms and PReLUs are layers that keep the map
     "designs-default": (designs.Net, (28, 28)),
     "designs-pool1_ds": (lambda: designs.Net("pool1_ds-10.16.16.16"), (28, 28)),
-    "designs-club": (lambda: common.net_of("designs", ["--design", "pool1_ds-10.15.15.15", "--bn-affine", "layer"]),
+    "designs-club": (lambda: net_of("designs", ["--design", "pool1_ds-10.15.15.15", "--bn-affine", "layer"]),
                      (28, 28)),  # the 99 % club's net, one scale and shift a batch norm
     "padding-same": (lambda: nn.Sequential(
         nn.Conv2d(1, 4, 3, padding="same"),

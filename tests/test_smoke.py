@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import common
+from lab import net_of
 import model3
 import model4
 from common import STEPS
@@ -219,7 +220,7 @@ def test_evaluating_a_few_hundred_images_at_a_time_changes_no_bit(mnist):
     images, labels = mnist["train"]
     torch.manual_seed(0)
     flags = ["--device", "cpu", "--scheduler", "none", "--lr", "0.05"]
-    net = common.net_of("model4", flags)  # as its recipe builds it
+    net = net_of("model4", flags)  # as its recipe builds it
     train = common.DeviceLoader(images[:2048], labels[:2048], 128, "cpu", 0.13, 0.31, shuffle=True)
     config = cli.config_from_args(cli.build_parser("model4", model4.DEFAULTS, "").parse_args(flags))
     common.train_epoch(net, train, common.make_optimizer_and_scheduler(net, config, len(train))[0])
