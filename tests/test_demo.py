@@ -443,7 +443,7 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         shot = tmp_path / "demo.png"
         page.screenshot(path=str(shot), full_page=True)
         browser.close()
-    if os.environ.get("DEMO_SCREENSHOT"):  # the README's picture: DEMO_SCREENSHOT=results/demo.png make test
+    if os.environ.get("DEMO_SCREENSHOT"):  # the README's picture: DEMO_SCREENSHOT=$PWD/results/demo.png make check
         shutil.copyfile(shot, os.environ["DEMO_SCREENSHOT"])
     assert shot.stat().st_size > 10_000
 
