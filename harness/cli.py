@@ -244,17 +244,30 @@ def settings_recorded_in(metrics):
     return json.loads(json.dumps(recorded))
 
 
-def settings_meant_by(flags, defaults):
-    """The settings a step's flags mean today, given the step's DEFAULTS, or None where that cannot be told: the
-    same command can mean another recipe once a step's DEFAULTS change. Flags the parser refuses (a retired flag in a
-    recorded command) are None here, not a line on stderr."""
+def quiet_parser(defaults):
+    """A step's parser whose refusal of a flag raises UsageError instead of printing a line and exiting."""
     def refuse(message):
         raise UsageError(message)
 
     parser = build_parser("step", defaults, "")
     parser.error = refuse
+    return parser
+
+
+def refusal(flags, defaults):
+    """What a step's parser says of these flags today (a flag retired since a recipe was written, say), or None."""
     try:
-        args = parser.parse_args([str(flag) for flag in flags])
-        return settings_to_record(config_from_args(args))
+        quiet_parser(defaults).parse_args([str(flag) for flag in flags])
+    except UsageError as e:
+        return str(e)
+    return None
+
+
+def settings_meant_by(flags, defaults):
+    """The settings a step's flags mean today, given the step's DEFAULTS, or None where that cannot be told: the
+    same command can mean another recipe once a step's DEFAULTS change. Flags the parser refuses (a retired flag in a
+    recorded command) are None here, not a line on stderr."""
+    try:
+        return settings_to_record(config_from_args(quiet_parser(defaults).parse_args([str(flag) for flag in flags])))
     except (Exception, SystemExit):
         return None

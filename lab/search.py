@@ -21,8 +21,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from harness.cli import (OneLineParser, add_cluster_flag, command_line, non_negative_int, positive_int,
-                         settings_meant_by)
+from harness.cli import OneLineParser, add_cluster_flag, command_line, non_negative_int, positive_int, refusal
 from harness.errors import UsageError, run_main
 from harness.files import atomic_write_json, atomic_write_text
 from harness.runs import run_commands, step_run
@@ -166,7 +165,7 @@ def search(args, argv, out):
     defaults = importlib.import_module(args.step).DEFAULTS
     # A recipe of flags or layouts that have since gone (RESULTS.md names the commit that runs it) is refused before
     # any run, so that a search never overwrites the table it made then with one of failed runs.
-    gone = [name for name, flags in recipes if settings_meant_by([*flags, "--val", args.val], defaults) is None]
+    gone = [name for name, flags in recipes if refusal(flags, defaults)]
     if gone:
         raise UsageError(f"{args.recipes}: {args.step}.py today refuses the flags of {', '.join(gone)} (retired "
                          "ideas: RESULTS.md names the commit that runs them); choose others with --only")

@@ -46,7 +46,7 @@ def test_bench_smoke_writes_its_json_and_speedup_line(tmp_path, data_dir):
     sentence = report.evaluation_sentence(evaluation)
     section = report.bench_section(tmp_path)
     assert sentence in section
-    before, now = rows[5]["samples_per_s"], rows[6]["samples_per_s"]
+    before, now = rows[3]["samples_per_s"], rows[4]["samples_per_s"]
     assert f"at {now / before:.2f}× its rate before the speed work" in section
     assert f"the club net ({club_params:,} parameters) {evaluation[1]['whole_images_per_s']:,} images/s whole" in sentence
     assert bench["table_markdown"] == report.bench_table(bench)
