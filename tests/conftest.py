@@ -44,6 +44,16 @@ def mnist(data_dir):
     return common.prepare_data(data_dir, log=lambda *_: None)
 
 
+def git_history():
+    """Whether this checkout holds the project's history (a .git, not a shallow clone): tests that check a commit
+    named in RESULTS.md skip without it."""
+    if not (ROOT / ".git").exists():
+        return False
+    done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--is-shallow-repository"], capture_output=True,
+                          text=True)
+    return done.returncode == 0 and done.stdout.strip() == "false"
+
+
 def program(script):
     """The command line that starts `script` as a user would: a step's file (model3.py) or a lab module (lab.search,
     run with -m from the project's folder)."""

@@ -13,7 +13,7 @@ import torch.nn as nn
 
 from lab import net_of
 from common import count_params
-from conftest import ROOT
+from conftest import ROOT, git_history
 from harness.cli import settings_meant_by
 from lab import report
 
@@ -249,6 +249,6 @@ def test_every_seeds_table_s_command_makes_it_today_or_its_commit_is_named():
             sha = re.search(r"git checkout ([0-9a-f]{7,40})\b", line)
             assert sha, f"{folder.relative_to(ROOT)}: `{command}` does not make it today ({why}); printed without " \
                         f"its commit: {line[:200]}"
-            if (ROOT / ".git").exists():
+            if git_history():
                 assert subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{sha[1]}^{{commit}}"]).returncode \
                     == 0, f"{sha[1]} is no commit of this repository"
