@@ -735,16 +735,19 @@ def bench_section(results):
         if "project, --precision bf16" in rates and "project" in rates:
             text += (f" With bf16 autocast the project's step ran at "
                      f"{rates['project, --precision bf16'] / rates['project']:.2f}× its fp32 rate here.")
-        if "tiny" in rates and "tiny, --channels-last" in rates:
-            text += (f" The 99 % club's net trained at {rates['tiny'] / rates['project']:.2f}× model3's rate, and "
-                     f"{rates['tiny, --channels-last'] / rates['tiny']:.2f}× its own with --channels-last.")
+        if "tiny" in rates and "project" in rates:  # a run of the code before --channels-last went has its row
+            text += f" The 99 % club's net trained at {rates['tiny'] / rates['project']:.2f}× model3's rate" + (
+                f", and {rates['tiny, --channels-last'] / rates['tiny']:.2f}× its own with --channels-last."
+                if "tiny, --channels-last" in rates else ".")
         one = "tiny on 1 thread"
-        if all(f"{one}{way}" in rates for way in ("", ", before", ", the early layout", ", --channels-last")):
+        if f"{one}" in rates and f"{one}, before" in rates:
             text += (f" On one thread, as a sweep runs it, the club's net trained at "
                      f"{rates[one] / rates[one + ', before']:.2f}× its rate before the speed work (its scale and "
-                     f"shift in batch norm's own pass), at {rates[one + ', the early layout'] / rates[one]:.2f}× "
-                     f"that with the early layout and {rates[one + ', --channels-last'] / rates[one]:.2f}× with "
-                     f"--channels-last.")
+                     f"shift in batch norm's own pass)")
+            if f"{one}, the early layout" in rates and f"{one}, --channels-last" in rates:  # rows that went since
+                text += (f", at {rates[one + ', the early layout'] / rates[one]:.2f}× that with the early layout and "
+                         f"{rates[one + ', --channels-last'] / rates[one]:.2f}× with --channels-last")
+            text += "."
         if b.get("evaluation"):
             text += " " + evaluation_sentence(b["evaluation"])
         if b.get("model3_train_seconds") is not None:
