@@ -212,7 +212,7 @@ class TwoPassLayerBatchNorm(common.LayerBatchNorm):
 
 
 def pipelines_for(device):
-    """The eager row exists to measure compiling and recording, which only a GPU does."""
+    """The eager row exists to measure what recording the update as a CUDA graph is worth, which only a GPU does."""
     return [name for name in PIPELINES if name != "project-eager" or device.type == "cuda"]
 
 

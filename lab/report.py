@@ -754,7 +754,8 @@ def bench_section(results):
             setup = b.get("model3_setup_seconds")
             text += (f" model3's full 15-epoch run (training and per-epoch evaluation, data already loaded) took "
                      f"**{b['model3_train_seconds']:.1f} s**"
-                     + (f" (+ {setup:.1f} s of one-time warm-up, compilation and graph recording)" if setup else "")
+                     + (f" (+ {setup:.1f} s of one-time warm-up and graph recording, and compilation where the "
+                        "run compiled)" if setup else "")
                      + f", final test accuracy {b['model3_final_test_acc']:.2f} % "
                      f"({b['model3_verdict'].split(' ')[1]}), peak memory {b.get('model3_peak_memory_mb', 0):,.0f} MB.")
         sections.append(text)
