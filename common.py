@@ -26,7 +26,7 @@ from tqdm import tqdm
 from harness import cuda_graph
 from harness.cli import build_parser, command_line, config_from_args, describe_device, settings_to_record
 from harness.errors import TrainingError, run_main
-from harness.files import (check_run_folder, check_writable, json_text, png_bytes, recover_folder, replace_run,
+from harness.files import (check_writable, json_text, png_bytes, recover_folder, replace_run,
                            state_dict_bytes)
 from harness.layers import CannotFollow, keeps_the_map, pair, shown, window_of
 from harness.mnist import ensure_mnist, load_split
@@ -744,9 +744,10 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
         config = config_from_args(args)
         if not args.dry_run:
             check_writable(out.parent)  # where the run is built, beside `out`, and swapped in (replace_run)
-            check_run_folder(out)  # ., ~, a repository: refused before anything is written into it
+            # first a folder that is not a run's (., ~, a repository) is refused, before anything is written into it;
+            # then a run here that was killed as it was swapped in: `out` as it was, nothing beside
+            recover_folder(out)
             check_writable(out)
-            recover_folder(out)  # a run here that was killed as it was swapped in: `out` as it was, nothing beside
         data = prepare_data(args.data_dir)
         print(f"{name}: data from {data['source']}; training mean {data['mean']}, std {data['std']}")
         if args.seeds and not args.dry_run:
