@@ -48,10 +48,10 @@ model1 model2 model3 model4: $(ENV)  ## run a step with its defaults; fails when
 all: model1 model2 model3 model4  ## the four steps, in order
 
 test: $(ENV) $(TEST_ENV) data  ## the smoke run: every step trained on a small subset, and the fast unit tests
-	$(PYTHON) -m pytest -q -m "not slow" tests
+	$(PYTHON) -m pytest -q -m "not slow and not committed" tests
 
-check: $(ENV) $(TEST_ENV) data  ## the rest of the tests: Dask clusters, the browser, killed writes, the lab's drivers
-	$(PYTHON) -m pytest -q -m slow tests
+check: $(ENV) $(TEST_ENV) data  ## the rest: Dask clusters, the browser, killed writes, the lab's drivers, and that results/ are today's code's
+	$(PYTHON) -m pytest -q -m "slow or committed" tests
 
 seeds: $(ENV)  ## STEP over N seeds (default 20), JOBS at once: make seeds STEP=model3 N=20 JOBS=2
 	$(PYTHON) $(STEP).py --seeds $(N) --jobs $(JOBS) $(CLUSTER_FLAG) $(ARGS)

@@ -10,7 +10,6 @@ import contextlib
 import copy
 import io
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -24,13 +23,14 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from harness import cuda_graph
-from harness.cli import build_parser, command_line, config_from_args, describe_device, settings_to_record
-from harness.errors import TrainingError, run_main
-from harness.files import (check_writable, json_text, png_bytes, recover_folder, replace_run,
-                           state_dict_bytes)
+from harness.cli import (build_parser, command_line, config_from_args, describe_device, run_folder,
+                         settings_to_record)
+from harness.errors import TrainingError, one_line_errors
+from harness.files import json_text, png_bytes, prepare_run_folder, replace_run, state_dict_bytes
 from harness.layers import CannotFollow, keeps_the_map, pair, shown, window_of
 from harness.mnist import ensure_mnist, load_split
-from harness.runs import RUN_FOLDER_ENV, run_seeds
+from harness.provenance import code_record
+from harness.runs import run_seeds
 
 STEPS = ("model1", "model2", "model3", "model4")  # the exercise, in order
 STEPS_FOLDER = Path(__file__).resolve().parent  # where model1.py ... model4.py live
@@ -409,17 +409,18 @@ def train_step(model, optimizer, x, y):
     return loss.detach(), logits.detach()
 
 
-def train_epoch(model, loader, optimizer, scheduler=None, update=train_step, bar=None, check_every=20):
-    """One pass over the training data. `update` is train_step, or on a GPU the same recorded as a CUDA graph;
-    `scheduler` is moved after every batch (OneCycle; None for a schedule by epoch); `bar` is a tqdm bar over the
-    loader, or None. The loss and the correct predictions are summed on the device and read only every `check_every`
-    batches (for the bar and the non-finite-loss check), so the device never waits."""
+def train_epoch(model, loader, optimizer, scheduler=None, graphed_step=None, bar=None, check_every=20):
+    """One pass over the training data, a train_step a batch. `scheduler` is moved after every batch (OneCycle; None
+    for a schedule by epoch); `bar` is a tqdm bar over the loader, or None. The loss and the correct predictions are
+    summed on the device and read only every `check_every` batches (for the bar and the non-finite-loss check), so
+    the device never waits."""
     model.train()
     loss_sum = torch.zeros((), device=loader.device)
     correct = torch.zeros((), dtype=torch.long, device=loader.device)
     seen = 0
     for index, (x, y) in enumerate(bar if bar is not None else loader, 1):
-        loss, logits = update(model, optimizer, x, y)
+        # On a GPU, graphed_step replays this same train_step recorded as a CUDA graph (harness/cuda_graph.py).
+        loss, logits = (graphed_step or train_step)(model, optimizer, x, y)
         if scheduler is not None:
             scheduler.step()
         loss_sum += loss * len(y)
@@ -468,20 +469,23 @@ def epoch_line(row, epochs):
 
 @dataclass
 class Trained:
-    """What `fit` returns: the final model, one row per epoch, the final test predictions with their labels, and
-    the seconds of one-time setup (on a GPU: warm-up, graph recording) the epochs' times leave out."""
+    """What `fit` returns: the final model, one row per epoch, the final test predictions with their labels, the
+    seconds of one-time setup (on a GPU: warm-up, graph recording) the epochs' times leave out, and how each batch's
+    update ran (train_step as it is, or replayed as a CUDA graph)."""
     model: nn.Module
     history: list
     predictions: torch.Tensor
     labels: torch.Tensor
     setup_seconds: float
+    update: str
 
 
-def fit(net_factory, config, data, log=print):
-    """Train a fresh model with `config` on `data` (from `prepare_data`), testing it after every epoch."""
+def fit(make_net, config, data, log=print):
+    """Train a fresh model, `make_net()`, with `config` on `data` (from `prepare_data`), testing it after every
+    epoch."""
     torch.manual_seed(config.seed)  # the weights; the batches' order and augmentation draw from the loader's own seed
     device = torch.device(config.device)
-    model = net_factory().to(device)
+    model = make_net().to(device)
     train, val = split_training(data["train"], config)
     train_loader = DeviceLoader(*train, config.batch_size, device, data["mean"], data["std"], shuffle=True,
                                 rotate_degrees=config.rotate, shift_pixels=config.shift, seed=config.seed,
@@ -492,10 +496,10 @@ def fit(net_factory, config, data, log=print):
     optimizer, scheduler, schedule_every = make_optimizer_and_scheduler(model, config, len(train_loader))
     # On a GPU, train_step is recorded once as a CUDA graph and replayed (harness/cuda_graph.py); its one-time costs
     # are paid here, before the clock starts.
-    update = (cuda_graph.graphed(train_step, model, optimizer, train_loader, lambda: evaluate(model, test_loader),
-                                 spare_optimizer=make_optimizer_and_scheduler(model, config, 1)[0])
-              if device.type == "cuda" else train_step)
-    setup_seconds = lambda: getattr(update, "setup_seconds", 0.0)  # noqa: E731  (the graph's warm-up, recording)
+    graphed_step = (cuda_graph.graphed(train_step, model, optimizer, train_loader, lambda: evaluate(model, test_loader),
+                                       spare_optimizer=make_optimizer_and_scheduler(model, config, 1)[0], log=log)
+                    if device.type == "cuda" else None)
+    setup_seconds = lambda: graphed_step.setup_seconds if graphed_step else 0.0  # noqa: E731
     history = []
     for epoch in range(1, config.epochs + 1):
         started, setup_before = time.perf_counter(), setup_seconds()
@@ -503,7 +507,7 @@ def fit(net_factory, config, data, log=print):
         if epoch == config.epochs - config.clean_epochs + 1:  # the last --clean-epochs see the digits unaugmented
             train_loader.rotate_degrees = train_loader.shift_pixels = train_loader.scale = 0.0
         train_loss, train_acc = train_epoch(model, train_loader, optimizer,
-                                            scheduler if schedule_every == "batch" else None, update,
+                                            scheduler if schedule_every == "batch" else None, graphed_step,
                                             tqdm(train_loader, f"epoch {epoch}/{config.epochs}", leave=False,
                                                  disable=None, dynamic_ncols=True))  # a bar on a terminal only
         if schedule_every == "epoch":
@@ -517,7 +521,8 @@ def fit(net_factory, config, data, log=print):
         row.update(test_loss=round(test_loss, 5), test_acc=round(test_acc, 2), lr=lr, seconds=round(seconds, 3))
         history.append(row)
         log(epoch_line(row, config.epochs))
-    return Trained(model, history, predictions, test_loader.labels.cpu(), setup_seconds())
+    update = graphed_step.described() if graphed_step else "train_step"
+    return Trained(model, history, predictions, test_loader.labels.cpu(), setup_seconds(), update)
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -655,25 +660,61 @@ def judge(name, targets, params, history, smoke):
 
 
 # -----------------------------------------------------------------------------------------------------------------
-# A step's run: train, judge, save; the command line of every step
+# A step's run: the command line of every step, from its flags to its verdict
+
+# What a run's numbers depend on besides its net: MNIST's loading, the statistics that normalise it, and `fit` with
+# everything it calls. Each run records a fingerprint of that code and of its net (harness/provenance.py); a sweep
+# reuses a completed run only when today's code has the same.
+TRAINING_PATH = (load_split, data_statistics, build_net, fit)
 
 
-def run_once(name, net_class, config, targets, data, out, analyse_data=False, command="", log=print):
-    """Train one model, judge it, and (unless `out` is None) write every artifact of the run into `out`."""
-    net = build_net(net_class, config)
-    params, rf_rows = count_params(net), receptive_field(net)
-    device_text = describe_device(config.device)
-    log(f"{name}: {params:,} parameters, receptive field {feature_rf(rf_rows)} before the head, on {device_text}")
-    log(rf_markdown(rf_rows, f"{name}: receptive field").rstrip())
-    smoke = config.subset is not None
-    trained = fit(lambda: build_net(net_class, config), config, data, log)
+def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=False):
+    """A step's whole command line: read its flags, build the net and show it, train it (`fit`), judge it and save
+    it; with --seeds, the same command once for each seed (harness.runs.run_seeds). Exits 0 when the step met its
+    targets, 1 when it did not; an error is one line and an exit status (harness.errors), never a traceback."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(name, defaults, doc).parse_args(argv)
+    out = run_folder(name, args)
+    with one_line_errors(f"{name}.py", interrupted=(
+            f"the seeds finished so far are in {out / 'seeds'}; seeds.json was not updated" if args.seeds else
+            f"this run wrote nothing, and whatever {out} held before is kept")):
+        config = config_from_args(args)
+        if not args.dry_run:
+            prepare_run_folder(out)  # refused in one line now, not after 15 epochs
+        net = build_net(net_class, config)
+        code = code_record(net, TRAINING_PATH)
+        if args.seeds and not args.dry_run:
+            ensure_mnist(args.data_dir, print)  # once, before the seeds' processes look for it
+            rule_met = run_seeds(name, STEPS_FOLDER / f"{name}.py", config, targets, out, args.seeds, argv, code,
+                                 args.jobs, cluster=args.cluster)
+            sys.exit(0 if rule_met or config.subset else 1)
+        data = prepare_data(args.data_dir)
+        print(f"{name}: data from {data['source']}; training mean {data['mean']}, std {data['std']}")
+        params, rf_rows = count_params(net), receptive_field(net)
+        print(f"{name}: {params:,} parameters, receptive field {feature_rf(rf_rows)} before the head, on "
+              f"{describe_device(config.device)}")
+        print(rf_markdown(rf_rows, f"{name}: receptive field").rstrip())
+        trained = fit(lambda: build_net(net_class, config), config, data)
+        passed, verdict = judge(name, targets, params, trained.history, smoke=config.subset is not None)
+        if not args.dry_run:
+            metrics = run_metrics(name, config, targets, data, trained, rf_rows, code, passed, verdict,
+                                  command_line(f"{name}.py", argv), analyse_data)
+            written = write_artifacts(out, name, trained, metrics, rf_rows, data, analyse_data)
+            print(f"{name}: wrote {', '.join(written)} to {out}")
+        print(verdict)
+    sys.exit(1 if passed is False else 0)
+
+
+def run_metrics(name, config, targets, data, trained, rf_rows, code, passed, verdict, command, analyse_data):
+    """What metrics.json records of a run: what ran (the command, its settings, the code, the device), every
+    epoch, the verdict, and the test set's confusion."""
     history, predictions, labels = trained.history, trained.predictions, trained.labels
-    passed, verdict = judge(name, targets, params, history, smoke)
     confusion = torch.bincount(labels * 10 + predictions, minlength=100).reshape(10, 10).tolist()  # true × predicted
     per_class = [round(100.0 * confusion[c][c] / max(1, sum(confusion[c])), 2) for c in range(10)]
     metrics = dict(
-        model=name, params=params, epochs=len(history), seed=config.seed, device=device_text,
-        command=command, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), torch=torch.__version__,
+        model=name, params=count_params(trained.model), epochs=len(history), seed=config.seed,
+        device=describe_device(config.device), command=command, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        torch=torch.__version__, code=code, update=trained.update,
         subset=config.subset, data_source=data["source"], normalisation=dict(mean=data["mean"], std=data["std"]),
         config=settings_to_record(config),
         receptive_field=feature_rf(rf_rows), output_rf=rf_rows[-1]["rf"], transition_rf=transition_rf(rf_rows),
@@ -690,17 +731,13 @@ def run_once(name, net_class, config, targets, data, out, analyse_data=False, co
         passed=passed, verdict=verdict)
     if analyse_data:
         metrics["data"] = dict(train=data["stats"], test=data_statistics(*data["test"]))
-    if out is not None:
-        written = write_artifacts(Path(out), name, trained.model, metrics, rf_rows, data, predictions, labels,
-                                  analyse_data)
-        log(f"{name}: wrote {', '.join(written)} to {out}")
-    log(verdict)
     return metrics
 
 
-def write_artifacts(out, name, model, metrics, rf_rows, data, predictions, labels, analyse_data):
+def write_artifacts(out, name, trained, metrics, rf_rows, data, analyse_data):
     """Every file of a run, put into `out` as one whole (harness.files.replace_run): until the last of them is
     written, `out` holds the previous run; then this one, never a mix. Returns the files' names."""
+    model, predictions, labels = trained.model, trained.predictions, trained.labels
     test_images = data["test"][0][:len(labels)]
     wrong = (predictions != labels).nonzero().flatten()[:40].tolist()
     digit = 0  # the test digit features.png shows: the first of the test set
@@ -730,36 +767,3 @@ def write_artifacts(out, name, model, metrics, rf_rows, data, predictions, label
     return list(run)
 
 
-def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=False):
-    """The whole command line of a step: parse and validate flags, get the data, train, judge, save, exit."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(name, defaults, doc).parse_args(argv)
-    # A sweep's worker names a folder of its own (harness.runs.run_on_worker); the command recorded is as typed.
-    out = Path(os.environ.get(RUN_FOLDER_ENV) or args.out or
-               (f"results/{name}-subset" if args.subset else f"results/{name}"))
-
-    def main():
-        if args.dry_run:
-            args.epochs, args.subset = 1, min(args.subset or 256, 256)
-        config = config_from_args(args)
-        if not args.dry_run:
-            check_writable(out.parent)  # where the run is built, beside `out`, and swapped in (replace_run)
-            # first a folder that is not a run's (., ~, a repository) is refused, before anything is written into it;
-            # then a run here that was killed as it was swapped in: `out` as it was, nothing beside
-            recover_folder(out)
-            check_writable(out)
-        data = prepare_data(args.data_dir)
-        print(f"{name}: data from {data['source']}; training mean {data['mean']}, std {data['std']}")
-        if args.seeds and not args.dry_run:
-            train = lambda seed_config, seed_out, command, log: run_once(  # noqa: E731
-                name, net_class, seed_config, targets, data, seed_out, analyse_data, command, log)
-            rule_met = run_seeds(name, STEPS_FOLDER / f"{name}.py", config, targets, out, args.seeds, argv, train,
-                                 args.jobs, cluster=args.cluster)
-            return 0 if rule_met or config.subset else 1
-        metrics = run_once(name, net_class, config, targets, data, None if args.dry_run else out, analyse_data,
-                           command_line(f"{name}.py", argv))
-        return 1 if metrics["passed"] is False else 0
-
-    interrupted = (f"the seeds finished so far are in {out / 'seeds'}; seeds.json was not updated" if args.seeds else
-                   f"this run wrote nothing, and whatever {out} held before is kept")
-    sys.exit(run_main(f"{name}.py", main, interrupted))

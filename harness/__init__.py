@@ -5,8 +5,9 @@
     files      whole results: a run's folder is swapped in as a whole; any other file is renamed in whole
     layers     what PyTorch's layers say of their windows, for receptive_field; the error for one it cannot follow
     cli        the command line: Config, the flags and their checks, devices, the settings a run records
+    provenance which code made a run: its commit, its uncommitted files, a fingerprint of its net and training path
     cuda_graph the fast path on a GPU: common.train_step recorded once as a CUDA graph, then replayed
-    runs       many runs: one process per run, reuse of completed runs, a step over seeds
+    runs       many runs: one process per run, reuse of completed runs of the same code, a step over seeds
 
 Imports run downwards only: nothing here imports common.py or a step.
 """

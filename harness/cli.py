@@ -22,6 +22,7 @@ BASE_DEFAULTS = dict(epochs=15, batch_size=128, lr=0.01, momentum=0.9, nesterov=
 SCHEDULERS = ("onecycle", "step", "none")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLUSTER_ENV = "MNIST_DASK_CLUSTER"  # the scheduler sweeps submit to when --cluster is not given
+RUN_FOLDER_ENV = "MNIST_RUN_FOLDER"  # set by harness.runs.run_on_worker: where the run writes instead of its --out
 
 
 @dataclass
@@ -189,7 +190,16 @@ def describe_device(device):
     return device.type
 
 
+def run_folder(name, args):
+    """Where a step's run writes: --out, else results/STEP (results/STEP-subset with --subset); a sweep's worker
+    names a folder of its own instead (harness.runs.run_on_worker), and the command recorded stays as typed."""
+    return Path(os.environ.get(RUN_FOLDER_ENV) or args.out or
+                (f"results/{name}-subset" if args.subset else f"results/{name}"))
+
+
 def config_from_args(args):
+    if getattr(args, "dry_run", False):
+        args.epochs, args.subset = 1, min(args.subset or 256, 256)
     net_kwargs = {key: getattr(args, key) for key in ("widths", "design", "bn_affine") if hasattr(args, key)}
     train_size = min(args.subset or TRAIN_IMAGES, TRAIN_IMAGES)
     if args.val >= train_size:

@@ -64,25 +64,35 @@ def interrupt_status(error):
     return getattr(error, "exit_status", 130)
 
 
-def run_main(prog, main, interrupted="nothing was written"):
-    """Run `main()` as the body of program `prog` and return its exit status: main's own (None counts as 0), 2 for
-    a UsageError, 1 for a DataError, a TrainingError or an OSError, 130 on Ctrl-C and 143 on SIGTERM — each failure
-    said in one line. `interrupted` (text, or a function giving it) says what an interrupt left behind, unless the
-    interrupt itself says (its `left_behind`: one that came as a run was being put in place). Every program of the
-    project ends through here."""
+@contextlib.contextmanager
+def one_line_errors(prog, interrupted="nothing was written"):
+    """The body of program `prog`: an error it raises ends the program with one line and an exit status — 2 for a
+    UsageError, 1 for a DataError, a TrainingError or an OSError, 130 on Ctrl-C and 143 on SIGTERM. `interrupted`
+    (text, or a function giving it) says what an interrupt left behind, unless the interrupt itself says (its
+    `left_behind`: one that came as a run was being put in place). Every program of the project ends through here."""
     stop_on_sigterm()
     try:
-        return main() or 0
+        yield
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+        sys.exit(2)
     except (DataError, TrainingError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
-        return 1
+        sys.exit(1)
     except OSError as e:  # one that no caller named (writes, MNIST and the cluster name theirs): the system's words
         print(f"{prog}: error: {os_reason(e)}", file=sys.stderr)
-        return 1
+        sys.exit(1)
     except KeyboardInterrupt as stop:
         left = getattr(stop, "left_behind", None) or (interrupted() if callable(interrupted) else interrupted)
         print(f"\n{prog}: interrupted; {left}", file=sys.stderr)
-        return interrupt_status(stop)
+        sys.exit(interrupt_status(stop))
+
+
+def run_main(prog, main, interrupted="nothing was written"):
+    """`main()` run as the body of program `prog` (one_line_errors): its exit status, main's own (None counts as 0)
+    or the error's."""
+    try:
+        with one_line_errors(prog, interrupted):
+            return main() or 0
+    except SystemExit as stop:
+        return stop.code

@@ -343,6 +343,15 @@ def load_state_dict(path):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def prepare_run_folder(out):
+    """Before a run trains: refuse a folder that is not a run's (check_run_folder, through recover_folder: one line,
+    nothing touched), undo a run here that was killed as it was swapped in (`out` as it was, nothing beside), and
+    make sure the run can be built beside `out` and swapped in (replace_run)."""
+    check_writable(Path(out).parent)
+    recover_folder(out)
+    check_writable(out)
+
+
 def check_writable(folder):
     """Fail now, not after 15 epochs, if results could not be saved."""
     folder = Path(folder)

@@ -25,18 +25,21 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.cli import command_line, settings_meant_by, settings_recorded_in, settings_to_record
+from harness.cli import RUN_FOLDER_ENV, command_line, settings_recorded_in, settings_to_record
 from harness.errors import TrainingError, UsageError, os_reason
 from harness.files import atomic_write_json, atomic_write_text, recover_folder, replace_run
+from harness.provenance import code_of_run, what_differs
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One run for a process of its own: its command line [python, script, flags...], its output folder, and the
-    settings (harness.cli.settings_meant_by) a completed run there must have been made with to be reused."""
+    """One run for a process of its own: its command line [python, script, flags...], its output folder, and what a
+    completed run there must have been made with to be reused: the settings (harness.cli.settings_meant_by) and the
+    code (harness.provenance.code_record's fingerprint and parts). None: any."""
     argv: tuple
     out: Path
     settings: dict = None
+    code: dict = None
 
 
 def step_argv(script, flags, seed, out):
@@ -44,36 +47,42 @@ def step_argv(script, flags, seed, out):
     return (sys.executable, str(script), *map(str, flags), "--seed", str(seed), "--out", str(out))
 
 
-def step_run(script, flags, seed, out, defaults):
-    """A Run of a step's `script` with `flags`, a seed and a folder; a completed run there is reused while it was
-    made with the settings these flags mean today under the step's `defaults`."""
-    argv = step_argv(script, flags, seed, out)
-    return Run(argv, Path(out), settings_meant_by(argv[2:], defaults))
-
-
-def completed_run(out, command, settings=None):
-    """The metrics of a run that `command` already completed into `out` with `settings` (settings_to_record's form;
-    None: any), else None: a sweep that was interrupted goes on where it stopped instead of training those runs
-    again, and a run made before a step's defaults changed is trained again."""
+def reuse(out, command, settings=None, code=None):
+    """(metrics, "") for the run that `command` already completed into `out` with `settings` (settings_to_record's
+    form) and the code of `code`'s fingerprint, or (None, why not): a sweep that was interrupted goes on where it
+    stopped, and a run of another recipe or of other code is trained again. `settings` or `code` None: any."""
     try:
         metrics = json.loads((Path(out) / "metrics.json").read_text())
+    except FileNotFoundError:
+        return None, "not run yet"
     except (OSError, ValueError):
-        return None
+        return None, "its metrics.json cannot be read"
     if not isinstance(metrics, dict) or metrics.get("command") != command:
-        return None
+        return None, "made by another command"
     if settings is not None and settings_recorded_in(metrics) != settings:
-        return None
-    return metrics
+        return None, "made with other settings (the step's defaults have changed since)"
+    if code is not None:
+        fingerprint, parts = code_of_run(metrics, out)
+        if fingerprint is None:
+            return None, "made by unknown code (it records none, and results/same-code.json does not vouch for it)"
+        if fingerprint != code["fingerprint"]:
+            differs = what_differs(parts, code.get("parts"))
+            return None, "made by other code" + (f" ({differs} changed)" if differs else "")
+    return metrics, ""
+
+
+def completed_run(out, command, settings=None, code=None):
+    """The metrics of the run reuse() would reuse, else None."""
+    return reuse(out, command, settings, code)[0]
 
 
 def reusable_run(run, command):
-    """completed_run for the Run `run`, once an interrupted write of its folder is undone (recover_folder): the
-    sweep that goes on from a killed one finds each run whole, the previous one or the new one."""
+    """reuse() for the Run `run`, once an interrupted write of its folder is undone (recover_folder): the sweep that
+    goes on from a killed one finds each run whole, the previous one or the new one."""
     recover_folder(run.out)
-    return completed_run(run.out, command, run.settings)
+    return reuse(run.out, command, run.settings, run.code)
 
 
-RUN_FOLDER_ENV = "MNIST_RUN_FOLDER"  # set by run_on_worker: where the run writes instead of its --out
 CONNECT_SECONDS = 10
 POLL_SECONDS = 0.5  # how often a task looks whether the driver still wants its run
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -96,10 +105,12 @@ def run_commands(runs, jobs, report=print, cluster=None):
     started here is closed."""
     started = time.perf_counter()
     commands = [command_line(run.argv[1], run.argv[2:]) for run in runs]
-    results = [reusable_run(run, command) for run, command in zip(runs, commands)]
-    for run, metrics in zip(runs, results):
-        if metrics is not None:
-            report(outcome_line(run, metrics, started))
+    results = []
+    for run, command in zip(runs, commands):
+        metrics, why = reusable_run(run, command)
+        report(outcome_line(run, metrics, started) + " (made by the same code before: kept)" if metrics else
+               f"  {run.out}: {why} — to train")
+        results.append(metrics)
     to_do = [index for index, metrics in enumerate(results) if metrics is None]
     if not to_do:
         return results
@@ -177,7 +188,7 @@ def keep_run(run, command, future):
     else:
         metrics, log, files = future.result()
     replace_run(run.out, {**(files if metrics is not None else {}), "log.txt": log})
-    return None if metrics is None else completed_run(run.out, command, run.settings)
+    return None if metrics is None else completed_run(run.out, command, run.settings, run.code)
 
 
 @contextlib.contextmanager
@@ -332,47 +343,32 @@ def seed_flags(argv):
     return kept
 
 
-def run_seeds(name, script, config, targets, out, count, argv, train, jobs=1, log=print, cluster=None):
-    """Step `name` (its file `script`) over `count` seeds: per-seed runs in out/seeds/seed-N, then seeds.json and
-    seeds.md. With jobs > 1 or a `cluster` the seeds run as separate processes through run_commands; else one
-    after another here, by `train(config, out, command, log)`, which returns a run's metrics; what it logs goes to
-    the seed's log.txt too, as a process's output does. A seed already completed
-    is not run again. Returns the verdict of the step's seed rule (`targets.seeds_needed`): True or False, None
-    where a seed's accuracy was not judged (a smoke run)."""
+def run_seeds(name, script, config, targets, out, count, argv, code, jobs=1, log=print, cluster=None):
+    """Step `name` (its file `script`) over `count` seeds: each seed its command as one run of its own, a process
+    (`--seed N --out out/seeds/seed-N`), then seeds.json and seeds.md. With jobs > 1 or a `cluster` the processes
+    run through run_commands; else one after another here, each one's output shown as it comes. A seed already
+    completed by the same command, settings and code (`code`, this command's code_record) is not run again; every
+    other is, and a line says why. Returns the verdict of the step's seed rule (`targets.seeds_needed`): True or
+    False, None where a seed's accuracy was not judged (a smoke run)."""
     seeds = list(range(config.seed, config.seed + count))
-    configs = [dataclasses.replace(config, seed=seed) for seed in seeds]
+    today = dict(fingerprint=code["fingerprint"], parts=code["parts"])
     runs = [Run(step_argv(script, seed_flags(argv), seed, out / "seeds" / f"seed-{seed}"),
-                out / "seeds" / f"seed-{seed}", settings_to_record(seed_config))
-            for seed, seed_config in zip(seeds, configs)]
-    if jobs > 1 or cluster:
-        log(f"{name}: {count} seeds, {f'on the Dask cluster at {cluster}' if cluster else f'{jobs} at a time'}; "
-            f"each one's output in {out / 'seeds'}/seed-N/log.txt")
-        results = run_commands(runs, jobs, log, cluster)
-        if any(m is None for m in results):
-            failed = [str(seed) for seed, m in zip(seeds, results) if m is None]
-            raise TrainingError(f"seed(s) {', '.join(failed)} failed; see log.txt in their folders under "
-                                f"{out / 'seeds'}")
-    else:
-        results = []
-        for index, (seed, seed_config, run) in enumerate(zip(seeds, configs, runs), 1):
-            command = command_line(run.argv[1], run.argv[2:])
-            metrics = reusable_run(run, command)
-            log(f"\n=== {name}: seed {seed} ({index} of {count}){' — done before, kept' if metrics else ''} ===")
-            if metrics is None:
-                lines = []
-
-                def log_and_keep(line):
-                    log(line)
-                    lines.append(line)
-                metrics = train(seed_config, run.out, command, log_and_keep)
-                atomic_write_text(run.out / "log.txt", "\n".join(lines) + "\n")  # after the run's files, replaced
-            results.append(metrics)
+                out / "seeds" / f"seed-{seed}", settings_to_record(dataclasses.replace(config, seed=seed)), today)
+            for seed in seeds]
+    where = f"on the Dask cluster at {cluster}" if cluster else f"{jobs} at a time" if jobs > 1 else "in turn"
+    log(f"{name}: {count} seeds, {where}; each one's output in {out / 'seeds'}/seed-N/log.txt")
+    results = run_commands(runs, jobs, log, cluster) if jobs > 1 or cluster else run_in_turn(runs, log)
+    if any(m is None for m in results):
+        failed = [str(seed) for seed, m in zip(seeds, results) if m is None]
+        raise TrainingError(f"seed(s) {', '.join(failed)} failed; see log.txt in their folders under "
+                            f"{out / 'seeds'}")
     rows = [dict(seed=seed, final_test_acc=m["final_test_acc"], last3_min_test_acc=min(m["last_test_accs"]),
                  passed=m["passed"], train_seconds=m["train_seconds"]) for seed, m in zip(seeds, results)]
     finals = np.array([r["final_test_acc"] for r in rows])
     met, needed = sum(r["passed"] is True for r in rows), targets.seeds_needed(count)
-    command = command_line(script, argv)
-    summary = dict(model=name, device=results[0]["device"], command=command, seeds=rows,
+    commits = sorted({(m.get("code") or {}).get("commit") or "" for m in results} - {""})
+    summary = dict(model=name, device=results[0]["device"], command=command_line(script, argv),
+                   code=dict(fingerprint=code["fingerprint"], commits=commits), seeds=rows,
                    mean_final_test_acc=round(float(finals.mean()), 3),
                    std_final_test_acc=round(float(finals.std(ddof=1)) if len(finals) > 1 else 0.0, 3),
                    min_final_test_acc=round(float(finals.min()), 2),
@@ -388,6 +384,33 @@ def run_seeds(name, script, config, targets, out, count, argv, train, jobs=1, lo
             f"{summary['min_final_test_acc']:.2f}")
     log(seeds_markdown(summary) + "\n" + line)
     return summary["passed"]
+
+
+def run_in_turn(runs, log=print):
+    """Each Run as a process of its own, one after another, in this folder with this environment (a run reused
+    where reusable_run allows, a line saying why not where it does not), its output shown as it comes and kept in its
+    folder's log.txt; returns each run's metrics, or None where it failed."""
+    results = []
+    for index, run in enumerate(runs, 1):
+        command = command_line(run.argv[1], run.argv[2:])
+        metrics, why = reusable_run(run, command)
+        log(f"\n=== {run.out} ({index} of {len(runs)}): " + ("made by the same code before — kept ===" if metrics
+                                                             else f"{why} — training ==="))
+        if metrics is None:
+            lines = []
+            with subprocess.Popen(run.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"}) as child:
+                try:
+                    for line in child.stdout:
+                        log(line.rstrip("\n"))
+                        lines.append(line)
+                finally:
+                    if child.poll() is None:
+                        child.kill()
+            atomic_write_text(run.out / "log.txt", "".join(lines))  # beside the run's files, which it wrote whole
+            metrics = completed_run(run.out, command, run.settings, run.code)
+        results.append(metrics)
+    return results
 
 
 def seed_rule(summary):

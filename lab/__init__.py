@@ -10,9 +10,12 @@ from the project's folder as `python -m lab.NAME` (the Makefile's targets do it)
 They import common.py and harness/; nothing in the exercise imports them.
 """
 import importlib
+from pathlib import Path
 
-from common import build_net
-from harness.cli import build_parser, config_from_args
+from common import TRAINING_PATH, build_net
+from harness.cli import build_parser, config_from_args, settings_meant_by
+from harness.provenance import fingerprint, fingerprint_parts
+from harness.runs import Run, step_argv
 
 
 def net_of(step, flags):
@@ -20,3 +23,17 @@ def net_of(step, flags):
     of a command it runs or a run recorded."""
     module = importlib.import_module(step)
     return build_net(module.Net, config_from_args(build_parser(step, module.DEFAULTS, "").parse_args(flags)))
+
+
+def step_run(script, flags, seed, out):
+    """A Run of a step's `script` (model3.py, designs.py ...) with `flags`, a seed and a folder: a completed run there
+    is reused while it was made with the settings these flags mean today under the step's DEFAULTS, and by the code
+    that today's files make of them (the net they build, the training path: harness/provenance.py)."""
+    step = Path(script).stem
+    argv = step_argv(script, flags, seed, out)
+    settings = settings_meant_by(argv[2:], importlib.import_module(step).DEFAULTS)
+    code = None
+    if settings is not None:  # flags the step refuses today make no run to compare with
+        parts = fingerprint_parts(net_of(step, [str(flag) for flag in flags]), TRAINING_PATH)
+        code = dict(fingerprint=fingerprint(parts), parts=parts)
+    return Run(argv, Path(out), settings, code)

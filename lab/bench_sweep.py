@@ -17,11 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import model3
 from harness.cli import OneLineParser, command_line, positive_int
 from harness.errors import TrainingError, run_main
 from harness.files import atomic_write_json, check_writable
-from harness.runs import completed_run, run_commands, step_run
+from harness.runs import completed_run, run_commands
+from lab import step_run
 
 ROOT = Path(__file__).resolve().parent.parent  # the project's folder, where the steps are
 
@@ -52,7 +52,7 @@ def bench(args, argv):
     rows = []
     with tempfile.TemporaryDirectory(prefix="sweep-bench-") as scratch:
         for side, sweep in sides.items():
-            runs = [step_run(script, flags, seed, Path(scratch) / side / f"seed-{seed}", model3.DEFAULTS)
+            runs = [step_run(script, flags, seed, Path(scratch) / side / f"seed-{seed}")
                     for seed in range(1, args.seeds + 1)]
             metrics, seconds = timed(lambda: sweep(runs))
             if None in metrics:

@@ -28,8 +28,8 @@ from common import count_params, pyplot, receptive_field
 from harness.cli import OneLineParser, add_cluster_flag, command_line, non_negative_int, positive_int
 from harness.errors import UsageError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text, check_writable
-from harness.runs import run_commands, step_run
-from lab import net_of
+from harness.runs import run_commands
+from lab import net_of, step_run
 
 ROOT = Path(__file__).resolve().parent.parent  # the project's folder, where the steps are
 DESIGNS = ("model3", "model4")
@@ -293,8 +293,7 @@ def frontier(args, argv, points, extra, out):
     runs = [(point, seed) for point in points for seed in point[4]]
     print(f"frontier: {len(points)} nets, {len(runs)} runs, {args.jobs} at a time, into {out}/runs")
     results = run_commands([step_run(os.path.relpath(ROOT / f"{design}.py"), [*flags, *extra], seed,
-                                     out / "runs" / f"{design}-{params}" / f"seed-{seed}",
-                                     importlib.import_module(design).DEFAULTS)
+                                     out / "runs" / f"{design}-{params}" / f"seed-{seed}")
                             for (design, flags, params, _, _), seed in runs], args.jobs, cluster=args.cluster)
     by_point = {}
     for (point, _), metrics in zip(runs, results):

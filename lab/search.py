@@ -24,7 +24,8 @@ from pathlib import Path
 from harness.cli import OneLineParser, add_cluster_flag, command_line, non_negative_int, positive_int, refusal
 from harness.errors import UsageError, run_main
 from harness.files import atomic_write_json, atomic_write_text
-from harness.runs import run_commands, step_run
+from harness.runs import run_commands
+from lab import step_run
 
 ROOT = Path(__file__).resolve().parent.parent  # the project's folder, where the steps are
 STEPS = ("model1", "model2", "model3", "model4", "designs")
@@ -173,8 +174,7 @@ def search(args, argv, out):
     runs = [(name, tuple(flags), seed) for name, flags in recipes for seed in seeds]
     print(f"search: {len(recipes)} recipes × {len(seeds)} seeds = {len(runs)} runs, {args.jobs} at a time, "
           f"into {out}/runs")
-    results = run_commands([step_run(script, [*flags, "--val", args.val], seed, out / "runs" / name / f"seed-{seed}",
-                                     defaults) for name, flags, seed in runs], args.jobs, cluster=args.cluster)
+    results = run_commands([step_run(script, [*flags, "--val", args.val], seed, out / "runs" / name / f"seed-{seed}") for name, flags, seed in runs], args.jobs, cluster=args.cluster)
     by_run = dict(zip(runs, results))
     first = next((m for m in results if m is not None), None)
     summary = dict(step=args.step, val=args.val, seeds=len(seeds), seed_list=", ".join(map(str, seeds)),

@@ -1,9 +1,11 @@
 """Shared fixtures. The tests never download: they read MNIST from $MNIST_DATA_DIR (set by `make test`, which runs
 `make data` first), else from ../shared/mnist beside the checkout, else from ./data.
 
-Two suites: `make test`, the smoke run (every step trained end to end on a small subset, and the unit tests that take
-a second or so), and `make check`, the tests marked `slow` (Dask clusters, the browser, processes killed at every
-point of a write, the lab's drivers, many processes of training)."""
+Two suites: `make test`, the learner's smoke run (every step trained end to end on a small subset, and the unit tests
+that take a second or so), green on any device and after any edit of a step that still runs; and `make check`, the
+tests marked `slow` (Dask clusters, the browser, processes killed at every point of a write, the lab's drivers, many
+processes of training) and those marked `committed` (the committed results/ and the steps' stories are today's
+code's: what a maintainer checks before publishing)."""
 import os
 import subprocess
 import sys
@@ -28,6 +30,8 @@ def _data_dir():
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: not part of `make test`'s smoke run; `make check` runs these")
+    config.addinivalue_line("markers", "committed: checks that the committed results/ and the steps' stories match "
+                                       "today's code; `make check` runs these, `make test` (a learner's) does not")
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from conftest import ROOT
 from harness import cli
 
 # harness's modules from the bottom up: each may import only those before it.
-LAYERS = ["errors", "files", "layers", "mnist", "cli", "cuda_graph", "runs"]
+LAYERS = ["errors", "files", "layers", "mnist", "cli", "provenance", "cuda_graph", "runs"]
 
 
 def _imports(path):
@@ -77,8 +77,25 @@ def test_the_loop_holds_the_textbook_update_in_one_function():
     assert order == sorted(order)
     loop = ast.get_source_segment(common_source, next(
         node for node in ast.parse(common_source).body if getattr(node, "name", "") == "train_epoch"))
-    assert "update(model, optimizer, x, y)" in loop and "scheduler.step()" in loop
+    assert "train_step)(model, optimizer, x, y)" in loop and "scheduler.step()" in loop
     for path in [ROOT / "common.py", *(ROOT / "harness").glob("*.py")]:
         text = path.read_text()
         for line in ("loss = F.cross_entropy(", ".backward()", "optimizer.step()"):
             assert text.count(line) == (1 if path.name == "common.py" else 0), f"{line} in {path.name}"
+
+
+def _function(source, name):
+    return next(node for node in ast.parse(source).body if getattr(node, "name", "") == name)
+
+
+def test_the_way_from_a_step_to_its_update_is_run_step_fit_train_epoch_train_step():
+    """A reader of `python model3.py` walks run_step → fit → train_epoch → train_step, each calling the next by name,
+    and nothing on the way is defined inside another function."""
+    source = (ROOT / "common.py").read_text()
+    for caller, callee in (("run_step", "fit"), ("fit", "train_epoch"), ("train_epoch", "train_step")):
+        node = _function(source, caller)
+        called = {getattr(n.func, "id", None) for n in ast.walk(node) if isinstance(n, ast.Call)}
+        names = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+        assert callee in called | names, f"{caller} does not call {callee}"
+        nested = [n.name for n in ast.walk(node) if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and n is not node]
+        assert not nested, f"{caller} defines {nested} inside it"

@@ -30,6 +30,7 @@ def test_net_builds_without_arguments_and_outputs_ten_logits(step):
     assert net(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
+@pytest.mark.committed
 def test_parameter_budgets_match_the_exercise():
     assert common.count_params(model3.Net()) < 8000
     assert 1_400_000 <= common.count_params(model1.Net()) < 1_800_000
@@ -42,6 +43,7 @@ def test_parameter_budgets_match_the_exercise():
 
 
 @pytest.mark.parametrize("step", STEPS, ids=lambda s: s.__name__)
+@pytest.mark.committed
 def test_a_step_s_net_has_the_parameters_its_docstring_s_results_state(step):
     stated = re.search(r"^Results\n\s+([\d,]+) parameters", step.__doc__, re.MULTILINE)
     assert stated, f"{step.__name__}'s docstring has no Results that state its parameters"
@@ -53,6 +55,7 @@ COMMITTED = [model3, model4]
 
 
 @pytest.mark.parametrize("step", COMMITTED, ids=lambda s: s.__name__)
+@pytest.mark.committed
 def test_a_committed_model_pt_loads_strictly_into_today_s_net(step):
     """The weights of the committed run fit Net() key for key and shape for shape: nothing missing, nothing left."""
     folder = ROOT / "results" / step.__name__
@@ -75,6 +78,7 @@ def test_the_committed_model4_scores_what_it_scored_in_today_s_net(mnist):
     assert accuracy == pytest.approx(metrics["final_test_acc"], abs=0.005)
 
 
+@pytest.mark.committed
 def test_step4_is_under_4000_parameters_and_its_targets_say_so():
     """Net() is written with the layers it trains: one scale and shift a batch norm, a PReLU after each."""
     net = model4.Net()
@@ -98,6 +102,7 @@ def test_step4_is_under_4000_parameters_and_its_targets_say_so():
     assert model4.TARGETS.last_epochs == 3 and model4.TARGETS.max_epochs == 15
 
 
+@pytest.mark.committed
 def test_step4_sees_most_of_the_digit_before_its_head():
     rows = common.receptive_field(model4.Net())
     assert common.transition_rf(rows) == 5
@@ -132,6 +137,7 @@ def test_a_separable_unit_is_a_3x3_per_channel_then_a_1x1():
 
 
 @pytest.mark.parametrize("step", [model2, model3], ids=lambda s: s.__name__)
+@pytest.mark.committed
 def test_skeleton_has_transition_at_rf5_and_reaches_rf22(step):
     rows = common.receptive_field(step.Net())
     assert common.transition_rf(rows) == 5
@@ -197,6 +203,7 @@ def _recorded_params():
     return recorded
 
 
+@pytest.mark.committed
 def test_enough_recorded_recipes_are_still_built_today_to_check_them():
     """The recipes the test below builds: step 3's rounds, step 3's layout under 5,000 and the club's pool1_ds nets,
     the club's own among them; a rule of _gone that grew too wide would leave it nothing to check."""
@@ -207,6 +214,7 @@ def test_enough_recorded_recipes_are_still_built_today_to_check_them():
     assert (frontier.CLUB[0], list(frontier.CLUB[1])) in [(step, flags) for _, _, step, _, flags in kept]
 
 
+@pytest.mark.committed
 def test_every_recorded_recipe_left_out_is_one_today_s_code_refuses():
     """What _gone leaves out, the script's own parser refuses (exit status 2): nothing it could build is skipped."""
     built = []
@@ -219,6 +227,7 @@ def test_every_recorded_recipe_left_out_is_one_today_s_code_refuses():
 
 
 @pytest.mark.parametrize("step, budget, flags", _screened())
+@pytest.mark.committed
 def test_every_recipe_screened_is_built_today_as_it_was_measured_under_its_budget_and_sees_the_digit(step, budget,
                                                                                                       flags):
     """Each net as its recipe's command line builds it today: the parameters its search table recorded, under the

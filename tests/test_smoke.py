@@ -15,7 +15,7 @@ import model3
 import model4
 from common import STEPS
 from conftest import ROOT, program, run_script
-from harness import cli, cuda_graph, files, runs as runs_module
+from harness import cli, cuda_graph, files, provenance, runs as runs_module
 
 EXPECTED_FILES = {"summary.txt", "rf.md", "metrics.json", "curves.png", "misclassified.png", "confusion.png",
                   "model.pt"}
@@ -44,19 +44,27 @@ def smoke_runs(tmp_path_factory, data_dir):
 @pytest.mark.parametrize("step", STEPS)
 def test_smoke_run_writes_every_output_with_sane_metrics(smoke_runs, step):
     result, out = smoke_runs[step]
-    assert result.returncode == 0, result.stdout + result.stderr
+    assert (out / "metrics.json").is_file(), result.stdout + result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    # A subset's accuracy is not judged, but the parameter limit is: an edit past it is a FAIL, exit status 1.
+    over_limit = metrics["passed"] is False
+    assert result.returncode == (1 if over_limit else 0), result.stdout + result.stderr
+    assert ("FAIL params" if over_limit else "N/A (smoke run on a subset") in metrics["verdict"]
     written = {p.name for p in out.iterdir()}
     assert EXPECTED_FILES <= written and ("samples.png" in written) == (step == "model1")
-    metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["model"] == step and metrics["epochs"] == 2 and len(metrics["history"]) == 2
     assert metrics["params"] == common.count_params(importlib.import_module(step).Net()) and metrics["seed"] == 1
-    assert metrics["device"].startswith("cpu")
+    device = cli.resolve_device("auto")  # what the run was asked for: this machine's GPU if it has one
+    assert metrics["device"].split(" ")[0] == device
+    # on CUDA the GPU's own path end to end: train_step recorded once as a CUDA graph, then replayed
+    assert metrics["update"] == ("train_step replayed as a CUDA graph" if device == "cuda" else "train_step")
+    code = metrics["code"]  # the code that made it: the fingerprint today's files give, and where they stand in git
+    assert code["fingerprint"] == provenance.fingerprint(code["parts"]) and code["parts"]["net"]
     assert all(epoch["seconds"] > 0 for epoch in metrics["history"])
     assert metrics["train_seconds"] == round(sum(epoch["seconds"] for epoch in metrics["history"]), 2)
     if step in ("model3", "model4"):  # the first epoch augmented, the last clean
         config = metrics["config"]
         assert config["clean_epochs"] == 1 and config["rotate"] > 0 and config["shift"] > 0
-    assert metrics["passed"] is None and "N/A (smoke run" in metrics["verdict"]  # a subset is not judged
     for epoch in metrics["history"]:
         assert set(epoch) >= {"train_loss", "train_acc", "test_loss", "test_acc", "lr", "seconds"}
         assert 0 <= epoch["train_acc"] <= 100 and 0 <= epoch["test_acc"] <= 100
@@ -117,6 +125,7 @@ def test_saved_model3_scores_what_metrics_json_reports(smoke_runs, mnist):
     assert accuracy == pytest.approx(metrics["final_test_acc"], abs=0.005)
 
 
+@pytest.mark.committed
 def test_committed_model3_scores_what_its_metrics_report(mnist):
     """results/model3 is committed: its model.pt, scored here on the whole test set, must give the final accuracy
     its metrics.json reports (the final epoch's model, not a best-epoch pick)."""
@@ -187,8 +196,8 @@ def twin_nets(step, flags, mnist, images):
 
 
 def test_train_epoch_is_the_plain_training_loop(mnist):
-    """train_epoch (the loop every device runs; a GPU records its train_step) does what a textbook loop over the
-    same batches does, to the bit, with a partial last batch, OneCycle moved every batch; and its sums are the
+    """train_epoch (the loop every device runs; a GPU records its train_step) does what a plain loop of train_step
+    over the same batches does, to the bit, with a partial last batch, OneCycle moved every batch; and its sums are the
     batches' own."""
     config, loader, nets = twin_nets(model3, ["--epochs", "1", "--batch-size", "64"], mnist, images=200)
     optimizers, schedulers = zip(*(common.make_optimizer_and_scheduler(net, config, len(loader))[:2] for net in nets))
@@ -197,12 +206,8 @@ def test_train_epoch_is_the_plain_training_loop(mnist):
     mean_loss, accuracy = common.train_epoch(nets[0], loader, optimizers[0], schedulers[0])
     nets[1].train()
     loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
-    for x, y in batches:
-        optimizers[1].zero_grad()
-        logits = nets[1](x)
-        loss = torch.nn.functional.cross_entropy(logits, y)
-        loss.backward()
-        optimizers[1].step()
+    for x, y in batches:  # train_step itself is the textbook's five lines (tests/test_house.py)
+        loss, logits = common.train_step(nets[1], optimizers[1], x, y)
         schedulers[1].step()
         loss_sum += loss.detach() * len(y)
         correct += (logits.argmax(1) == y).sum()
@@ -332,3 +337,29 @@ def test_seeds_in_parallel_processes_and_a_rerun_keeps_completed_seeds(tmp_path,
     assert again.returncode == 0, again.stdout + again.stderr
     assert (seed_2 / "metrics.json").stat().st_mtime_ns == before  # kept, not trained again
     assert (tmp_path / "seeds" / "seed-1" / "metrics.json").exists()
+
+
+def test_a_cuda_graph_that_fails_to_record_leaves_the_run_on_train_step(monkeypatch):
+    """Should recording the update as a CUDA graph raise, the run goes on with train_step as it is (the batch that
+    was to be recorded included, nothing lost), says so once, and metrics.json's "update" records it."""
+    tries = []
+
+    def failing_graph():
+        tries.append(1)
+        raise RuntimeError("CUDA error: operation not permitted when stream is capturing\nmore detail")
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", failing_graph)
+    torch.manual_seed(0)
+    nets = [model3.Net(), model3.Net()]
+    nets[1].load_state_dict(nets[0].state_dict())
+    optimizers = [torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9) for net in nets]
+    logged, batches = [], [(torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))) for _ in range(3)]
+    update = cuda_graph.GraphedStep(common.train_step, optimizers[0], full_batch=16, log=logged.append)
+    for x, y in batches:
+        loss, _ = update(nets[0], optimizers[0], x, y)
+        assert torch.equal(loss, common.train_step(nets[1], optimizers[1], x, y)[0])
+    assert tries == [1] and update.graph is None  # tried once, at the second batch, never again
+    assert logged == ["recording train_step as a CUDA graph failed (RuntimeError: CUDA error: operation not "
+                      "permitted when stream is capturing); the run goes on with train_step as it is"]
+    assert update.described().startswith("train_step as it is: recording it as a CUDA graph failed (RuntimeError")
+    for a, b in zip(nets[0].state_dict().values(), nets[1].state_dict().values()):
+        assert torch.equal(a, b)
