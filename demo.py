@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import common
-from harness import cli, errors, files, mnist
+from harness import cli, errors, files, mnist, provenance
 
 MAX_BODY = 1 << 20           # bytes; a larger request is refused with 413
 DRAIN_LIMIT = 1 << 16        # of an oversized body, at most this is read and dropped after the 413 (see refuse_body)
@@ -144,6 +144,13 @@ class Models:
                 log(f"demo: {problem}; {step} is shown as unavailable (`{make}` writes it again)")
                 self.info[step] = dict(available=False, make=make, problem=problem)
                 continue
+            other_code = self._other_code(net, path.parent / "metrics.json")
+            if other_code:  # weights of another net, or of other training: not what today's step makes
+                problem = f"{path.parent} was made by {other_code} than today's {step}.py"
+                log(f"demo: {problem}; {step} is shown as unavailable (`{make}` trains it again)")
+                self.info[step] = dict(available=False, make=make, problem=problem,
+                                       takes=how_long(path.parent / "metrics.json"))
+                continue
             self.nets[step] = net
             self.info[step] = dict(available=True, params=common.count_params(net),
                                    receptive_field=common.feature_rf(common.receptive_field(net)))
@@ -163,6 +170,22 @@ class Models:
         net = common.build_net(module.Net, cls._settings(module, path.parent / "metrics.json"))
         net.load_state_dict(files.load_state_dict(io.BytesIO(data)))
         return net.eval()
+
+    @staticmethod
+    def _other_code(net, metrics_path):
+        """"other code (…changed)" or "unknown code" where the run's recorded code is not what today's files make of
+        its net and training path (harness/provenance.py), else ""."""
+        try:
+            made_by, parts = provenance.code_of_run(json.loads(Path(metrics_path).read_text()))
+        except (OSError, ValueError):
+            made_by, parts = None, None
+        today = provenance.fingerprint_parts(net, common.TRAINING_PATH)
+        if made_by is None:
+            return "unknown code"
+        if made_by != provenance.fingerprint(today):
+            differs = provenance.what_differs(parts, today)
+            return "other code" + (f" ({differs} changed)" if differs else "")
+        return ""
 
     @staticmethod
     def _settings(module, metrics_path):

@@ -18,11 +18,12 @@ through an attribute of an object rather than a name (a method called on an argu
 data files themselves (the run records where they came from), and the machine (the same code gives other last
 digits on another CPU kind: the run records its device). Its `parts` say which piece changed.
 
-Runs made before fingerprints existed record none. Where old and new code were shown to compute the same histories,
-results/same-code.json says so for their folders, with the evidence; every other such run is made by unknown code.
+Runs made before fingerprints existed recorded none. Where the code that made one was shown to compute the same
+histories as today's (lab/vouch.py: old and new code on the same machine), its metrics.json now names today's
+fingerprint and says how it was shown ("shown_same"); every other is made by unknown code, and records the commit
+that made it where the project's history tells it.
 """
 import ast
-import fnmatch
 import hashlib
 import inspect
 import json
@@ -34,8 +35,6 @@ from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "results"
-SAME_CODE = RESULTS / "same-code.json"  # runs recorded before fingerprints, shown to be today's code's
 OUTSIDE = ("tests", ".venv", "venv", "site-packages")  # folders under ROOT that are not the project's code
 PLAIN = (int, float, str, bool, type(None))
 
@@ -181,46 +180,21 @@ def code_record(net, roots):
                 uncommitted=None if status is None else sorted(line[3:] for line in status.splitlines()))
 
 
-def under_results(folder):
-    """`folder` as a path under results/ ("model3/seeds/seed-1"), or None for a folder elsewhere."""
-    try:
-        return Path(folder).resolve().relative_to(RESULTS.resolve()).as_posix()
-    except ValueError:
-        return None
-
-
-@lru_cache(maxsize=1)
-def same_code_entries():
-    try:
-        return tuple(json.loads(SAME_CODE.read_text())["runs"])
-    except (OSError, ValueError, KeyError):
-        return ()
-
-
-def vouched(folder):
-    """The entry of results/same-code.json that covers the run in `folder` (made before fingerprints; shown to be the
-    code of the fingerprint it names), or None."""
-    where = under_results(folder)
-    if where is None:
-        return None
-    return next((entry for entry in same_code_entries()
-                 if any(fnmatch.fnmatchcase(where, pattern) for pattern in entry["folders"])), None)
-
-
-def code_of_run(metrics, folder):
-    """(fingerprint, parts) of the code that made a run: as it recorded them, or as results/same-code.json vouches
-    for its folder (parts None), or (None, None): made by unknown code."""
+def code_of_run(metrics):
+    """(fingerprint, parts) of the code that made a run, as its metrics.json records them; (None, None) for a run
+    made by unknown code. A run made before fingerprints existed records one only where lab/vouch.py showed that
+    the code that made it computes the same histories as today's (its "shown_same" says how)."""
     code = metrics.get("code") if isinstance(metrics, dict) else None
     if isinstance(code, dict) and code.get("fingerprint"):
         return code["fingerprint"], code.get("parts")
-    entry = vouched(folder)
-    return (entry["fingerprint"], None) if entry else (None, None)
+    return None, None
 
 
 def what_differs(then, now):
     """The parts that differ between two runs' code, in a few words: "net, model3.py:Net"."""
     if not then or not now:
         return ""
-    names = sorted(name for name in set(then) | set(now) if then.get(name) != now.get(name))
+    names = sorted((name for name in set(then) | set(now) if then.get(name) != now.get(name)),
+                   key=lambda name: (name != "net", name))  # the net as built first, then the code by file
     shown = ", ".join(name.removeprefix("common.py:") for name in names[:4])
     return shown + (f" and {len(names) - 4} more" if len(names) > 4 else "")

@@ -62,9 +62,9 @@ def reuse(out, command, settings=None, code=None):
     if settings is not None and settings_recorded_in(metrics) != settings:
         return None, "made with other settings (the step's defaults have changed since)"
     if code is not None:
-        fingerprint, parts = code_of_run(metrics, out)
+        fingerprint, parts = code_of_run(metrics)
         if fingerprint is None:
-            return None, "made by unknown code (it records none, and results/same-code.json does not vouch for it)"
+            return None, "made by unknown code (before runs recorded theirs)"
         if fingerprint != code["fingerprint"]:
             differs = what_differs(parts, code.get("parts"))
             return None, "made by other code" + (f" ({differs} changed)" if differs else "")

@@ -25,15 +25,19 @@ def net_of(step, flags):
     return build_net(module.Net, config_from_args(build_parser(step, module.DEFAULTS, "").parse_args(flags)))
 
 
+def code_meant_by(step, flags):
+    """{"fingerprint", "parts"} of the code that `python STEP.py FLAGS` runs with today's files: the net it builds and
+    the training path (harness/provenance.py)."""
+    parts = fingerprint_parts(net_of(step, [str(flag) for flag in flags]), TRAINING_PATH)
+    return dict(fingerprint=fingerprint(parts), parts=parts)
+
+
 def step_run(script, flags, seed, out):
     """A Run of a step's `script` (model3.py, designs.py ...) with `flags`, a seed and a folder: a completed run there
     is reused while it was made with the settings these flags mean today under the step's DEFAULTS, and by the code
-    that today's files make of them (the net they build, the training path: harness/provenance.py)."""
+    today's files make of them."""
     step = Path(script).stem
     argv = step_argv(script, flags, seed, out)
     settings = settings_meant_by(argv[2:], importlib.import_module(step).DEFAULTS)
-    code = None
-    if settings is not None:  # flags the step refuses today make no run to compare with
-        parts = fingerprint_parts(net_of(step, [str(flag) for flag in flags]), TRAINING_PATH)
-        code = dict(fingerprint=fingerprint(parts), parts=parts)
-    return Run(argv, Path(out), settings, code)
+    # flags the step refuses today make no run to compare with
+    return Run(argv, Path(out), settings, code_meant_by(step, flags) if settings is not None else None)

@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 import common  # noqa: E402
 from harness import mnist as mnist_files  # noqa: E402
+from common import STEPS  # noqa: E402
 
 
 def _data_dir():
@@ -56,6 +57,27 @@ def git_history():
     done = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--is-shallow-repository"], capture_output=True,
                           text=True)
     return done.returncode == 0 and done.stdout.strip() == "false"
+
+
+@pytest.fixture(scope="session")
+def smoke_runs(tmp_path_factory, data_dir):
+    """Each step once, as a user runs it, 2 epochs on 1,000 images of each split, in batches of 32, the four at once
+    on a thread each, on the device `--device auto` picks (a GPU where there is one); steps 3 and 4 train only their
+    last epoch clean, so their first is augmented (their default clean epochs would leave none). Their folders make a
+    results/ of today's code, which the page's tests serve: {step: (CompletedProcess, folder)}."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
+    started, results = {}, tmp_path_factory.mktemp("results")
+    for step in STEPS:
+        out = results / step
+        clean = ["--clean-epochs", "1"] if step in ("model3", "model4") else []
+        started[step] = out, subprocess.Popen(
+            [*program(f"{step}.py"), "--subset", "1000", "--epochs", "2", "--batch-size", "32", *clean, "--out",
+             str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    runs = {}
+    for step, (out, process) in started.items():
+        stdout, stderr = process.communicate(timeout=600)
+        runs[step] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), out
+    return runs
 
 
 def program(script):

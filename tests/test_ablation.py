@@ -48,6 +48,7 @@ def _variants(step):
     return variants
 
 
+@pytest.mark.committed
 def test_each_step_s_rows_are_the_ones_its_makefile_runs_with_the_same_flags_and_seeds():
     """lab/report.py's ABLATION_ROWS and ABLATION_SEEDS are the Makefile's ABLATIONS_<step> and ABLATION_SEEDS_<step>:
     the table shows what `make ablation` makes, in its order, and every row it can show is described."""
@@ -191,6 +192,7 @@ def _tables(step):
 
 
 @pytest.mark.parametrize("step", ["model3", "model4"])
+@pytest.mark.committed
 def test_every_change_row_is_one_change_to_its_own_table_s_first_row(step):
     """Each Δ is against the same recipe: a row's runs recorded the settings of its table's "nothing changed" row
     (the first) on the same seeds, but for what its change sets — the flags `make ablation` runs it with, or for a
@@ -216,6 +218,7 @@ def test_every_change_row_is_one_change_to_its_own_table_s_first_row(step):
 
 
 @pytest.mark.parametrize("step", ["model3", "model4"])
+@pytest.mark.committed
 def test_the_table_make_ablation_makes_has_its_rows_at_its_seeds_count_with_its_flags(step):
     """`make ablation STEP=...` makes every measured row of its table again: the Makefile's flags mean, with today's
     code, the settings each row's runs recorded, over ABLATION_SEEDS seeds."""
@@ -229,6 +232,7 @@ def test_the_table_make_ablation_makes_has_its_rows_at_its_seeds_count_with_its_
         assert _why_not_made_by(command, Path(row["folder"])) is None, (step, row["variant"])
 
 
+@pytest.mark.committed
 def test_every_seeds_table_s_command_makes_it_today_or_its_commit_is_named():
     """The command printed under a seeds table is the one that made it: with today's code it makes the table's runs
     again (same settings, net, seeds and folder), or RESULTS.md prints it with the table's folder, and every line

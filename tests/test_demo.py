@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 import common
 from lab import net_of
-from harness import cli, errors, files
+from harness import cli, errors, files, provenance
 import demo
 from conftest import ROOT, assert_clean_failure, run_script
 
@@ -49,6 +49,7 @@ def test_a_digit_drawn_anywhere_at_any_size_becomes_the_same_input(mnist):
     assert abs(centre[0] - 13.5) <= 1 and abs(centre[1] - 13.5) <= 1  # centre of mass at the centre
 
 
+@pytest.mark.committed
 def test_test_digits_pushed_through_the_preparation_keep_their_class(mnist):
     net = __import__("model3").Net()
     net.load_state_dict(files.load_state_dict(ROOT / "results" / "model3" / "model.pt"))
@@ -75,7 +76,17 @@ def _serving(server):
 
 
 @pytest.fixture(scope="module")
-def server(data_dir):
+def server(smoke_runs, data_dir):
+    """The page serving the smoke runs' results/: every step trained by today's code, whatever a learner has
+    edited (their accuracy is a few hundred updates', not the committed runs')."""
+    results = smoke_runs["model3"][1].parent
+    with _serving(demo.make_server("127.0.0.1", 0, results, data_dir, log=lambda *_: None)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def committed_server(data_dir):
+    """The page serving the committed results/, as a fresh clone serves it."""
     with _serving(demo.make_server("127.0.0.1", 0, ROOT / "results", data_dir, log=lambda *_: None)) as url:
         yield url
 
@@ -102,10 +113,23 @@ def _drawn_one(side=56):
     return pixels
 
 
-def test_a_drawing_gets_every_steps_prediction_and_feature_maps(server):
+def test_a_drawing_gets_every_steps_prediction_and_feature_maps(server, smoke_runs):
     status, answer = _request(server + "/api/predict", {"pixels": _drawn_one(), "step": "model3"})
     assert status == 200
     assert len(answer["input"]) == 784 and max(answer["input"]) > 0.5
+    assert set(answer["steps"]) == set(common.STEPS)
+    for step, info in answer["steps"].items():  # every step trained by today's code: each one predicts
+        assert info["available"] and 0 <= info["prediction"] <= 9, info
+        assert sum(info["probabilities"]) == pytest.approx(1, abs=1e-3)
+    net = demo.Models(smoke_runs["model3"][1].parent, dict(mean=0.1307, std=0.3081), log=pytest.fail).nets["model3"]
+    blocks = common.feature_maps(net, torch.tensor(answer["input"]).reshape(28, 28))
+    assert answer["feature_step"] == "model3" and [f["rf"] for f in answer["features"]] == [rf for _, rf, _ in blocks]
+
+
+@pytest.mark.committed
+def test_the_committed_steps_read_a_drawn_one_and_the_others_say_what_training_costs(committed_server):
+    status, answer = _request(committed_server + "/api/predict", {"pixels": _drawn_one(), "step": "model3"})
+    assert status == 200
     model3 = answer["steps"]["model3"]
     assert model3["available"] and model3["prediction"] == 1 and sum(model3["probabilities"]) == pytest.approx(1, abs=1e-3)
     assert answer["feature_step"] == "model3" and [f["rf"] for f in answer["features"]][:2] == [3, 5]
@@ -172,7 +196,7 @@ def test_any_body_the_page_cannot_parse_is_a_400_in_one_line_and_the_server_keep
         assert status == 400, (name, answer)
         assert answer["error"] and "\n" not in answer["error"] and len(answer["error"]) < 400, (name, answer)
     status, answer = _request(server + "/api/predict", {"pixels": _drawn_one(), "step": "model3"})
-    assert status == 200 and answer["steps"]["model3"]["prediction"] == 1
+    assert status == 200 and 0 <= answer["steps"]["model3"]["prediction"] <= 9
 
 
 def test_what_parsing_did_not_foresee_is_a_400_and_a_fault_in_prediction_a_500(server, monkeypatch):
@@ -329,10 +353,9 @@ def test_a_port_in_use_is_one_line_and_exit_2(data_dir):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-def _damage(path, kind):
-    """Write a damaged model.pt of one kind at `path`."""
+def _damage(path, kind, whole):
+    """Write a damaged model.pt of one kind at `path`, from the `whole` file's bytes."""
     if kind == "truncated":
-        whole = (ROOT / "results" / "model3" / "model.pt").read_bytes()
         path.write_bytes(whole[:len(whole) // 2])
     elif kind == "not a zip":
         path.write_bytes(b"not a model\n" * 100)
@@ -340,11 +363,11 @@ def _damage(path, kind):
         path.mkdir()
 
 
-def _results_with_a_damaged_step(tmp_path, kind):
-    """A results folder where model3's model.pt is damaged and model4's is whole."""
+def _results_with_a_damaged_step(tmp_path, kind, smoke_runs):
+    """A results folder where model3's model.pt is damaged and model4's is whole (the smoke runs')."""
     (tmp_path / "model3").mkdir()
-    _damage(tmp_path / "model3" / "model.pt", kind)
-    shutil.copytree(ROOT / "results" / "model4", tmp_path / "model4",
+    _damage(tmp_path / "model3" / "model.pt", kind, (smoke_runs["model3"][1] / "model.pt").read_bytes())
+    shutil.copytree(smoke_runs["model4"][1], tmp_path / "model4",
                     ignore=lambda folder, names: [n for n in names if n not in ("model.pt", "metrics.json")])
     return tmp_path
 
@@ -352,8 +375,9 @@ def _results_with_a_damaged_step(tmp_path, kind):
 @pytest.mark.parametrize("kind, why", [("truncated", "not a complete zip archive"),
                                        ("not a zip", "not a complete zip archive"),
                                        ("unreadable", "cannot read it (Is a directory)")])
-def test_a_damaged_model_is_one_line_and_its_step_unavailable_the_others_served(tmp_path, data_dir, capfd, kind, why):
-    results, lines = _results_with_a_damaged_step(tmp_path, kind), []
+def test_a_damaged_model_is_one_line_and_its_step_unavailable_the_others_served(tmp_path, data_dir, capfd, kind, why,
+                                                                              smoke_runs):
+    results, lines = _results_with_a_damaged_step(tmp_path, kind, smoke_runs), []
     with _serving(demo.make_server("127.0.0.1", 0, results, data_dir, log=lines.append)) as url:
         info = _request(url + "/api/info")[1]["steps"]
         status, answer = _request(url + "/api/predict", {"pixels": _drawn_one(), "step": "model3"})
@@ -364,14 +388,14 @@ def test_a_damaged_model_is_one_line_and_its_step_unavailable_the_others_served(
     assert info["model4"]["available"]
     model4 = answer["steps"]["model4"]
     assert status == 200 and "prediction" not in answer["steps"]["model3"]
-    assert model4["prediction"] == max(range(10), key=model4["probabilities"].__getitem__) == 1  # the drawn one
+    assert model4["prediction"] == max(range(10), key=model4["probabilities"].__getitem__)
     assert answer["feature_step"] == "model4"  # the step asked for is unavailable: the first loaded one is shown
     assert "Traceback" not in capfd.readouterr().err
 
 
 @pytest.mark.slow
-def test_the_program_with_a_damaged_model_says_one_line_and_serves(tmp_path, data_dir):
-    results = _results_with_a_damaged_step(tmp_path, "not a zip")
+def test_the_program_with_a_damaged_model_says_one_line_and_serves(tmp_path, data_dir, smoke_runs):
+    results = _results_with_a_damaged_step(tmp_path, "not a zip", smoke_runs)
     with socket.socket() as probe:  # a free port, given back for the server to take
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -486,9 +510,32 @@ def test_a_step_trained_with_other_layers_is_loaded_as_its_run_built_it(tmp_path
     trained = net_of("model3", flags).eval()
     (tmp_path / "model3").mkdir()
     (tmp_path / "model3" / "model.pt").write_bytes(files.state_dict_bytes(trained))
-    (tmp_path / "model3" / "metrics.json").write_text(json.dumps(dict(config=cli.settings_to_record(config))))
+    code = provenance.code_record(trained, common.TRAINING_PATH)
+    (tmp_path / "model3" / "metrics.json").write_text(json.dumps(dict(config=cli.settings_to_record(config),
+                                                                      code=code)))
     models = demo.Models(tmp_path, dict(mean=0.1307, std=0.3081), log=pytest.fail)
     assert models.info["model3"]["available"] and models.info["model3"]["params"] == common.count_params(trained)
     digit = torch.rand(1, 1, 28, 28)
     with torch.inference_mode():
         assert torch.equal(models.nets["model3"](digit), trained(digit))
+
+
+@pytest.mark.parametrize("edit, why", [("other", "other code (net, model3.py:Net changed)"),
+                                       ("unknown", "unknown code")])
+def test_a_step_made_by_other_code_than_today_s_is_unavailable_with_why(tmp_path, smoke_runs, edit, why):
+    """Weights trained by another net or another training path are not what today's step makes: the page shows the
+    step as unavailable, says why, and names the `make` target that trains it again."""
+    shutil.copytree(smoke_runs["model3"][1], tmp_path / "model3")
+    metrics = json.loads((tmp_path / "model3" / "metrics.json").read_text())
+    if edit == "other":  # as if the run had been made before an edit of model3.Net
+        metrics["code"]["parts"] = dict(metrics["code"]["parts"], net="0" * 16, **{"model3.py:Net": "1" * 16})
+        metrics["code"]["fingerprint"] = provenance.fingerprint(metrics["code"]["parts"])
+    else:  # as if made before runs recorded their code
+        del metrics["code"]
+    (tmp_path / "model3" / "metrics.json").write_text(json.dumps(metrics))
+    lines = []
+    models = demo.Models(tmp_path, dict(mean=0.1307, std=0.3081), log=lines.append)
+    info = models.info["model3"]
+    assert not info["available"] and info["make"] == "make model3" and "model3" not in models.nets
+    assert info["problem"] == f"{tmp_path / 'model3'} was made by {why} than today's model3.py"
+    assert lines == [f"demo: {info['problem']}; model3 is shown as unavailable (`make model3` trains it again)"]

@@ -312,6 +312,7 @@ def test_further_seeds_get_a_sentence_of_their_own_that_says_what_they_were_used
     assert "    Seeds 21–22, which no choice of the recipe saw: 1/2 seeds met the target" in docstring
 
 
+@pytest.mark.committed
 def test_step4_s_seeds_say_what_each_set_of_them_was_used_for():
     """Seeds 11–20 took part in step 4's choice (round 8's net went to the test set on them, and the line it missed
     there sent the search on to rounds 9 and 10): no sentence calls them seeds no choice saw."""
@@ -501,6 +502,7 @@ def _commit_exists(sha):
 
 
 @pytest.mark.parametrize("page", ["RESULTS.md", "lab/README.md"])
+@pytest.mark.committed
 def test_every_table_of_flags_today_s_code_refuses_names_the_commit_that_ran_it(page):
     """A table whose recorded flags (a retired flag, a layout family designs.py no longer has) today's parser refuses
     is history: right above it, it names the commit its runs were made at (`git checkout SHA`, then its command, runs
@@ -552,6 +554,7 @@ def _git_show(commit, path):
     return done.stdout if done.returncode == 0 else None
 
 
+@pytest.mark.committed
 def test_each_made_at_table_is_the_one_its_commit_committed():
     """Each search table and bench run MADE_AT names is, apart from the driver's name (search.py before the drivers
     moved into lab/, BEFORE_LAB), the file that commit committed: a table rewritten since (a search run again under

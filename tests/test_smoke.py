@@ -21,26 +21,6 @@ EXPECTED_FILES = {"summary.txt", "rf.md", "metrics.json", "curves.png", "misclas
                   "model.pt"}
 
 
-@pytest.fixture(scope="module")
-def smoke_runs(tmp_path_factory, data_dir):
-    """Each step once, as a user runs it, 2 epochs on 1,000 images of each split, in batches of 32, the four at once
-    on a thread each; steps 3 and 4 train only their last epoch clean, so their first is augmented (their default
-    clean epochs would leave none)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "MNIST_DATA_DIR": str(data_dir), "OMP_NUM_THREADS": "1"}
-    started = {}
-    for step in STEPS:
-        out = tmp_path_factory.mktemp(step)
-        clean = ["--clean-epochs", "1"] if step in ("model3", "model4") else []
-        started[step] = out, subprocess.Popen(
-            [*program(f"{step}.py"), "--subset", "1000", "--epochs", "2", "--batch-size", "32", *clean, "--out",
-             str(out)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    runs = {}
-    for step, (out, process) in started.items():
-        stdout, stderr = process.communicate(timeout=600)
-        runs[step] = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), out
-    return runs
-
-
 @pytest.mark.parametrize("step", STEPS)
 def test_smoke_run_writes_every_output_with_sane_metrics(smoke_runs, step):
     result, out = smoke_runs[step]

@@ -1,0 +1,184 @@
+"""Runs made before runs recorded their code: show, old code against new on this machine, whether the code that made
+them computes what today's code computes, and write what was shown into their metrics.json.
+
+    python -m lab.vouch results/model3 results/model3/seeds-21-30     # a run's folder, or a --seeds run's
+    python -m lab.vouch --check-only results/model4                   # show, write nothing
+
+For each run: the commits that may have made it — the last one before the date it records, up to the one that
+committed its metrics.json, those of them that changed a .py file — each checked out beside this one (git worktree),
+and its recorded command run there and here, from the same seed on a subset for a few epochs (some augmented, the
+clean ones after, `--subset 2000 --epochs CLEAN+2`, six for a step without clean epochs) on the CPU. Where every such
+commit gives exactly today's history (every loss, accuracy and rate; time aside), the run is stamped with today's
+fingerprint for its command and the evidence ("shown_same"): a sweep may reuse it, the page may serve it. Where one
+differs, or its command does not mean today what its run recorded, the run is stamped as made by unknown code, with
+the commit that made it: reports say so, and sweeps train it again. A check is one process of each code per command
+and commit, whatever the number of seeds.
+"""
+import argparse
+import importlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import STEPS_FOLDER as ROOT
+from harness.cli import OneLineParser, describe_device, settings_meant_by, settings_recorded_in
+from harness.errors import UsageError, run_main
+from harness.files import atomic_write_json
+from harness.provenance import code_of_run, git
+from lab import code_meant_by
+
+CHECK_SUBSET = 2000
+COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr")
+
+
+def runs_in(folder):
+    """The metrics.json files of the run in `folder`, and of each seed of the --seeds run there."""
+    folder = Path(folder)
+    found = [folder / "metrics.json"] if (folder / "metrics.json").is_file() else []
+    found += sorted((folder / "seeds").glob("seed-*/metrics.json"), key=lambda p: int(p.parent.name.split("-")[1]))
+    if not found:
+        raise UsageError(f"{folder} holds no run (metrics.json) and no seeds (seeds/seed-N/metrics.json)")
+    return found
+
+
+def flags_of(command):
+    """(script, flags) of a recorded command, its --seed and --out taken out (the check sets its own)."""
+    words = shlex.split(command)[1:]
+    script, rest, flags = words[0], words[1:], []
+    skip = False
+    for word in rest:
+        if skip:
+            skip = False
+        elif word in ("--seed", "--out"):
+            skip = True
+        elif not word.startswith(("--seed=", "--out=")):
+            flags.append(word)
+    return script, flags
+
+
+def commits_that_may_have_made(metrics_path, metrics):
+    """The commits, oldest first, that may hold the code a run was made with: the last before its recorded date, and
+    each after it, up to the one that committed its metrics.json, that changed a .py file."""
+    relative = metrics_path.resolve().relative_to(ROOT).as_posix()
+    added = (git("log", "-1", "--format=%H", "--", relative) or "").strip()
+    before = (git("log", "-1", "--format=%H", f"--before={metrics['date']}", "HEAD") or "").strip()
+    if not added or not before:
+        raise UsageError(f"{metrics_path}: the project's history does not say which commit made it (a shallow clone, "
+                         "or a run not committed)")
+    later = (git("log", "--reverse", "--format=%H", f"{before}..{added}", "--", "*.py") or "").split()
+    return [before, *[sha for sha in later if sha != before]]
+
+
+def history(folder):
+    return [{key: row[key] for key in COMPARED if key in row}
+            for row in json.loads((Path(folder) / "metrics.json").read_text())["history"]]
+
+
+def check_run(where, script, flags, epochs, scratch, data_dir):
+    """The history of `python SCRIPT FLAGS` on the check's subset, run in the checkout `where`."""
+    out = Path(tempfile.mkdtemp(dir=scratch))
+    env = {**os.environ, "MNIST_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, script, *flags, "--seed", "1", "--subset", str(CHECK_SUBSET), "--epochs", str(epochs),
+               "--device", "cpu", "--out", str(out)]
+    done = subprocess.run(command, cwd=where, env=env, capture_output=True, text=True)
+    if not (out / "metrics.json").is_file():
+        raise UsageError(f"`{shlex.join(command[1:])}` failed in {where}: {(done.stderr or done.stdout)[-500:]}")
+    return history(out), shlex.join(["python", *command[1:-2]])
+
+
+def vouch(args):
+    today = (git("rev-parse", "HEAD") or "").strip()
+    if not today:
+        raise UsageError("lab.vouch needs the project's git history (it checks out the commits that made the runs)")
+    if (git("status", "--porcelain", "--", "*.py") or "").strip():
+        raise UsageError("the project's .py files have uncommitted changes: commit them first, so that the evidence "
+                         "names the commit that holds today's code")
+    runs = [(path, json.loads(path.read_text())) for folder in args.folders for path in runs_in(folder)]
+    checks, verdicts = {}, {}  # (script, flags, commit) -> (same, evidence); today's history by (script, flags)
+    device = describe_device("cpu")
+    with tempfile.TemporaryDirectory(prefix="vouch-") as scratch:
+        worktrees = {}
+        try:
+            for path, metrics in runs:
+                if code_of_run(metrics)[0] and not args.again:
+                    print(f"{path.parent}: records its code already")
+                    continue
+                script, flags = flags_of(metrics["command"])
+                step = Path(script).stem
+                meant = settings_meant_by([*flags, "--seed", str(metrics["seed"])],
+                                          importlib.import_module(step).DEFAULTS) if (ROOT / script).is_file() else None
+                commits = commits_that_may_have_made(path, metrics)
+                why = None
+                if meant is None or meant != settings_recorded_in(metrics):
+                    why = "its command does not mean today the settings its run recorded"
+                clean = metrics["config"].get("clean_epochs") or 0
+                epochs = clean + 2 if clean else 6  # two augmented epochs, then the clean ones; or 6 (a rate step)
+                evidence = []
+                for commit in commits if why is None else []:
+                    key = (script, tuple(flags), commit, epochs)
+                    if key not in checks:
+                        if commit not in worktrees:
+                            worktrees[commit] = Path(scratch) / f"at-{commit[:7]}"
+                            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q",
+                                            str(worktrees[commit]), commit], check=True)
+                        if (script, tuple(flags), epochs) not in verdicts:
+                            verdicts[(script, tuple(flags), epochs)] = check_run(ROOT, script, flags, epochs, scratch,
+                                                                                 args.data_dir)
+                        new, command = verdicts[(script, tuple(flags), epochs)]
+                        old, _ = check_run(worktrees[commit], script, flags, epochs, scratch, args.data_dir)
+                        differs = next((i + 1 for i, (a, b) in enumerate(zip(old, new)) if a != b), None)
+                        if differs is None and len(old) != len(new):
+                            differs = min(len(old), len(new)) + 1
+                        checks[key] = (differs, f"`{command}` at {commit[:7]} and at {today[:7]}: " + (
+                            f"the same {len(new)}-epoch history" if differs is None else
+                            f"the histories differ from epoch {differs}"))
+                        print(f"  {checks[key][1]}")
+                    evidence.append(checks[key])
+                    if checks[key][0] is not None:
+                        why = checks[key][1]
+                        break
+                record = dict(fingerprint=None, parts=None, commit=commits[0], uncommitted=None)
+                if why is None:
+                    record.update(fingerprint=code_meant_by(step, flags)["fingerprint"], shown_same=dict(
+                        by="python -m lab.vouch", at=today, date=time.strftime("%Y-%m-%d"), device=device,
+                        checks=[text for _, text in evidence]))
+                else:
+                    record["not_shown_same"] = why
+                print(f"{path.parent}: " + ("today's code (shown the same)" if why is None else f"unknown code: {why}"))
+                if not args.check_only:
+                    metrics["code"] = record
+                    atomic_write_json(path, metrics)
+            for folder in args.folders:  # a --seeds run's table names the code of its seeds
+                if (Path(folder) / "seeds.json").is_file() and not args.check_only:
+                    summary = json.loads((Path(folder) / "seeds.json").read_text())
+                    codes = [json.loads(path.read_text()).get("code") or {} for path in runs_in(folder)
+                             if path.parent.parent.name == "seeds"]
+                    prints = {code.get("fingerprint") for code in codes}
+                    summary["code"] = dict(fingerprint=prints.pop() if len(prints) == 1 else None,
+                                           commits=sorted({code["commit"] for code in codes if code.get("commit")}))
+                    atomic_write_json(Path(folder) / "seeds.json", summary)
+        finally:
+            for where in worktrees.values():
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)],
+                               capture_output=True)
+    return 0
+
+
+def main(argv=None):
+    parser = OneLineParser(prog="lab.vouch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folders", nargs="+", help="a run's folder, or a --seeds run's (its seeds/seed-N)")
+    parser.add_argument("--check-only", action="store_true", help="show what the checks find; write nothing")
+    parser.add_argument("--again", action="store_true", help="check runs that record their code already too")
+    parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "data"),
+                        help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else data)")
+    args = parser.parse_args(argv)
+    return run_main("lab.vouch", lambda: vouch(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
