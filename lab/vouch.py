@@ -4,8 +4,8 @@ them computes what today's code computes, and write what was shown into their me
     python -m lab.vouch results/model3 results/model3/seeds-21-30     # a run's folder, or a --seeds run's
     python -m lab.vouch --check-only results/model4                   # show, write nothing
 
-For each run: the commits that may have made it — the last one before the date it records, up to the one that
-committed its metrics.json, those of them that changed a .py file — each checked out beside this one (git worktree),
+For each run: the commits that may have made it — the last one before it started (the date it records, less its
+time), up to the one that committed its metrics.json, those of them that changed a .py file — each checked out beside this one (git worktree),
 and its recorded command run there and here, from the same seed on a subset for a few epochs (some augmented, the
 clean ones after, `--subset 2000 --epochs CLEAN+2`, six for a step without clean epochs) on the CPU. Where every such
 commit gives exactly today's history (every loss, accuracy and rate; time aside), the run is stamped with today's
@@ -15,6 +15,7 @@ the commit that made it: reports say so, and sweeps train it again. A check is o
 and commit, whatever the number of seeds.
 """
 import argparse
+import datetime
 import importlib
 import json
 import os
@@ -33,6 +34,7 @@ from harness.provenance import code_of_run, git
 from lab import code_meant_by
 
 CHECK_SUBSET = 2000
+START_MARGIN_SECONDS = 300  # a run's evaluation, setup and loading, beyond the training time it records
 COMPARED = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "lr")
 
 
@@ -62,11 +64,15 @@ def flags_of(command):
 
 
 def commits_that_may_have_made(metrics_path, metrics):
-    """The commits, oldest first, that may hold the code a run was made with: the last before its recorded date, and
-    each after it, up to the one that committed its metrics.json, that changed a .py file."""
+    """The commits, oldest first, that may hold the code a run was made with: the last before it started (its
+    recorded date, less its training time and START_MARGIN_SECONDS), and each after it, up to the one that committed
+    its metrics.json, that changed a .py file."""
     relative = metrics_path.resolve().relative_to(ROOT).as_posix()
     added = (git("log", "-1", "--format=%H", "--", relative) or "").strip()
-    before = (git("log", "-1", "--format=%H", f"--before={metrics['date']}", "HEAD") or "").strip()
+    # the date a run records is its end: its process read the code before it trained (and a little before that)
+    ended = datetime.datetime.strptime(metrics["date"].removesuffix(" UTC"), "%Y-%m-%d %H:%M:%S")
+    started = ended - datetime.timedelta(seconds=metrics.get("train_seconds", 0) + START_MARGIN_SECONDS)
+    before = (git("log", "-1", "--format=%H", f"--before={started:%Y-%m-%d %H:%M:%S} +0000", "HEAD") or "").strip()
     if not added or not before:
         raise UsageError(f"{metrics_path}: the project's history does not say which commit made it (a shallow clone, "
                          "or a run not committed)")
