@@ -146,7 +146,7 @@ class Models:
                 continue
             other_code = self._other_code(net, path.parent / "metrics.json")
             if other_code:  # weights of another net, or of other training: not what today's step makes
-                problem = f"{path.parent} was made by {other_code} than today's {step}.py"
+                problem = f"{path.parent} was made by {other_code}"
                 log(f"demo: {problem}; {step} is shown as unavailable (`{make}` trains it again)")
                 self.info[step] = dict(available=False, make=make, problem=problem,
                                        takes=how_long(path.parent / "metrics.json"))
@@ -173,18 +173,18 @@ class Models:
 
     @staticmethod
     def _other_code(net, metrics_path):
-        """"other code (…changed)" or "unknown code" where the run's recorded code is not what today's files make of
-        its net and training path (harness/provenance.py), else ""."""
+        """"other code than today's (…changed)" or "unknown code (…)" where the run's recorded code is not what
+        today's files make of its net and training path (harness/provenance.py), else ""."""
         try:
             made_by, parts = provenance.code_of_run(json.loads(Path(metrics_path).read_text()))
         except (OSError, ValueError):
             made_by, parts = None, None
         today = provenance.fingerprint_parts(net, common.TRAINING_PATH)
         if made_by is None:
-            return "unknown code"
+            return "unknown code (before runs recorded theirs)"
         if made_by != provenance.fingerprint(today):
             differs = provenance.what_differs(parts, today)
-            return "other code" + (f" ({differs} changed)" if differs else "")
+            return "other code than today's" + (f" ({differs} changed)" if differs else "")
         return ""
 
     @staticmethod

@@ -254,6 +254,13 @@ def settings_recorded_in(metrics):
     return json.loads(json.dumps(recorded))
 
 
+def beside_retired(settings):
+    """Settings (settings_recorded_in's form) without those retired since (RETIRED_SETTINGS): how a run that was shown
+    to compute what today's code computes (lab/vouch.py) compares with today's settings, a retired setting it
+    recorded being what its code then did (step 4's --bn-affine layer and PReLU, built into its Net since)."""
+    return {key: value for key, value in settings.items() if key not in RETIRED_SETTINGS}
+
+
 def quiet_parser(defaults):
     """A step's parser whose refusal of a flag raises UsageError instead of printing a line and exiting."""
     def refuse(message):

@@ -168,16 +168,22 @@ def git(*args):
     return done.stdout if done.returncode == 0 else None
 
 
+def checkout_state(files=("*.py",)):
+    """{"commit": the checkout's HEAD, "uncommitted": the files among `files` that differ from it}, both None outside
+    a git checkout: what a driver's table (a search, the frontier, the bench) records of the code that made it."""
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--", *files) if commit else None
+    return dict(commit=commit.strip() if commit else None,
+                uncommitted=None if status is None else sorted(line[3:] for line in status.splitlines()))
+
+
 def code_record(net, roots):
     """What a run records of its code: {"fingerprint", "parts", "commit", "uncommitted"}. `commit` is the checkout's
     HEAD and `uncommitted` the files among those that hold the parts that differ from it (an empty list: none);
     both None outside a git checkout."""
     parts = fingerprint_parts(net, roots)
     files = sorted({name.split(":", 1)[0] for name in parts if ":" in name})
-    commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--", *files) if commit else None
-    return dict(fingerprint=fingerprint(parts), parts=parts, commit=commit.strip() if commit else None,
-                uncommitted=None if status is None else sorted(line[3:] for line in status.splitlines()))
+    return dict(fingerprint=fingerprint(parts), parts=parts, **checkout_state(files))
 
 
 def code_of_run(metrics):

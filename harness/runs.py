@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,11 +77,39 @@ def completed_run(out, command, settings=None, code=None):
     return reuse(out, command, settings, code)[0]
 
 
+OTHER_CODE = "runs-of-other-code"  # beside a run's folder: the runs a sweep replaced, by their code's fingerprint
+KEPT = {"": "made by the same code before — kept",  # why reusable_run reused a run, as a sweep's line says it
+        "brought back": f"made by the same code before — brought back from {OTHER_CODE}/"}
+
+
+def set_aside(out):
+    """Move the completed run in `out`, if it holds one, to OTHER_CODE/FINGERPRINT/ beside it (replacing a run set
+    aside there before): a sweep that trains a run again never loses the one it replaces, and brings it back once
+    its code is today's again (an edit undone)."""
+    try:
+        metrics = json.loads((Path(out) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return
+    kept = Path(out).parent / OTHER_CODE / (code_of_run(metrics)[0] or "unknown") / Path(out).name
+    if kept.exists():
+        shutil.rmtree(kept)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(out, kept)
+
+
 def reusable_run(run, command):
     """reuse() for the Run `run`, once an interrupted write of its folder is undone (recover_folder): the sweep that
-    goes on from a killed one finds each run whole, the previous one or the new one."""
+    goes on from a killed one finds each run whole, the previous one or the new one. Where the folder's run is not
+    reusable but one of today's code was set aside beside it (set_aside), that one comes back and is reused."""
     recover_folder(run.out)
-    return reuse(run.out, command, run.settings, run.code)
+    metrics, why = reuse(run.out, command, run.settings, run.code)
+    kept = run.out.parent / OTHER_CODE / run.code["fingerprint"] / run.out.name if run.code else None
+    if metrics is None and kept is not None and reuse(kept, command, run.settings, run.code)[0]:
+        set_aside(run.out)
+        shutil.rmtree(run.out, ignore_errors=True)  # what is left: a failed run's log
+        os.replace(kept, run.out)
+        return reuse(run.out, command, run.settings, run.code)[0], "brought back"
+    return metrics, why
 
 
 CONNECT_SECONDS = 10
@@ -108,8 +137,10 @@ def run_commands(runs, jobs, report=print, cluster=None):
     results = []
     for run, command in zip(runs, commands):
         metrics, why = reusable_run(run, command)
-        report(outcome_line(run, metrics, started) + " (made by the same code before: kept)" if metrics else
+        report(outcome_line(run, metrics, started) + f" ({KEPT[why]})" if metrics else
                f"  {run.out}: {why} — to train")
+        if metrics is None:
+            set_aside(run.out)
         results.append(metrics)
     to_do = [index for index, metrics in enumerate(results) if metrics is None]
     if not to_do:
@@ -366,9 +397,11 @@ def run_seeds(name, script, config, targets, out, count, argv, code, jobs=1, log
                  passed=m["passed"], train_seconds=m["train_seconds"]) for seed, m in zip(seeds, results)]
     finals = np.array([r["final_test_acc"] for r in rows])
     met, needed = sum(r["passed"] is True for r in rows), targets.seeds_needed(count)
-    commits = sorted({(m.get("code") or {}).get("commit") or "" for m in results} - {""})
+    codes = [m.get("code") or {} for m in results]  # each run's: the same fingerprint, perhaps other commits
     summary = dict(model=name, device=results[0]["device"], command=command_line(script, argv),
-                   code=dict(fingerprint=code["fingerprint"], commits=commits), seeds=rows,
+                   code=dict(fingerprint=code["fingerprint"],
+                             commits=sorted({c["commit"] for c in codes if c.get("commit")}),
+                             uncommitted=sorted({f for c in codes for f in c.get("uncommitted") or []})), seeds=rows,
                    mean_final_test_acc=round(float(finals.mean()), 3),
                    std_final_test_acc=round(float(finals.std(ddof=1)) if len(finals) > 1 else 0.0, 3),
                    min_final_test_acc=round(float(finals.min()), 2),
@@ -394,9 +427,10 @@ def run_in_turn(runs, log=print):
     for index, run in enumerate(runs, 1):
         command = command_line(run.argv[1], run.argv[2:])
         metrics, why = reusable_run(run, command)
-        log(f"\n=== {run.out} ({index} of {len(runs)}): " + ("made by the same code before — kept ===" if metrics
-                                                             else f"{why} — training ==="))
+        log(f"\n=== {run.out} ({index} of {len(runs)}): " + (f"{KEPT[why]} ===" if metrics else
+                                                             f"{why} — training ==="))
         if metrics is None:
+            set_aside(run.out)
             lines = []
             with subprocess.Popen(run.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   env={**os.environ, "PYTHONUNBUFFERED": "1"}) as child:

@@ -10,6 +10,7 @@ from the project's folder as `python -m lab.NAME` (the Makefile's targets do it)
 They import common.py and harness/; nothing in the exercise imports them.
 """
 import importlib
+import shlex
 from pathlib import Path
 
 from common import TRAINING_PATH, build_net
@@ -41,3 +42,31 @@ def step_run(script, flags, seed, out):
     settings = settings_meant_by(argv[2:], importlib.import_module(step).DEFAULTS)
     # flags the step refuses today make no run to compare with
     return Run(argv, Path(out), settings, code_meant_by(step, flags) if settings is not None else None)
+
+
+def flags_of(command):
+    """(script, flags) of a recorded command (`python model3.py FLAGS...`), its --seed and --out taken out."""
+    words = shlex.split(command)[1:]
+    flags, skip = [], False
+    for word in words[1:]:
+        if skip:
+            skip = False
+        elif word in ("--seed", "--out"):
+            skip = True
+        elif not word.startswith(("--seed=", "--out=")):
+            flags.append(word)
+    return words[0], flags
+
+
+def code_words(code, command):
+    """"" where `code` (what a run or a seeds table records of its code) is the code today's files make of
+    `command`; else "made by unknown code" (made before runs recorded theirs, and not shown the same since) or
+    "made by other code than today's"."""
+    if not (code or {}).get("fingerprint"):
+        return "made by unknown code"
+    script, flags = flags_of(command)
+    try:
+        today = code_meant_by(Path(script).stem, flags)["fingerprint"]
+    except (Exception, SystemExit):  # a script or flags that today's code no longer has
+        today = None
+    return "" if today == code["fingerprint"] else "made by other code than today's"

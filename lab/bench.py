@@ -37,6 +37,7 @@ import common
 import model3
 from lab import frontier, report
 from harness import cli, cuda_graph, errors, files, mnist
+from harness.provenance import checkout_state
 
 # ----------------------------------------------------------------------------------------------------------------
 # Settings
@@ -105,14 +106,14 @@ def project_rate(loader, device, steps, warmup, fast=True, seed=0, make_net=mode
     config = model3_config(device, "--lr", "0.01", "--scheduler", "none")
     net = make_net().to(device)
     optimizer = common.make_optimizer_and_scheduler(net, config, 1)[0]
-    update = (cuda_graph.graphed(common.train_step, net, optimizer, loader, evaluate_test=lambda: None,
-                                 spare_optimizer=common.make_optimizer_and_scheduler(net, config, 1)[0])
-              if fast and device.type == "cuda" else common.train_step)
+    graphed_step = (cuda_graph.graphed(common.train_step, net, optimizer, loader, evaluate_test=lambda: None,
+                                       spare_optimizer=common.make_optimizer_and_scheduler(net, config, 1)[0])
+                    if fast and device.type == "cuda" else None)
     batches = endless(lambda: loader)
-    common.train_epoch(net, Batches(batches, warmup, device), optimizer, None, update)
+    common.train_epoch(net, Batches(batches, warmup, device), optimizer, None, graphed_step)
     synchronize(device)
     started = time.perf_counter()
-    common.train_epoch(net, Batches(batches, steps, device), optimizer, None, update)
+    common.train_epoch(net, Batches(batches, steps, device), optimizer, None, graphed_step)
     synchronize(device)
     return steps * loader.batch_size / (time.perf_counter() - started)
 
@@ -317,7 +318,7 @@ def bench(args, argv):
     project = rows[names.index("project")]
     speedup = rows[0]["epoch_s"] / project["epoch_s"]
     command = cli.command_line("lab.bench", sys.argv[1:] if argv is None else argv)
-    result = dict(device=device_text, command=command,
+    result = dict(device=device_text, command=command, code=checkout_state(),
                   date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), torch=torch.__version__, steps=args.steps,
                   warmup=args.warmup, repeats=args.repeats, pipelines=rows, reference_epoch_s=rows[0]["epoch_s"],
                   project_epoch_s=project["epoch_s"], speedup=round(speedup, 2),
@@ -332,13 +333,15 @@ def bench(args, argv):
         config = model3_config(device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        metrics = common.run_once("model3", model3.Net, config, model3.TARGETS, data, out=None,
-                                  command="python model3.py", log=lambda *_: None)
-        result.update(model3_train_seconds=metrics["train_seconds"], model3_setup_seconds=metrics["setup_seconds"],
-                      model3_final_test_acc=metrics["final_test_acc"],
-                      model3_verdict=metrics["verdict"], model3_peak_memory_mb=round(peak_memory_mb(device), 1))
-        print(f"  {metrics['verdict']}\n  model3: {metrics['epochs']} epochs in {metrics['train_seconds']:.1f} s "
-              f"(+ {metrics['setup_seconds']:.1f} s one-time setup)")
+        trained = common.fit(lambda: model3.Net(), config, data, log=lambda *_: None)
+        train_seconds = round(sum(row["seconds"] for row in trained.history), 2)
+        _, verdict = common.judge("model3", model3.TARGETS, common.count_params(trained.model), trained.history,
+                                  smoke=False)
+        result.update(model3_train_seconds=train_seconds, model3_setup_seconds=round(trained.setup_seconds, 3),
+                      model3_final_test_acc=trained.history[-1]["test_acc"],
+                      model3_verdict=verdict, model3_peak_memory_mb=round(peak_memory_mb(device), 1))
+        print(f"  {verdict}\n  model3: {len(trained.history)} epochs in {train_seconds:.1f} s "
+              f"(+ {trained.setup_seconds:.1f} s one-time setup)")
     result["peak_memory_mb"] = round(peak_memory_mb(device), 1)
     result["table_markdown"] = report.bench_table(result)
     print("\n" + result["table_markdown"])

@@ -10,8 +10,8 @@ is a point of its own over --club-seeds seeds, and its layout and recipe, scaled
 line of its own. Each run is the step's own command line with --widths set,
 trained on the full training set and judged on the test set (the frontier measures nets already chosen; it
 chooses nothing). Runs go to OUT/runs/DESIGN-PARAMS/seed-S, `--jobs` at once (or on the Dask cluster at
-`--cluster`); a run already completed by the same command is reused, so an interrupted frontier goes on where it
-stopped. Writes OUT/frontier.json, frontier.md and frontier.png: parameters (log axis) against final test
+`--cluster`); a run already completed by the same command, settings and code is reused, so an interrupted frontier
+goes on where it stopped. Writes OUT/frontier.json, frontier.md and frontier.png: parameters (log axis) against final test
 accuracy (mean, min–max over seeds) and the lowest of the last 3 epochs, with the 99.40 % and 99.0 % lines and
 the public points below drawn beside ours; and a second panel, multiply-adds per image against accuracy, since
 parameters are not cost.
@@ -29,6 +29,7 @@ from harness.cli import OneLineParser, add_cluster_flag, command_line, non_negat
 from harness.errors import UsageError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text, check_writable
 from harness.runs import run_commands
+from harness.provenance import checkout_state
 from lab import net_of, step_run
 
 ROOT = Path(__file__).resolve().parent.parent  # the project's folder, where the steps are
@@ -300,6 +301,7 @@ def frontier(args, argv, points, extra, out):
         by_point.setdefault(point[:3], []).append(metrics)
     done = [m for m in results if m is not None]
     summary = dict(seeds=args.seeds, club_seeds=args.club_seeds, club=list(CLUB[1]) if args.club_seeds else None,
+                   code=checkout_state(),
                    club_share=CLUB_SHARE, club_sizes=args.club_sizes,
                    public=[list(point) for point in PUBLIC],
                    epochs=done[0]["epochs"] if done else args.epochs, device=devices_of(done), subset=args.subset,

@@ -23,7 +23,7 @@ from harness.cli import RETIRED_SETTINGS, OneLineParser, settings_meant_by
 from harness.errors import DataError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text
 from harness.runs import seed_rule_verdict
-from lab import net_of
+from lab import code_words, net_of
 # The original write-up's figures, for comparison (its step 1 and 2 report the best test epoch).
 ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57 (best epoch)"),
             "model3": ("7,838", "99.22"), "model4": ("—", "no such step")}
@@ -83,41 +83,19 @@ HISTORY = {
               "round-4-net": dict(change="step 4's net of rounds 1 to 4 (a strided transition and full 3×3s, "
                                          "6,12,6,12,14,14) and no clean epochs", sets=("net", "clean_epochs"))}),
 }
-# The commit each --seeds run was made at, by its folder under results/, where the command its seeds.json records
-# does not make it again with today's code (the step's defaults or flags have changed since, or its folder has
-# moved): at that commit the command means the settings its runs recorded, so `git checkout COMMIT`, then the
-# command, makes it again (into the folder its --out names). tests/test_ablation.py finds every such run.
-MADE_AT = {"ablation/earlier-code/clean-0": "d3a84eb", "ablation/earlier-code/bf16": "5b59a2f",
-           "model4/ablation/scale-0": "2f78bf5", "model4/ablation/scale-0-seeds-11-20": "2f78bf5",
-           "model4/ablation/round-5-recipe/round-5-net": "720ad6e",
-           "model4/ablation/round-5-recipe/round-5-net-seeds-11-20": "c2d436f",
-           "model4/ablation/round-5-recipe/clean-0": "f8041f5", "model4/ablation/round-5-recipe/no-augment": "f8041f5",
-           "model4/ablation/round-5-recipe/aug-5-1": "f8041f5",
-           "model4/ablation/round-5-recipe/round-6-net": "b816e8c",  # round 6's defaults (committed at 35f871a)
-           "model4/ablation/round-5-recipe/round-4-net": "6dc6978",
-           "model4/ablation/round-5-recipe/round-4-net-seeds-11-20": "e93e955",
-           # Every search table (results/STEP/FOLDER/NAME.json and .md, by that path without its suffix): the commit
-           # that committed its runs, where the command its caption records runs it again (the recipes file holding
-           # its recipes, their flags and layouts parsing, and its nets the parameters it records); many of those
-           # flags and layouts are retired (ideas that measured no gain: the tables are their history).
-           "model3/search/search": "4a9f60a", "model3/search-wide/wide": "e9c279a",
-           "model3/search-wide/wide-10": "e9c279a", "model3/search-m4-layout/wide": "e9c279a",
-           "model3/search-m4-layout/wide-10": "e9c279a", "model4/search/screen": "adb7cdb",
-           "model4/search/search": "adb7cdb", "model4/search-step3-layout/search": "3e8e7a1",
-           "model4/search-wide/wide": "e9c279a", "model4/search-wide/wide-10": "e9c279a",
-           "model4/search-designs/designs": "f8041f5", "model4/search-designs/designs-10": "f8041f5",
-           "model4/search-under-4000/under-4000": "b816e8c", "model4/search-under-4000/round-7": "d717b95",
-           "model4/search-under-4000/round-8": "4fe9564", "model4/search-under-4000/round-9": "0621c9e",
-           "model4/search-under-4000/round-10": "ab63a46",
-           "club/search/stage-1": "79bc324", "club/search/stage-2": "79bc324", "club/search/stage-3": "dc670a6",
-           "club/search/stage-4": "b10e0e8", "club/search/stage-5": "6e91e7c", "club/search/stage-6": "1bc7d70",
-           "club/search/stage-7": "d717b95", "club/search/stage-8": "a09e78a",
-           "club/search/stage-8-seeds-4-6": "a09e78a", "club/search/stage-9": "522a528",
-           "club/search/stage-10": "6b53cf9", "club/search/stage-11": "1c936b4", "club/search/stage-12": "d7a9697",
-           "club/search/stage-13": "4fe9564", "club/search/stage-14": "49c5301", "club/search/stage-15": "c07c14e",
-           # A bench run, by its file and the date it records (`make bench` rewrites the file): its rows of
-           # --precision bf16, --channels-last and designs.py's early layout went with their code.
-           "bench.json 2026-12-02 16:19:59 UTC": "522a528"}
+# A results file made at a commit whose code today's does not match records that commit itself (its "made_at"): a
+# --seeds run's seeds.json, a search table, a bench run. At that commit the command it records means what its runs
+# did, so `git checkout COMMIT`, then the command, makes it again. tests/test_ablation.py finds every such run.
+
+
+def made_at(path):
+    """The commit a results file (seeds.json, a search table's .json, bench.json) says it was made at, or None."""
+    try:
+        return json.loads(Path(path).read_text()).get("made_at")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 # Commits before the drivers moved into lab/ (7da39f5): there `python -m lab.search` was `python search.py`.
 BEFORE_LAB = {"4a9f60a", "adb7cdb", "3e8e7a1", "e9c279a", "f8041f5", "b816e8c", "79bc324"}
 # What each set of test seeds was used for, by the folder of its runs under results/ (a step's own --seeds run,
@@ -322,7 +300,7 @@ def row_figures(made, base=None):
 
 
 def under(results, folder):
-    """`folder`'s path under results/, as MADE_AT and SEEDS_USE name it."""
+    """`folder`'s path under results/, as SEEDS_USE names it."""
     return Path(folder).relative_to(results).as_posix()
 
 
@@ -341,7 +319,7 @@ def ablation_rows(results, step="model3"):
         earlier = made and not_made_today(f"{step}.py", flags.split(), made[1])
         if made and not earlier:
             row.update(measured=True, **row_figures(made, full if full_today else None),
-                       commit=MADE_AT.get(under(results, folder)))
+                       commit=made_at(folder / "seeds.json"))
         elif made:
             row.update(earlier=earlier, command=made[0]["command"])
         rows.append(row)
@@ -362,7 +340,7 @@ def history_rows(results, step):
         base = made if i == 0 else base
         if made:
             rows.append(dict(variant=name, change=row["change"], sets=list(row["sets"]), folder=str(folder),
-                             measured=True, commit=MADE_AT.get(under(results, folder)), **row_figures(made, base)))
+                             measured=True, commit=made_at(folder / "seeds.json"), **row_figures(made, base)))
     return rows if len(rows) > 1 else []
 
 
@@ -414,10 +392,11 @@ def ablation_text(results, step, rows):
     n, count = step[-1], ABLATION_SEEDS[step]
     full = rows[0]
     parts = [ablation_table(rows), "",
-             f"Each row after the first is one change to step {n}'s recipe of today, made by today's code over "
-             f"{count} seeds: `make ablation STEP={step}` runs `python {step}.py FLAGS --seeds {count} --out "
+             f"Each row after the first is one change to step {n}'s recipe of today, over {count} seeds: "
+             f"`make ablation STEP={step}` runs `python {step}.py FLAGS --seeds {count} --out "
              f"results/{ABLATION_DIRS[step]}/NAME` for each (the Makefile's ABLATIONS_{step}) and rewrites this "
-             f"table. The first row is the step's own run (`make seeds STEP={step}`"
+             f"table. The first row is the step's own run (`make seeds STEP={step}"
+             + (f" N={full['seeds']}" if full.get("seeds") else "") + "`"
              + (f", `{full['command']}`" if full["measured"] else "") + "), and each Δ is against its mean over the "
              "same seeds as the row. 'last 3 epochs' pools the last 3 test accuracies of every seed. The test loss and "
              "the train accuracy (counted on the batches as trained) show what each ingredient does to over-fitting. "
@@ -470,7 +449,8 @@ def seeds_headline(s):
     return (f"**{s['met_target']}/{s['count']} seeds met the target** ({seed_rule_verdict(s)}); final test accuracy "
             f"**{s['mean_final_test_acc']:.3f} ± {s['std_final_test_acc']:.3f} %** (mean ± std), lowest "
             f"{min(finals):.2f} %" + (f", lowest of any last-3 epoch {lowest_last3:.2f} %" if lowest_last3 else "")
-            + f" (`{s['command']}`, {s['device']})")
+            + f" (`{s['command']}`, {s['device']}" + "".join(f"; {words}" for words in [code_words(
+                s.get("code"), s["command"])] if words) + ")")
 
 
 def seeds_section(results, step="model3"):
@@ -484,11 +464,11 @@ def seeds_section(results, step="model3"):
 
 def seeds_sentence(results, folder, s):
     """A --seeds run in one sentence: its seeds and what they were used for (SEEDS_USE), its headline, and the commit
-    it was made at where today's code does not make it again (MADE_AT)."""
+    it was made at where today's code does not make it again (its made_at)."""
     seeds = [r["seed"] for r in s["seeds"]] or [1]
     where = under(results, folder)
     use = SEEDS_USE.get(where)
-    commit = MADE_AT.get(where)
+    commit = made_at(Path(folder) / "seeds.json")
     return (f"Seeds {min(seeds)}–{max(seeds)}" + (f", {use}" if use else "") + f": {seeds_headline(s)}."
             + (f" Made at commit {commit} (`git checkout {commit}`, then that command, makes it again); its runs "
                f"are in results/{where}." if commit else ""))
@@ -503,13 +483,13 @@ def later_seeds(results, step, runs="seeds"):
 
 def search_section(results, step="model3", folder="search", name="search"):
     """The recipe search of a step on its validation split, as lab/search.py wrote it: its caption (the command),
-    then, where MADE_AT names the commit its runs were made at, how to run it again, then its table."""
+    then, where it names the commit its runs were made at, how to run it again, then its table."""
     table = Path(results) / step / folder / f"{name}.md"
     if not table.exists():
         return None
     search = load_json(table.with_suffix(".json"), ("step", "recipes"))  # a damaged search.json stops the report too
     text = table.read_text()
-    commit = MADE_AT.get(f"{step}/{folder}/{name}")
+    commit = search.get("made_at")
     if not commit or not search.get("command") or "\n\n" not in text:
         return text
     caption, rest = text.split("\n\n", 1)
@@ -677,7 +657,8 @@ def frontier_recipe_note(results):
     if not notes:
         return ""
     return ("\n\nThese points are as measured then: " + "; ".join(notes) + ". `make frontier` trains them again with "
-            "today's recipes (a completed run is reused only while its command means the same recipe).")
+            "today's recipes (a completed run is reused only where its command, its settings and its code's "
+            "fingerprint are today's).")
 
 
 def bench_table(b):
@@ -719,7 +700,7 @@ def bench_section(results):
     sections, by_device = [], {}
     for name, b in bench_runs(results):
         by_device.setdefault(b["device"], []).append(b)
-        commit = MADE_AT.get(f"{name} {b.get('date')}")
+        commit = b.get("made_at")
         memory = ("peak allocated GPU memory" if b["device"].startswith("cuda") else
                   "the peak resident memory of the row's own process (lab/bench.py runs each pipeline in a fresh one; "
                   "the reference's DataLoader workers are not counted), data loading and torch's own libraries "
@@ -865,8 +846,8 @@ def club_parts(results):
             for table in stage_tables:
                 parts += ["", table]
     small = under_a_thousand(folder)
-    made_at = all(MADE_AT.get(under(results, path.with_suffix(""))) for path in folder.glob("stage-*.json"))
-    told = ["Each row's runs were made at the commit its stage's table above names.", ""] if made_at else []
+    every_made_at = all(made_at(path) for path in folder.glob("stage-*.json"))
+    told = ["Each row's runs were made at the commit its stage's table above names.", ""] if every_made_at else []
     return parts + (["", "### Every recipe under 1,000 parameters", "", *told, small] if small else [])
 
 
@@ -922,9 +903,8 @@ def results_markdown(results="results"):
     parts.append(steps_table(rows) if rows else "_No complete step run in results/ yet._")
     if rows:
         parts += ["", "![every step's test accuracy per epoch](results/steps.png)"]
-    parts += ["", "Train accuracy is counted during each epoch, on the batches as trained — augmented and with dropout "
-              "active where a step uses them — so a regularised step can show a train accuracy below its test "
-              "accuracy. RF is the receptive field of the last convolution or pooling window, before the head."]
+    parts += ["", "Train accuracy is counted during each epoch, on the batches as trained — augmented where a step "
+              "augments them — so a step with augmentation can show a train accuracy below its test accuracy. RF is the receptive field of the last convolution or pooling window, before the head."]
     for m in rows:
         parts += ["", f"**{m['model']}** — `{m['command']}`, {m['date']}, {m['device']}, torch {m['torch']}. "
                   f"{m['verdict']}.", "",
@@ -1003,7 +983,8 @@ def docstring_results(m, seeds=None, later=()):
             f"{fmt_accs(m['last_test_accs'])} % on the last {len(m['last_test_accs'])} epochs;\n"
             f"    best train accuracy {m['best_train_acc']:.2f} %; {m['epochs']} epochs at "
             f"{median_epoch_seconds(m):.1f} s/epoch (median) on {m['device']}.\n"
-            f"    {'PASS' if m['passed'] else 'FAIL'}. Run: `{m['command']}`, {m['date'][:10]}. "
+            f"    {'PASS' if m['passed'] else 'FAIL'}. Run: `{m['command']}`, {m['date'][:10]}"
+            + "".join(f", {words}" for words in [code_words(m.get("code"), m["command"])] if words) + ". "
             f"(Written by lab/report.py from results/{m['model']}/metrics.json.)\n" + over_seeds)
 
 

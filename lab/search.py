@@ -8,8 +8,8 @@ validation accuracy on the last 3 epochs, and the test set, though each run stil
 so a choice made from this table is never a choice made on the test set.
 
 Each run is the step's own command line in a subprocess (`--jobs` of them at once, the cores shared out between
-them, or on the Dask cluster at `--cluster`), writing into OUT/runs/NAME/seed-S; a run whose metrics.json is
-already there from the same command is reused, so an interrupted search goes on where it stopped. The table goes
+them, or on the Dask cluster at `--cluster`), writing into OUT/runs/NAME/seed-S; a run already completed there
+by the same command, settings and code is reused, so an interrupted search goes on where it stopped. The table goes
 to OUT/search.json and OUT/search.md (OUT/NAME.* with --name).
 """
 import argparse
@@ -25,6 +25,7 @@ from harness.cli import OneLineParser, add_cluster_flag, command_line, non_negat
 from harness.errors import UsageError, run_main
 from harness.files import atomic_write_json, atomic_write_text
 from harness.runs import run_commands
+from harness.provenance import checkout_state
 from lab import step_run
 
 ROOT = Path(__file__).resolve().parent.parent  # the project's folder, where the steps are
@@ -178,6 +179,7 @@ def search(args, argv, out):
     by_run = dict(zip(runs, results))
     first = next((m for m in results if m is not None), None)
     summary = dict(step=args.step, val=args.val, seeds=len(seeds), seed_list=", ".join(map(str, seeds)),
+                   code=checkout_state(),
                    min_acc=args.min_acc, device=first["device"] if first else "n/a",
                    command=command_line("lab.search", sys.argv[1:] if argv is None else argv),
                    recipes=[summarise(name, flags, len(seeds), [by_run[(name, tuple(flags), s)] for s in seeds],

@@ -6,7 +6,9 @@ them computes what today's code computes, and write what was shown into their me
 
 For each run: the commits that may have made it — the last one before it started (the date it records, less its
 time), up to the one that committed its metrics.json, those of them that changed a .py file — each checked out beside this one (git worktree),
-and its recorded command run there and here, from the same seed on a subset for a few epochs (some augmented, the
+and its recorded command run there and here (a setting it recorded
+that has since been retired, such as step 4's --bn-affine layer, now built into its Net, is what the old code's run
+does: the histories decide), from the same seed on a subset for a few epochs (some augmented, the
 clean ones after, `--subset 2000 --epochs CLEAN+2`, six for a step without clean epochs) on the CPU. Where every such
 commit gives exactly today's history (every loss, accuracy and rate; time aside), the run is stamped with today's
 fingerprint for its command and the evidence ("shown_same"): a sweep may reuse it, the page may serve it. Where one
@@ -27,11 +29,11 @@ import time
 from pathlib import Path
 
 from common import STEPS_FOLDER as ROOT
-from harness.cli import OneLineParser, describe_device, settings_meant_by, settings_recorded_in
+from harness.cli import OneLineParser, beside_retired, describe_device, settings_meant_by, settings_recorded_in
 from harness.errors import UsageError, run_main
 from harness.files import atomic_write_json
 from harness.provenance import code_of_run, git
-from lab import code_meant_by
+from lab import code_meant_by, flags_of
 
 CHECK_SUBSET = 2000
 START_MARGIN_SECONDS = 300  # a run's evaluation, setup and loading, beyond the training time it records
@@ -46,21 +48,6 @@ def runs_in(folder):
     if not found:
         raise UsageError(f"{folder} holds no run (metrics.json) and no seeds (seeds/seed-N/metrics.json)")
     return found
-
-
-def flags_of(command):
-    """(script, flags) of a recorded command, its --seed and --out taken out (the check sets its own)."""
-    words = shlex.split(command)[1:]
-    script, rest, flags = words[0], words[1:], []
-    skip = False
-    for word in rest:
-        if skip:
-            skip = False
-        elif word in ("--seed", "--out"):
-            skip = True
-        elif not word.startswith(("--seed=", "--out=")):
-            flags.append(word)
-    return script, flags
 
 
 def commits_that_may_have_made(metrics_path, metrics):
@@ -120,7 +107,7 @@ def vouch(args):
                                           importlib.import_module(step).DEFAULTS) if (ROOT / script).is_file() else None
                 commits = commits_that_may_have_made(path, metrics)
                 why = None
-                if meant is None or meant != settings_recorded_in(metrics):
+                if meant is None or meant != beside_retired(settings_recorded_in(metrics)):
                     why = "its command does not mean today the settings its run recorded"
                 clean = metrics["config"].get("clean_epochs") or 0
                 epochs = clean + 2 if clean else 6  # two augmented epochs, then the clean ones; or 6 (a rate step)
@@ -150,7 +137,7 @@ def vouch(args):
                         break
                 record = dict(fingerprint=None, parts=None, commit=commits[0], uncommitted=None)
                 if why is None:
-                    record.update(fingerprint=code_meant_by(step, flags)["fingerprint"], shown_same=dict(
+                    record.update(**code_meant_by(step, flags), shown_same=dict(
                         by="python -m lab.vouch", at=today, date=time.strftime("%Y-%m-%d"), device=device,
                         checks=[text for _, text in evidence]))
                 else:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch.nn as nn
 
-from lab import net_of
+from lab import code_words, net_of
 from common import count_params
 from conftest import ROOT, git_history
 from harness.cli import settings_meant_by
@@ -256,3 +256,34 @@ def test_every_seeds_table_s_command_makes_it_today_or_its_commit_is_named():
             if git_history():
                 assert subprocess.run(["git", "-C", str(ROOT), "cat-file", "-e", f"{sha[1]}^{{commit}}"]).returncode \
                     == 0, f"{sha[1]} is no commit of this repository"
+
+
+def _claims():
+    """The runs the README's, RESULTS.md's and the steps' claims stand on, by folder: each step's run and --seeds
+    runs (results/STEP, its seeds-A-B), the rows of today's ablation tables, and the 99 % club's ten seeds."""
+    folders = [RESULTS / step for step in ("model1", "model2", "model2-no-batchnorm", "model3", "model4")]
+    folders += sorted(RESULTS.glob("model[34]/seeds-*"))
+    folders += [Path(row["folder"]) for step in ("model3", "model4") for row in report.ablation_rows(RESULTS, step)
+                if row.get("measured") and row["variant"] != "full"]
+    folders += sorted(RESULTS.glob("frontier/runs/designs-1218/seed-*"))
+    return folders
+
+
+@pytest.mark.committed
+def test_every_run_a_claim_stands_on_is_today_s_code():
+    """Each run the published claims stand on records the code today's files make of its command (the fingerprint
+    of its net and training path: harness/provenance.py), or was shown by lab/vouch.py to be made by code that
+    computes the same; a mismatch names the folder and the command that makes it again."""
+    wrong = []
+    for folder in _claims():
+        runs = [folder / "metrics.json"] if (folder / "metrics.json").is_file() else []
+        runs += sorted((folder / "seeds").glob("seed-*/metrics.json"))
+        for path in runs:
+            metrics = json.loads(path.read_text())
+            words = code_words(metrics.get("code"), metrics["command"])
+            if words:
+                table = folder / "seeds.json"
+                again = json.loads(table.read_text())["command"] if path.parent.parent.name == "seeds" and \
+                    table.is_file() else metrics["command"]
+                wrong.append(f"{path.parent.relative_to(ROOT)}: {words}; `{again}` makes it again")
+    assert not wrong, "\n".join(wrong[:5] + ([f"… and {len(wrong) - 5} more"] if len(wrong) > 5 else []))

@@ -24,7 +24,7 @@ def _train(mnist, graphed_path, epochs=2):
     optimizer, scheduler, _ = common.make_optimizer_and_scheduler(model, config, len(loader))
     update = (cuda_graph.graphed(common.train_step, model, optimizer, loader, evaluate_test=lambda: None,
                                  spare_optimizer=common.make_optimizer_and_scheduler(model, config, 1)[0])
-              if graphed_path else common.train_step)
+              if graphed_path else None)
     sums = [common.train_epoch(model, loader, optimizer, scheduler, update) for _ in range(epochs)]
     torch.cuda.synchronize()
     return model, sums, update
@@ -54,3 +54,4 @@ def test_fit_on_cuda_goes_through_the_graph(mnist, monkeypatch):
         ["--device", "cuda", "--epochs", "1", "--subset", str(IMAGES), "--batch-size", str(BATCH)]))
     trained = common.fit(model3.Net, config, mnist, log=lambda *_: None)
     assert len(made) == 1 and made[0].graph is not None and trained.setup_seconds > 0
+    assert trained.update == "train_step replayed as a CUDA graph"

@@ -520,8 +520,8 @@ def test_a_step_trained_with_other_layers_is_loaded_as_its_run_built_it(tmp_path
         assert torch.equal(models.nets["model3"](digit), trained(digit))
 
 
-@pytest.mark.parametrize("edit, why", [("other", "other code (net, model3.py:Net changed)"),
-                                       ("unknown", "unknown code")])
+@pytest.mark.parametrize("edit, why", [("other", "other code than today's (net, model3.py:Net changed)"),
+                                       ("unknown", "unknown code (before runs recorded theirs)")])
 def test_a_step_made_by_other_code_than_today_s_is_unavailable_with_why(tmp_path, smoke_runs, edit, why):
     """Weights trained by another net or another training path are not what today's step makes: the page shows the
     step as unavailable, says why, and names the `make` target that trains it again."""
@@ -537,5 +537,5 @@ def test_a_step_made_by_other_code_than_today_s_is_unavailable_with_why(tmp_path
     models = demo.Models(tmp_path, dict(mean=0.1307, std=0.3081), log=lines.append)
     info = models.info["model3"]
     assert not info["available"] and info["make"] == "make model3" and "model3" not in models.nets
-    assert info["problem"] == f"{tmp_path / 'model3'} was made by {why} than today's model3.py"
+    assert info["problem"] == f"{tmp_path / 'model3'} was made by {why}"
     assert lines == [f"demo: {info['problem']}; model3 is shown as unavailable (`make model3` trains it again)"]

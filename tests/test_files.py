@@ -185,7 +185,7 @@ def test_a_sweep_goes_on_from_a_run_killed_as_it_was_swapped_in(tmp_path, monkey
         runs.keep_run(run, "python model3.py --seed 1 --out new", new_future)
     monkeypatch.undo()
     assert not run.out.exists() and len(list(tmp_path.iterdir())) == 2  # the old aside, the new beside it
-    assert runs.reusable_run(run, command)["run"] == "old"
+    assert runs.reusable_run(run, command)[0]["run"] == "old"
     assert _files_under(run.out) == old and os.listdir(tmp_path) == ["seed-1"]
 
 

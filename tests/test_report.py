@@ -525,27 +525,26 @@ def test_every_table_of_flags_today_s_code_refuses_names_the_commit_that_ran_it(
 
 
 def test_a_table_made_at_an_earlier_commit_says_so_between_its_caption_and_its_rows(tmp_path, monkeypatch):
-    """MADE_AT names the commit a search table or a bench run was made at: the line sits under the caption that holds
-    its command; a bench file rewritten since (another date) and a table with no recorded command get none."""
-    _write(tmp_path / "club" / "search" / "stage-2.json", dict(step="designs", recipes=[], command="python -m x"))
+    """A search table or a bench run that records the commit it was made at ("made_at") says so: the line sits under
+    the caption that holds its command; a bench file rewritten since and a table with no recorded command get none."""
+    _write(tmp_path / "club" / "search" / "stage-2.json", dict(step="designs", recipes=[], command="python -m x",
+                                                                made_at="abc1234"))
     (tmp_path / "club" / "search" / "stage-2.md").write_text("Caption. Command: `python -m x`.\n\n| recipe |\n")
-    monkeypatch.setitem(report.MADE_AT, "club/search/stage-2", "abc1234")
     assert report.search_section(tmp_path, "club", "search", "stage-2") == (
         "Caption. Command: `python -m x`.\n\nMade at commit abc1234: `git checkout abc1234`, then the command above, "
         "runs it again.\n\n| recipe |\n")
     monkeypatch.setattr(report, "BEFORE_LAB", {"abc1234"})
     assert ("then the command above with `python search.py` for `python -m lab.search`, runs it again.\n\n| recipe"
             in report.search_section(tmp_path, "club", "search", "stage-2"))
-    _write(tmp_path / "club" / "search" / "stage-2.json", dict(step="designs", recipes=[]))
+    _write(tmp_path / "club" / "search" / "stage-2.json", dict(step="designs", recipes=[], made_at="abc1234"))
     assert "abc1234" not in report.search_section(tmp_path, "club", "search", "stage-2")
     rows = [dict(pipeline="reference", samples_per_s=1000.0, epoch_s=60.0, peak_memory_mb=10.0)]
     bench = dict(device="cpu (test)", steps=200, warmup=10, speedup=1.0, pipelines=rows, command="python -m lab.bench",
-                 date="2026-12-02 16:19:59 UTC")
+                 date="2026-12-02 16:19:59 UTC", made_at="def5678")
     _write(tmp_path / "bench.json", bench)
-    monkeypatch.setitem(report.MADE_AT, "bench.json 2026-12-02 16:19:59 UTC", "def5678")
     assert report.bench_section(tmp_path).startswith("Made at commit def5678: `git checkout def5678`, then "
                                                      "`python -m lab.bench`, runs it again.\n\n| pipeline |")
-    _write(tmp_path / "bench.json", {**bench, "date": "2026-12-24 10:00:00 UTC"})  # `make bench` ran again
+    _write(tmp_path / "bench.json", {key: value for key, value in bench.items() if key != "made_at"})  # run again
     assert "def5678" not in report.bench_section(tmp_path)
 
 
@@ -556,24 +555,26 @@ def _git_show(commit, path):
 
 @pytest.mark.committed
 def test_each_made_at_table_is_the_one_its_commit_committed():
-    """Each search table and bench run MADE_AT names is, apart from the driver's name (search.py before the drivers
-    moved into lab/, BEFORE_LAB), the file that commit committed: a table rewritten since (a search run again under
-    the same name, `make bench`) would be named with a commit that did not make it."""
-    if not _commit_exists("HEAD"):
+    """Each search table and bench run that names the commit it was made at ("made_at") is, apart from that name and
+    the driver's name (search.py before the drivers moved into lab/, BEFORE_LAB), the file that commit committed: a
+    table rewritten since (a search run again under the same name, `make bench`) would name a commit that did not
+    make it."""
+    if not git_history():
         pytest.skip("not a git checkout with its history")
     results = ROOT / "results"
-    tables = {key: commit for key, commit in report.MADE_AT.items() if (results / f"{key}.json").is_file()}
+    tables = {path: report.made_at(path) for path in results.glob("*/search*/*.json") if report.made_at(path)}
     assert len(tables) >= 33  # step 3's 5 tables, step 4's 12, the club's 16
-    for key, commit in tables.items():
-        then = json.loads(_git_show(commit, f"results/{key}.json"))
-        now = json.loads((results / f"{key}.json").read_text())
+    for path, commit in tables.items():
+        key = path.relative_to(ROOT).as_posix()
+        then = json.loads(_git_show(commit, key))
+        now = {name: value for name, value in json.loads(path.read_text()).items() if name != "made_at"}
         driver = "python search.py" if commit in report.BEFORE_LAB else "python -m lab.search"
         assert then == {**now, "command": now["command"].replace("python -m lab.search", driver, 1)}, key
         assert (_git_show(commit, "lab/search.py") is None) == (commit in report.BEFORE_LAB), (key, commit)
     for name, b in report.bench_runs(results):
-        commit = report.MADE_AT.get(f"{name} {b.get('date')}")
-        if commit:
-            assert json.loads(_git_show(commit, f"results/{name}")) == b, name
+        if b.get("made_at"):
+            then = {key: value for key, value in b.items() if key != "made_at"}
+            assert json.loads(_git_show(b["made_at"], f"results/{name}")) == then, name
 
 
 def test_a_recorded_command_with_a_retired_flag_means_nothing_today_and_prints_nothing(capsys):
