@@ -3,8 +3,8 @@
 
 Each step file (model1.py ... model4.py) holds only its story, its `Net`, its targets and its hyper-parameter
 defaults, and hands them to `run_step` at the bottom of this file. What a step needs but never shows a reader —
-errors and exit statuses, the MNIST files, atomic writes, the command line, the fast path on a GPU, many runs at
-once — lives in the package harness/ (its __init__.py lists the modules).
+errors and exit statuses, the MNIST files, atomic writes, the command line, which code made a run, the fast path
+on a GPU, many runs at once — lives in the package harness/ (its __init__.py lists the modules).
 """
 import contextlib
 import copy

@@ -13,8 +13,9 @@ Results
 
 Analysis
     Three convolutions and two max-pools, then two dense layers: nearly all the parameters sit in the first
-    dense layer (see rf.md), which looks at every pixel of a 5×5×64 map at once. The network memorises the training set — train
-    accuracy runs ahead of test accuracy — while contributing nothing the convolutions did not already see.
+    dense layer (see rf.md), which looks at every pixel of a 5×5×64 map at once. Train accuracy runs ahead of test accuracy
+    (99.89 % against 99.27 % at the last epoch), but the test loss does not rise: it falls from 0.059 to 0.021 by
+    epoch 6 and stays there. The dense layer buys little the convolutions did not already see.
     Step 2 keeps the convolutions, adds batch normalisation, and replaces the dense head with a 1×1 convolution
     and global average pooling.
 """

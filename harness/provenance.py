@@ -13,6 +13,8 @@ The fingerprint is a hash of two things, each written as text that is the same o
   Each is parsed and written back without its docstrings (ast.unparse), so a comment, a docstring or the layout of a
   line changes nothing, and any edit of what the code does changes the fingerprint.
 
+The text is the same on any machine with the same Python and torch (ast.unparse and PyTorch's layer descriptions are
+theirs: another version may write them otherwise, and then the fingerprint differs, which errs on the safe side).
 What it cannot see: code outside the project (torch, its version recorded beside; numpy), a change reached only
 through an attribute of an object rather than a name (a method called on an argument whose class no root names), the
 data files themselves (the run records where they came from), and the machine (the same code gives other last

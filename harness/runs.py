@@ -1,10 +1,12 @@
 """Many runs: each run a process of its own, executed by a Dask task (`--jobs J` of them at once on a LocalCluster
-started for the sweep, or on the workers of a running scheduler with `--cluster`); a run already completed with
-the same command and the same settings is reused, so an interrupted sweep goes on where it stopped; and a step
-over several seeds.
+started for the sweep, or on the workers of a running scheduler with `--cluster`), or one after another here; a
+run already completed with the same command, the same settings and the same code is reused, so an interrupted
+sweep goes on where it stopped, and any other is trained again with a line that says why; and a step over several
+seeds.
 
-A run's process records its own command (harness.cli.command_line) and settings in its metrics.json; the reuse
-check compares both, since the same command can mean another recipe once a step's DEFAULTS change. Dask is
+A run's process records its own command (harness.cli.command_line), settings and code (harness/provenance.py) in
+its metrics.json; the reuse check compares all three, since the same command can mean another recipe once a step's
+DEFAULTS change, and another computation once its code does. A run trained again is set aside, not lost. Dask is
 imported only once a sweep has a run to do: a single run never starts it.
 """
 import contextlib
@@ -26,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.cli import RUN_FOLDER_ENV, command_line, settings_recorded_in, settings_to_record
+from harness.cli import RUN_FOLDER_ENV, beside_retired, command_line, settings_recorded_in, settings_to_record
 from harness.errors import TrainingError, UsageError, os_reason
 from harness.files import atomic_write_json, atomic_write_text, recover_folder, replace_run
 from harness.provenance import code_of_run, what_differs
@@ -60,7 +62,10 @@ def reuse(out, command, settings=None, code=None):
         return None, "its metrics.json cannot be read"
     if not isinstance(metrics, dict) or metrics.get("command") != command:
         return None, "made by another command"
-    if settings is not None and settings_recorded_in(metrics) != settings:
+    recorded = settings_recorded_in(metrics)
+    if (metrics.get("code") or {}).get("shown_same"):  # lab/vouch.py ran its retired settings' code against today's
+        recorded = beside_retired(recorded)
+    if settings is not None and recorded != settings:
         return None, "made with other settings (the step's defaults have changed since)"
     if code is not None:
         fingerprint, parts = code_of_run(metrics)
@@ -155,8 +160,8 @@ def run_commands(runs, jobs, report=print, cluster=None):
                     index = futures[future]
                     if future.status == "error":
                         refuse_a_cluster_that_cannot_run_it(future.exception(), client.scheduler.address)
-                    results[index] = keep_run(runs[index], commands[index], future)
-                    report(outcome_line(runs[index], results[index], started))
+                    results[index], why = keep_run(runs[index], commands[index], future)
+                    report(outcome_line(runs[index], results[index], started, why))
             except BaseException:  # an interrupt, or a cluster that cannot run the project: no run goes on
                 client.cancel(list(futures))  # each task kills its run (run_on_worker)
                 raise
@@ -201,8 +206,8 @@ def refuse_a_cluster_that_cannot_run_it(error, address):
                          f"({WHAT_A_CLUSTER_NEEDS})")
 
 
-def outcome_line(run, metrics, started):
-    return (f"  {run.out}: " + ("failed (see log.txt there)" if metrics is None else
+def outcome_line(run, metrics, started, why="failed (see log.txt there)"):
+    return (f"  {run.out}: " + (why if metrics is None else
                                 "last epochs " + "/".join(f"{a:.2f}" for a in metrics.get("last_val_accs") or
                                                           metrics["last_test_accs"])
                                 + (" (validation)" if metrics.get("last_val_accs") else " (test)"))
@@ -212,14 +217,17 @@ def outcome_line(run, metrics, started):
 def keep_run(run, command, future):
     """Put what a finished task sent back into the run's folder as one whole (harness.files.replace_run): its
     log.txt and the files the run wrote, or the log alone for a run that failed or was lost, so a folder never
-    keeps a previous run's log or files beside this one's. Returns the run's metrics as completed_run reads them
-    back, else None."""
+    keeps a previous run's log or files beside this one's. Returns (the run's metrics as reuse() reads them back,
+    "") or (None, why not: failed, or made by other code than the driver's on its worker)."""
     if future.status == "error":  # its workers died, or the task itself failed: the run is lost, the sweep goes on
         metrics, log, files = None, f"the run was lost: {future.exception()!r}\n", {}
     else:
         metrics, log, files = future.result()
     replace_run(run.out, {**(files if metrics is not None else {}), "log.txt": log})
-    return None if metrics is None else completed_run(run.out, command, run.settings, run.code)
+    if metrics is None:
+        return None, "failed (see log.txt there)"
+    metrics, why = reuse(run.out, command, run.settings, run.code)  # a worker's checkout may hold other code
+    return metrics, why and f"{why} on its worker: counted as failed (its files are kept there)"
 
 
 @contextlib.contextmanager

@@ -983,9 +983,10 @@ def docstring_results(m, seeds=None, later=()):
             f"{fmt_accs(m['last_test_accs'])} % on the last {len(m['last_test_accs'])} epochs;\n"
             f"    best train accuracy {m['best_train_acc']:.2f} %; {m['epochs']} epochs at "
             f"{median_epoch_seconds(m):.1f} s/epoch (median) on {m['device']}.\n"
-            f"    {'PASS' if m['passed'] else 'FAIL'}. Run: `{m['command']}`, {m['date'][:10]}"
-            + "".join(f", {words}" for words in [code_words(m.get("code"), m["command"])] if words) + ". "
-            f"(Written by lab/report.py from results/{m['model']}/metrics.json.)\n" + over_seeds)
+            f"    {'PASS' if m['passed'] else 'FAIL'}. Run: `{m['command']}`, {m['date'][:10]}. "
+            f"(Written by lab/report.py from results/{m['model']}/metrics.json.)\n"
+            + "".join(wrapped(f"That run was {words}.") for words in [code_words(m.get("code"), m["command"])] if words)
+            + over_seeds)
 
 
 def replace_docstring_results(source, text):

@@ -158,7 +158,7 @@ def test_a_sweeps_run_killed_at_any_point_of_its_writing_leaves_one_whole_run(tm
     next_command, next_future, after = _sweep_run(tmp_path, "next")
 
     def next_run():
-        assert runs.keep_run(run, next_command, next_future)["run"] == "next"
+        assert runs.keep_run(run, next_command, next_future)[0]["run"] == "next"
     seen, kills = _kill_at_every_change(run.out, old, new, lambda: runs.keep_run(run, new_command, new_future),
                                         next_run, after, {})
     assert seen == ({"old", "new"} if swap == "exchange" else {"old", "missing", "new"}) and kills >= 8, seen
@@ -192,7 +192,8 @@ def test_a_sweep_goes_on_from_a_run_killed_as_it_was_swapped_in(tmp_path, monkey
 def test_a_failed_or_lost_run_replaces_the_folder_with_its_log_alone(tmp_path):
     run = runs.Run(("python", "model3.py"), tmp_path / "seed-1")
     _lay_out(run.out, {**OLD, "rf.md": b"old rf"})
-    assert runs.keep_run(run, "python model3.py", _Finished(None, "Traceback: it failed\n", {"rf.md": b"half"})) is None
+    assert runs.keep_run(run, "python model3.py", _Finished(None, "Traceback: it failed\n", {"rf.md": b"half"})) == (
+        None, "failed (see log.txt there)")
     assert _files_under(run.out) == {"log.txt": b"Traceback: it failed\n"}
 
 

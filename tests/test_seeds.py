@@ -1,6 +1,6 @@
 """Each step's seed rule (common.Targets.min_seed_share): a --seeds run is judged by it, says it in its last line and
 in seeds.md, records it in seeds.json, and exits by it. The runs are stand-ins, completed runs that run_seeds reuses
-(the same command and settings, harness.runs.completed_run), so nothing trains."""
+(the same command, settings and code, harness.runs.reuse), so nothing trains."""
 import json
 
 import pytest
@@ -12,6 +12,7 @@ from conftest import run_script
 from harness import runs
 from harness.cli import command_line, settings_meant_by
 from harness.runs import seed_rule_verdict
+from lab import code_meant_by
 
 pytestmark = pytest.mark.slow  # make check: not part of the smoke run
 
@@ -24,8 +25,8 @@ def _completed_seeds(out, step, argv, count, met):
         script, *flags = runs.step_argv(f"{step.__name__}.py", runs.seed_flags(argv), seed, folder)[1:]
         accs = [99.5, 99.55, 99.5] if seed <= met else [99.5, 99.3, 99.5]
         metrics = dict(command=command_line(script, flags), config=settings_meant_by(flags, step.DEFAULTS),
-                       final_test_acc=accs[-1], last_test_accs=accs, passed=seed <= met, train_seconds=1.0,
-                       device="cpu (stand-in)")
+                       code=code_meant_by(step.__name__, []), final_test_acc=accs[-1], last_test_accs=accs,
+                       passed=seed <= met, train_seconds=1.0, device="cpu (stand-in)")
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps(metrics))
 
@@ -41,7 +42,7 @@ def test_a_seeds_run_is_judged_by_its_steps_rule(tmp_path, data_dir, step, count
     result = run_script(f"{step.__name__}.py", *argv, data_dir=data_dir, timeout=120)  # a minute: nothing trains
     output = result.stdout + result.stderr
     assert result.returncode == code, output
-    assert output.count("done before, kept") == count  # the stand-ins were reused: nothing trained
+    assert output.count("made by the same code before — kept") == count  # the stand-ins were reused: nothing trained
     assert f"{step.__name__} seeds: {met}/{count} met the target" in output and verdict in output
     summary = json.loads((tmp_path / "seeds.json").read_text())
     assert summary["met_target"] == met and summary["count"] == count  # the fields that were there stay
