@@ -7,6 +7,7 @@ import json
 import math
 import os
 import platform
+import shlex
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
@@ -224,6 +225,30 @@ def command_line(script, args):
     file (by its name), `python -m lab.search ARGS...` for a module of the lab (named without .py)."""
     program = [Path(script).name] if str(script).endswith(".py") else ["-m", str(script)]
     return " ".join(["python", *program, *map(str, args)])
+
+
+def without_flags(argv, flags):
+    """`argv` without each of `flags` and its value (`--seed 3` or `--seed=3`)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in flags:
+            skip = True
+        elif not arg.startswith(tuple(f"{flag}=" for flag in flags)):
+            kept.append(arg)
+    return kept
+
+
+def same_command(recorded, command):
+    """Whether a recorded command line and `command` make the same run: the same words, but for earlier copies of
+    --seed and --out, which argparse overrides by the last (a seed of a --seeds run recorded them twice once)."""
+    def canonical(text):
+        words = shlex.split(text) if isinstance(text, str) else []
+        last = {flag: next((value for arg, value in reversed(list(zip(words, words[1:]))) if arg == flag), None)
+                for flag in ("--seed", "--out")}
+        return without_flags(words, ("--seed", "--out")), last
+    return isinstance(recorded, str) and canonical(recorded) == canonical(command)
 
 
 def settings_to_record(config):

@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.cli import RUN_FOLDER_ENV, beside_retired, command_line, settings_recorded_in, settings_to_record
+from harness.cli import (RUN_FOLDER_ENV, beside_retired, command_line, same_command, settings_recorded_in,
+                         settings_to_record, without_flags)
 from harness.errors import TrainingError, UsageError, os_reason
 from harness.files import atomic_write_json, atomic_write_text, recover_folder, replace_run
 from harness.provenance import code_of_run, what_differs
@@ -60,7 +61,7 @@ def reuse(out, command, settings=None, code=None):
         return None, "not run yet"
     except (OSError, ValueError):
         return None, "its metrics.json cannot be read"
-    if not isinstance(metrics, dict) or metrics.get("command") != command:
+    if not isinstance(metrics, dict) or not same_command(metrics.get("command"), command):
         return None, "made by another command"
     recorded = settings_recorded_in(metrics)
     if (metrics.get("code") or {}).get("shown_same"):  # lab/vouch.py ran its retired settings' code against today's
@@ -369,17 +370,9 @@ SWEEP_FLAGS = ("--seeds", "--jobs", "--cluster")  # how a step's runs are shared
 
 
 def seed_flags(argv):
-    """A --seeds command's flags as one seed's run takes them: SWEEP_FLAGS dropped (the seed and the folder come
-    after, and argparse keeps the last --seed and --out), so a seed's command is the same wherever it runs."""
-    kept, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg in SWEEP_FLAGS:
-            skip = True
-        elif not arg.startswith(tuple(f"{flag}=" for flag in SWEEP_FLAGS)):
-            kept.append(arg)
-    return kept
+    """A --seeds command's flags as one seed's run takes them: SWEEP_FLAGS, --seed and --out dropped (its own seed
+    and folder come after), so that a seed's recorded command makes that run alone, wherever it runs."""
+    return without_flags(argv, (*SWEEP_FLAGS, "--seed", "--out"))
 
 
 def run_seeds(name, script, config, targets, out, count, argv, code, jobs=1, log=print, cluster=None):

@@ -4,17 +4,19 @@ them computes what today's code computes, and write what was shown into their me
     python -m lab.vouch results/model3 results/model3/seeds-21-30     # a run's folder, or a --seeds run's
     python -m lab.vouch --check-only results/model4                   # show, write nothing
 
-For each run: the commits that may have made it — the last one before it started (the date it records, less its
-time), up to the one that committed its metrics.json, those of them that changed a .py file — each checked out beside this one (git worktree),
-and its recorded command run there and here (a setting it recorded
-that has since been retired, such as step 4's --bn-affine layer, now built into its Net, is what the old code's run
-does: the histories decide), from the same seed on a subset for a few epochs (some augmented, the
-clean ones after, `--subset 2000 --epochs CLEAN+2`, six for a step without clean epochs) on the CPU. Where every such
-commit gives exactly today's history (every loss, accuracy and rate; time aside), the run is stamped with today's
-fingerprint for its command and the evidence ("shown_same"): a sweep may reuse it, the page may serve it. Where one
-differs, or its command does not mean today what its run recorded, the run is stamped as made by unknown code, with
-the commit that made it: reports say so, and sweeps train it again. A check is one process of each code per command
-and commit, whatever the number of seeds.
+For each run, the commits that may have made it: the last one before it started (the date it records, less its
+time), then each, up to the one that committed its metrics.json, that changed a .py file. Each is checked out
+beside this one (git worktree), and the run's recorded command is run there and here from the same seed, on a subset
+for a few epochs (`--subset 2000 --epochs CLEAN+2`: two augmented, then the clean ones; six for a step without
+clean epochs), on the CPU. A commit where that command meant another recipe than the run recorded did not make it,
+and is passed over. Where every other gives exactly today's history (every loss, accuracy and rate; time aside),
+the run is stamped with today's fingerprint for its command, today's parts and the evidence ("shown_same"): a sweep
+may reuse it, the page may serve it. A setting the run recorded that has since been retired (step 4's --bn-affine
+layer and PReLU, built into its Net since) is what its code then did: the histories decide. Where a commit differs,
+or none made its recipe (it was made with uncommitted code), or its command does not mean today what its run
+recorded, the run is stamped as made by unknown code, with the commit that made it as far as the history tells:
+reports say so, and sweeps train it again. A check is one process of each code per command and commit, whatever
+the number of seeds.
 """
 import argparse
 import datetime
@@ -67,13 +69,17 @@ def commits_that_may_have_made(metrics_path, metrics):
     return [before, *[sha for sha in later if sha != before]]
 
 
-def history(folder):
-    return [{key: row[key] for key in COMPARED if key in row}
-            for row in json.loads((Path(folder) / "metrics.json").read_text())["history"]]
+def history(metrics):
+    return [{key: row[key] for key in COMPARED if key in row} for row in metrics["history"]]
+
+
+def recipe(metrics):
+    """The settings a run recorded, in today's terms, but for its seed and length (a check sets its own)."""
+    return {key: value for key, value in settings_recorded_in(metrics).items() if key not in ("seed", "epochs")}
 
 
 def check_run(where, script, flags, epochs, scratch, data_dir):
-    """The history of `python SCRIPT FLAGS` on the check's subset, run in the checkout `where`."""
+    """(history, recipe, command) of `python SCRIPT FLAGS` on the check's subset, run in the checkout `where`."""
     out = Path(tempfile.mkdtemp(dir=scratch))
     env = {**os.environ, "MNIST_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
     command = [sys.executable, script, *flags, "--seed", "1", "--subset", str(CHECK_SUBSET), "--epochs", str(epochs),
@@ -81,7 +87,8 @@ def check_run(where, script, flags, epochs, scratch, data_dir):
     done = subprocess.run(command, cwd=where, env=env, capture_output=True, text=True)
     if not (out / "metrics.json").is_file():
         raise UsageError(f"`{shlex.join(command[1:])}` failed in {where}: {(done.stderr or done.stdout)[-500:]}")
-    return history(out), shlex.join(["python", *command[1:-2]])
+    metrics = json.loads((out / "metrics.json").read_text())
+    return history(metrics), recipe(metrics), shlex.join(["python", *command[1:-2]])
 
 
 def vouch(args):
@@ -122,20 +129,28 @@ def vouch(args):
                         if (script, tuple(flags), epochs) not in verdicts:
                             verdicts[(script, tuple(flags), epochs)] = check_run(ROOT, script, flags, epochs, scratch,
                                                                                  args.data_dir)
-                        new, command = verdicts[(script, tuple(flags), epochs)]
-                        old, _ = check_run(worktrees[commit], script, flags, epochs, scratch, args.data_dir)
+                        new, _, command = verdicts[(script, tuple(flags), epochs)]
+                        old, old_recipe, _ = check_run(worktrees[commit], script, flags, epochs, scratch,
+                                                       args.data_dir)
                         differs = next((i + 1 for i, (a, b) in enumerate(zip(old, new)) if a != b), None)
                         if differs is None and len(old) != len(new):
                             differs = min(len(old), len(new)) + 1
-                        checks[key] = (differs, f"`{command}` at {commit[:7]} and at {today[:7]}: " + (
+                        checks[key] = (differs, old_recipe, f"`{command}` at {commit[:7]} and at {today[:7]}: " + (
                             f"the same {len(new)}-epoch history" if differs is None else
                             f"the histories differ from epoch {differs}"))
-                        print(f"  {checks[key][1]}")
-                    evidence.append(checks[key])
-                    if checks[key][0] is not None:
-                        why = checks[key][1]
+                        print(f"  {checks[key][2]}")
+                    differs, old_recipe, text = checks[key]
+                    if old_recipe != recipe(metrics):  # there the command meant another recipe: not this run's code
+                        continue
+                    evidence.append((commit, text))
+                    if differs is not None:
+                        why = text
                         break
-                record = dict(fingerprint=None, parts=None, commit=commits[0], uncommitted=None)
+                if why is None and not evidence:
+                    why = (f"none of {', '.join(c[:7] for c in commits)} makes its recipe with its command: it was "
+                           "made with uncommitted code")
+                record = dict(fingerprint=None, parts=None, commit=(evidence or [(commits[0], "")])[0][0],
+                              uncommitted=None)
                 if why is None:
                     record.update(**code_meant_by(step, flags), shown_same=dict(
                         by="python -m lab.vouch", at=today, date=time.strftime("%Y-%m-%d"), device=device,

@@ -296,7 +296,12 @@ def test_onecycle_keeps_the_momentum_flag(mnist):
 def test_each_seed_has_its_own_command_line():
     flags = runs_module.seed_flags(["--seeds", "20", "--lr", "0.2", "--jobs=2", "--seed", "5"])
     argv = runs_module.step_argv(common.STEPS_FOLDER / "model3.py", flags, 7, "out/seed-7")
-    assert list(argv[2:]) == ["--lr", "0.2", "--seed", "5", "--seed", "7", "--out", "out/seed-7"]
+    assert list(argv[2:]) == ["--lr", "0.2", "--seed", "7", "--out", "out/seed-7"]
+    # a seed recorded before its command lost the sweep's --seed and --out is the same run
+    assert runs_module.same_command("python model3.py --lr 0.2 --seed 5 --out o --seed 7 --out out/seed-7",
+                                    "python model3.py --lr 0.2 --seed 7 --out out/seed-7")
+    assert not runs_module.same_command("python model3.py --lr 0.2 --seed 7 --out out/seed-7 --seed 5",
+                                        "python model3.py --lr 0.2 --seed 7 --out out/seed-7")
     assert argv[1].endswith("model3.py")
 
 
