@@ -54,10 +54,18 @@ def runs_in(folder):
 
 def commits_that_may_have_made(metrics_path, metrics):
     """The commits, oldest first, that may hold the code a run was made with: the last before it started (its
-    recorded date, less its training time and START_MARGIN_SECONDS), and each after it, up to the one that committed
-    its metrics.json, that changed a .py file."""
+    recorded date, less its training time and START_MARGIN_SECONDS), and each after it, up to the first that
+    committed its metrics.json as it is (the same recorded date), that changed a .py file."""
     relative = metrics_path.resolve().relative_to(ROOT).as_posix()
-    added = (git("log", "-1", "--format=%H", "--", relative) or "").strip()
+    added = None  # the first commit of this run's file as it is (a later commit may have stamped it, not re-run it)
+    for sha in (git("log", "--format=%H", "--", relative) or "").split():
+        try:
+            then = json.loads(git("show", f"{sha}:{relative}") or "")
+        except ValueError:
+            break
+        if not isinstance(then, dict) or then.get("date") != metrics["date"]:
+            break
+        added = sha
     # the date a run records is its end: its process read the code before it trained (and a little before that)
     ended = datetime.datetime.strptime(metrics["date"].removesuffix(" UTC"), "%Y-%m-%d %H:%M:%S")
     started = ended - datetime.timedelta(seconds=metrics.get("train_seconds", 0) + START_MARGIN_SECONDS)
