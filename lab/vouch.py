@@ -82,8 +82,10 @@ def history(metrics):
 
 
 def recipe(metrics):
-    """The settings a run recorded, in today's terms, but for its seed and length (a check sets its own)."""
-    return {key: value for key, value in settings_recorded_in(metrics).items() if key not in ("seed", "epochs")}
+    """The settings a run recorded, in today's terms, but for its seed and length (a check sets its own) and the
+    settings retired since (what its code then did with them, the histories decide)."""
+    return {key: value for key, value in beside_retired(settings_recorded_in(metrics)).items()
+            if key not in ("seed", "epochs")}
 
 
 def check_run(where, script, flags, epochs, scratch, data_dir):
