@@ -101,6 +101,76 @@ def check_run(where, script, flags, epochs, scratch, data_dir):
     return history(metrics), recipe(metrics), shlex.join(["python", *command[1:-2]])
 
 
+class Checks:
+    """The check runs of one lab.vouch, each made once: today's history of a command, and at each commit (checked out
+    beside this one as a git worktree, removed when the checks close)."""
+
+    def __init__(self, scratch, data_dir, today):
+        self.scratch, self.data_dir, self.today = scratch, data_dir, today
+        self.worktrees, self.results = {}, {}
+
+    def run(self, where, script, flags, epochs):
+        key = (where, script, tuple(flags), epochs)
+        if key not in self.results:
+            if where != "today" and where not in self.worktrees:
+                self.worktrees[where] = Path(self.scratch) / f"at-{where[:7]}"
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(self.worktrees[where]),
+                                where], check=True)
+            self.results[key] = check_run(ROOT if where == "today" else self.worktrees[where], script, flags, epochs,
+                                          self.scratch, self.data_dir)
+        return self.results[key]
+
+    def at(self, commit, script, flags, epochs):
+        """(the epoch from which the histories at `commit` and today differ, or None; the recipe the command meant
+        at `commit`; the evidence in words)."""
+        new, _, command = self.run("today", script, flags, epochs)
+        fresh = (commit, script, tuple(flags), epochs) not in self.results
+        old, old_recipe, _ = self.run(commit, script, flags, epochs)
+        differs = next((i + 1 for i, (a, b) in enumerate(zip(old, new)) if a != b), None)
+        if differs is None and len(old) != len(new):
+            differs = min(len(old), len(new)) + 1
+        text = f"`{command}` at {commit[:7]} and at {self.today[:7]}: " + (
+            f"the same {len(new)}-epoch history" if differs is None else f"the histories differ from epoch {differs}")
+        if fresh:
+            print(f"  {text}")
+        return differs, old_recipe, text
+
+    def close(self):
+        for where in self.worktrees.values():
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], capture_output=True)
+
+
+def code_of(path, metrics, checks):
+    """What lab.vouch records of the code that made the run at `path`: today's fingerprint, its parts and the
+    evidence where every commit that may have made it (and made its recipe) gives today's history; else the
+    commit, and why not."""
+    script, flags = flags_of(metrics["command"])
+    step = Path(script).stem
+    meant = (settings_meant_by([*flags, "--seed", str(metrics["seed"])], importlib.import_module(step).DEFAULTS)
+             if (ROOT / script).is_file() else None)
+    commits = commits_that_may_have_made(path, metrics)
+    if meant is None or meant != beside_retired(settings_recorded_in(metrics)):
+        return dict(fingerprint=None, parts=None, commit=commits[0], uncommitted=None,
+                    not_shown_same="its command does not mean today the settings its run recorded")
+    clean = metrics["config"].get("clean_epochs") or 0
+    epochs = clean + 2 if clean else 6  # two augmented epochs, then the clean ones; or 6 (a rate step)
+    evidence = []
+    for commit in commits:
+        differs, old_recipe, text = checks.at(commit, script, flags, epochs)
+        if old_recipe != recipe(metrics):  # there the command meant another recipe: not this run's code
+            continue
+        evidence.append((commit, text))
+        if differs is not None:
+            return dict(fingerprint=None, parts=None, commit=commit, uncommitted=None, not_shown_same=text)
+    if not evidence:
+        return dict(fingerprint=None, parts=None, commit=commits[0], uncommitted=None, not_shown_same=(
+            f"none of {', '.join(c[:7] for c in commits)} makes its recipe with its command: it was made with "
+            "uncommitted code"))
+    return dict(**code_meant_by(step, flags), commit=evidence[0][0], uncommitted=None, shown_same=dict(
+        by="python -m lab.vouch", at=checks.today, date=time.strftime("%Y-%m-%d"), device=describe_device("cpu"),
+        checks=[text for _, text in evidence]))
+
+
 def vouch(args):
     today = (git("rev-parse", "HEAD") or "").strip()
     if not today:
@@ -109,81 +179,29 @@ def vouch(args):
         raise UsageError("the project's .py files have uncommitted changes: commit them first, so that the evidence "
                          "names the commit that holds today's code")
     runs = [(path, json.loads(path.read_text())) for folder in args.folders for path in runs_in(folder)]
-    checks, verdicts = {}, {}  # (script, flags, commit) -> (same, evidence); today's history by (script, flags)
-    device = describe_device("cpu")
     with tempfile.TemporaryDirectory(prefix="vouch-") as scratch:
-        worktrees = {}
+        checks = Checks(scratch, args.data_dir, today)
         try:
             for path, metrics in runs:
                 if code_of_run(metrics)[0] and not args.again:
                     print(f"{path.parent}: records its code already")
                     continue
-                script, flags = flags_of(metrics["command"])
-                step = Path(script).stem
-                meant = settings_meant_by([*flags, "--seed", str(metrics["seed"])],
-                                          importlib.import_module(step).DEFAULTS) if (ROOT / script).is_file() else None
-                commits = commits_that_may_have_made(path, metrics)
-                why = None
-                if meant is None or meant != beside_retired(settings_recorded_in(metrics)):
-                    why = "its command does not mean today the settings its run recorded"
-                clean = metrics["config"].get("clean_epochs") or 0
-                epochs = clean + 2 if clean else 6  # two augmented epochs, then the clean ones; or 6 (a rate step)
-                evidence = []
-                for commit in commits if why is None else []:
-                    key = (script, tuple(flags), commit, epochs)
-                    if key not in checks:
-                        if commit not in worktrees:
-                            worktrees[commit] = Path(scratch) / f"at-{commit[:7]}"
-                            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q",
-                                            str(worktrees[commit]), commit], check=True)
-                        if (script, tuple(flags), epochs) not in verdicts:
-                            verdicts[(script, tuple(flags), epochs)] = check_run(ROOT, script, flags, epochs, scratch,
-                                                                                 args.data_dir)
-                        new, _, command = verdicts[(script, tuple(flags), epochs)]
-                        old, old_recipe, _ = check_run(worktrees[commit], script, flags, epochs, scratch,
-                                                       args.data_dir)
-                        differs = next((i + 1 for i, (a, b) in enumerate(zip(old, new)) if a != b), None)
-                        if differs is None and len(old) != len(new):
-                            differs = min(len(old), len(new)) + 1
-                        checks[key] = (differs, old_recipe, f"`{command}` at {commit[:7]} and at {today[:7]}: " + (
-                            f"the same {len(new)}-epoch history" if differs is None else
-                            f"the histories differ from epoch {differs}"))
-                        print(f"  {checks[key][2]}")
-                    differs, old_recipe, text = checks[key]
-                    if old_recipe != recipe(metrics):  # there the command meant another recipe: not this run's code
-                        continue
-                    evidence.append((commit, text))
-                    if differs is not None:
-                        why = text
-                        break
-                if why is None and not evidence:
-                    why = (f"none of {', '.join(c[:7] for c in commits)} makes its recipe with its command: it was "
-                           "made with uncommitted code")
-                record = dict(fingerprint=None, parts=None, commit=(evidence or [(commits[0], "")])[0][0],
-                              uncommitted=None)
-                if why is None:
-                    record.update(**code_meant_by(step, flags), shown_same=dict(
-                        by="python -m lab.vouch", at=today, date=time.strftime("%Y-%m-%d"), device=device,
-                        checks=[text for _, text in evidence]))
-                else:
-                    record["not_shown_same"] = why
-                print(f"{path.parent}: " + ("today's code (shown the same)" if why is None else f"unknown code: {why}"))
+                record = code_of(path, metrics, checks)
+                print(f"{path.parent}: " + ("today's code (shown the same)" if record.get("shown_same") else
+                                            f"unknown code: {record['not_shown_same']}"))
                 if not args.check_only:
-                    metrics["code"] = record
-                    atomic_write_json(path, metrics)
-            for folder in args.folders:  # a --seeds run's table names the code of its seeds
-                if (Path(folder) / "seeds.json").is_file() and not args.check_only:
-                    summary = json.loads((Path(folder) / "seeds.json").read_text())
-                    codes = [json.loads(path.read_text()).get("code") or {} for path in runs_in(folder)
-                             if path.parent.parent.name == "seeds"]
-                    prints = {code.get("fingerprint") for code in codes}
-                    summary["code"] = dict(fingerprint=prints.pop() if len(prints) == 1 else None,
-                                           commits=sorted({code["commit"] for code in codes if code.get("commit")}))
-                    atomic_write_json(Path(folder) / "seeds.json", summary)
+                    atomic_write_json(path, {**metrics, "code": record})
         finally:
-            for where in worktrees.values():
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)],
-                               capture_output=True)
+            checks.close()
+    for folder in [] if args.check_only else args.folders:  # a --seeds run's table names the code of its seeds
+        if (Path(folder) / "seeds.json").is_file():
+            summary = json.loads((Path(folder) / "seeds.json").read_text())
+            codes = [json.loads(path.read_text()).get("code") or {} for path in runs_in(folder)
+                     if path.parent.parent.name == "seeds"]
+            prints = {code.get("fingerprint") for code in codes}
+            summary["code"] = dict(fingerprint=prints.pop() if len(prints) == 1 else None,
+                                   commits=sorted({code["commit"] for code in codes if code.get("commit")}))
+            atomic_write_json(Path(folder) / "seeds.json", summary)
     return 0
 
 

@@ -142,3 +142,28 @@ def test_a_run_trained_again_is_set_aside_and_comes_back_when_its_code_does(tmp_
     assert why == "brought back" and metrics["run"] == str(today) and not kept.exists()
     assert json.loads((kept.parent.parent / other["fingerprint"] / "seed-1" / "metrics.json").read_text())["run"] \
         == str(other)
+
+
+def test_vouch_compares_recipes_beside_their_seed_length_and_retired_settings():
+    """lab.vouch passes over a commit where a run's command meant another recipe; a check's own seed and length,
+    and what a run did with a setting retired since (its code's history decides), are no difference."""
+    from lab.vouch import recipe
+    config = cli.settings_meant_by(["--seed", "3"], model4.DEFAULTS)
+    run = dict(config=dict(config, bn_affine="layer", activation="prelu"))
+    check = dict(config=dict(config, seed=1, epochs=7))
+    assert recipe(run) == recipe(check)
+    assert recipe(dict(config=dict(config, scale=0.0))) != recipe(check)
+
+
+@pytest.mark.committed
+def test_vouch_looks_for_a_run_s_code_from_before_it_started_to_the_commit_that_committed_it():
+    """Seeds 11–20 of step 4 ran with the defaults bcdcfc2 committed, before it was committed: the commits that may
+    have made them are the one before they started (ab63a46, where `python model4.py` was still round 5's recipe)
+    and bcdcfc2; a later stamp of the file (lab.vouch's own) is not one of them."""
+    from conftest import git_history
+    from lab.vouch import commits_that_may_have_made
+    if not git_history():
+        pytest.skip("not a git checkout with its history")
+    path = ROOT / "results" / "model4" / "seeds-11-20" / "seeds" / "seed-11" / "metrics.json"
+    commits = commits_that_may_have_made(path, json.loads(path.read_text()))
+    assert [sha[:7] for sha in commits] == ["ab63a46", "bcdcfc2"]
