@@ -33,9 +33,9 @@ Analysis
     zoomed by up to 10 % (`--scale 0.1`), the last 5 epochs on the digits as they are.
     What it bought: under 4,000 parameters, the target on 9 of seeds 21–30, which no choice saw — the rule
     met with no seed to spare (seeds 1–10 confirmed the recipe, 11–20 took part in choosing it). The same net
-    without the zoom held on 17 of seeds 1–20 (the ablation's row scale-0): it learns the training digits 0.2
-    points better than the test digits, and digits differ in size, which nothing varied before (RESULTS.md, "How
-    step 4 was chosen", round 10). The other ingredients' rows were measured on round 5's recipe (RESULTS.md).
+    without the zoom held on 17 of seeds 1–20 (the ablation's row scale-0, made at commit 2f78bf5): it learns the
+    training digits 0.2 points better than the test digits, and digits differ in size, which nothing varied before
+    (RESULTS.md, "How step 4 was chosen", round 10). The other ingredients' rows were measured on round 5's recipe (RESULTS.md).
     Next: `make frontier` draws the whole curve, from a few hundred parameters to 20,000, beside the best public
     results; the 99 % club asks the same question of 99.0 %.
 """
