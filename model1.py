@@ -12,10 +12,10 @@ Results
     PASS. Run: `python model1.py --device cpu`, 2026-11-30. (Written by lab/report.py from results/model1/metrics.json.)
 
 Analysis
-    Three convolutions and two max-pools, then two dense layers: nearly all the parameters sit in the first
-    dense layer (see rf.md), which looks at every pixel of a 5×5×64 map at once. Train accuracy runs ahead of test accuracy
-    (99.89 % against 99.27 % at the last epoch), but the test loss does not rise: it falls from 0.059 to 0.021 by
-    epoch 6 and stays there. The dense layer buys little the convolutions did not already see.
+    Three convolutions and two max-pools, then two dense layers: nearly all the parameters sit in the first dense
+    layer (see rf.md), which looks at every pixel of a 5×5×64 map at once. Train accuracy runs ahead of test
+    accuracy (99.89 % against 99.27 % at the last epoch), but the test loss does not rise: it falls from 0.059 to
+    0.021 by epoch 6 and stays there. The dense layer buys little the convolutions did not already see.
     Step 2 keeps the convolutions, adds batch normalisation, and replaces the dense head with a 1×1 convolution
     and global average pooling.
 """

@@ -13,12 +13,12 @@ Results
 
 Analysis
     MNIST digits are made of edges and gradients that a 5×5 window already sees, so the first max-pool goes
-    there; four more 3×3 convolutions at half resolution grow the receptive field to 22, enough to see a whole
-    digit stroke pattern. Channels double as the maps shrink, so most parameters live where the maps are 6×6
-    and 4×4: the last 3×3 alone holds 295,424 of the 400,602 and does 4.7M of the 11.9M multiply-adds an image
-    (rf.md). With batch normalisation the recipe is at 99.40 % by epoch 4 and ends at 99.61 %; without it
-    (--no-batchnorm, the same rate and seed) it is at 98.43 % at epoch 4 and ends at 99.13 % (RESULTS.md). What remains is size: hundreds of thousands of parameters for a 10-class problem. Step 3
-    keeps this shape and thins it to under 8,000.
+    there; four more 3×3 convolutions at half resolution grow the receptive field to 22, enough to see a whole digit
+    stroke pattern. Channels double as the maps shrink, so most parameters live where the maps are 6×6 and 4×4: the
+    last 3×3 alone holds 295,424 of the 400,602 and does 4.7M of the 11.9M multiply-adds an image (rf.md). With
+    batch normalisation the recipe is at 99.40 % by epoch 4 and ends at 99.61 %; without it (--no-batchnorm, the
+    same rate and seed) it is at 98.43 % at epoch 4 and ends at 99.13 % (RESULTS.md). What remains is size: hundreds
+    of thousands of parameters for a 10-class problem. Step 3 keeps this shape and thins it to under 8,000.
 """
 import torch.nn as nn
 

@@ -26,9 +26,9 @@ Analysis
     device, a OneCycle learning rate that ends near zero, and the last 3 epochs on the digits as they are
     (`--clean-epochs 3`), so the weights and batch-norm statistics settle on the kind of digit the net is judged on.
     What it bought: the target under 8,000 parameters on every seed of the Results above. Augmentation ends the
-    over-fitting the original write-up stopped at (without it, the train accuracy ends far above the test accuracy, the test loss ends higher, and seeds fall
-    under the line);
-    the clean epochs are the margin, not the pass (RESULTS.md: the ablation of step 3).
+    over-fitting the original write-up stopped at (without it, the train accuracy ends far above the test accuracy,
+    the test loss ends higher, and seeds fall under the line); the clean epochs are the margin, not the pass
+    (RESULTS.md: the ablation of step 3).
     Next: the net ends about a tenth of a percent above the line and a seed moves it as much, so one run proves
     little — `make seeds` is the evidence. The search, round by round, is in RESULTS.md ("How step 3's recipe was
     chosen"). Step 4 asks how far below 8,000 parameters the line still holds.

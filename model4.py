@@ -22,20 +22,21 @@ Results
     thread)).
 
 Analysis
-    What changed from step 3: the head stays; the weights below it are spent another way. Two full 3×3
-    convolutions at full size find the strokes (RF 5) before a max-pool halves the map, as in step 2; after it
-    every 3×3 is depthwise-separable — a 3×3 for each channel alone, then a 1×1 that mixes them, about 1/9 + 1/c
-    of a full 3×3's weights at c channels (a seventh at 30) — so the middle blocks run at 30 channels where full 3×3s have room for 12.
-    Each batch norm learns one scale and one shift for its whole layer, not one per channel (`LayerBatchNorm`),
+    What changed from step 3: the head stays; the weights below it are spent another way. Two full 3×3 convolutions
+    at full size find the strokes (RF 5) before a max-pool halves the map, as in step 2; after it every 3×3 is
+    depthwise-separable — a 3×3 for each channel alone, then a 1×1 that mixes them, about 1/9 + 1/c of a full 3×3's
+    weights at c channels (a seventh at 30) — so the middle blocks run at 30 channels where full 3×3s have room for
+    12. Each batch norm learns one scale and one shift for its whole layer, not one per channel (`LayerBatchNorm`),
     and a PReLU learns how much of a negative input to pass (1 parameter a layer): the 99 % club's search proposed
     both (PReLU's gain there did not hold over three more seeds; step 4 kept it from round 7), and they give width
-    back. The recipe: a peak rate of 0.2, each training image rotated, shifted and
-    zoomed by up to 10 % (`--scale 0.1`), the last 5 epochs on the digits as they are.
-    What it bought: under 4,000 parameters, the target on 9 of seeds 21–30, which no choice saw — the rule
-    met with no seed to spare (seeds 1–10 confirmed the recipe, 11–20 took part in choosing it). The same net
-    without the zoom held on 17 of seeds 1–20 (the ablation's row scale-0, made at commit 2f78bf5): it learns the
-    training digits 0.2 points better than the test digits, and digits differ in size, which nothing varied before
-    (RESULTS.md, "How step 4 was chosen", round 10). The other ingredients' rows were measured on round 5's recipe (RESULTS.md).
+    back. The recipe: a peak rate of 0.2, each training image rotated, shifted and zoomed by up to 10 %
+    (`--scale 0.1`), the last 5 epochs on the digits as they are.
+    What it bought: under 4,000 parameters, the target on 9 of seeds 21–30, which no choice saw — the rule met with
+    no seed to spare (seeds 1–10 confirmed the recipe, 11–20 took part in choosing it). The same net without the
+    zoom held on 17 of seeds 1–20 (the ablation's row scale-0, made at commit 2f78bf5): it learns the training
+    digits 0.2 points better than the test digits, and digits differ in size, which nothing varied before
+    (RESULTS.md, "How step 4 was chosen", round 10). The other ingredients' rows were measured on round 5's recipe
+    (RESULTS.md).
     Next: `make frontier` draws the whole curve, from a few hundred parameters to 20,000, beside the best public
     results; the 99 % club asks the same question of 99.0 %.
 """

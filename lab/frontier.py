@@ -11,8 +11,8 @@ line of its own. Each run is the step's own command line with --widths set,
 trained on the full training set and judged on the test set (the frontier measures nets already chosen; it
 chooses nothing). Runs go to OUT/runs/DESIGN-PARAMS/seed-S, `--jobs` at once (or on the Dask cluster at
 `--cluster`); a run already completed by the same command, settings and code is reused, so an interrupted frontier
-goes on where it stopped. Writes OUT/frontier.json, frontier.md and frontier.png: parameters (log axis) against final test
-accuracy (mean, min–max over seeds) and the lowest of the last 3 epochs, with the 99.40 % and 99.0 % lines and
+goes on where it stopped. Writes OUT/frontier.json, frontier.md and frontier.png: parameters (log axis) against final
+test accuracy (mean, min–max over seeds) and the lowest of the last 3 epochs, with the 99.40 % and 99.0 % lines and
 the public points below drawn beside ours; and a second panel, multiply-adds per image against accuracy, since
 parameters are not cost.
 """
