@@ -403,7 +403,7 @@ class Server(ThreadingHTTPServer):
     refused_linger = 1.0      # seconds a refused connection stays open, so its request cannot reset the 503 away
 
     def __init__(self, address, handler, max_connections=MAX_CONNECTIONS):
-        self.slots = threading.BoundedSemaphore(max_connections)
+        self.slots, self.holding = threading.BoundedSemaphore(max_connections), set()
         body = json.dumps(dict(error=f"the server is busy with {max_connections} connections; try again in a moment"))
         self.busy_reply = (f"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                            f"Content-Length: {len(body)}\r\nRetry-After: 1\r\n\r\n{body}").encode()
@@ -413,17 +413,27 @@ class Server(ThreadingHTTPServer):
     def process_request(self, request, client_address):
         if not self.slots.acquire(blocking=False):
             return self.refuse(request, client_address)
+        self.holding.add(request)
         try:
             super().process_request(request, client_address)  # starts the connection's thread
-        except BaseException:
-            self.slots.release()
+        except BaseException:  # Ctrl-C or SIGTERM as the thread starts: it may have served and let go already
+            self.let_go(request)
             raise
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.release()
+            self.let_go(request)
+
+    def let_go(self, request):
+        """Give back the slot `request` holds, once, whichever of its two holders comes first: a second release
+        would raise, and in the accepting thread that error would stand in for the interrupt it was handling."""
+        try:
+            self.holding.remove(request)  # one step under the GIL: only one caller finds it
+        except KeyError:
+            return
+        self.slots.release()
 
     def refuse(self, request, client_address):
         sys.stderr.write(f"demo: {client_address[0]}:{client_address[1]} answered 503: every connection is taken\n")

@@ -473,11 +473,11 @@ def test_the_page_in_a_real_browser(server, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_page_shows_a_damaged_step_as_unavailable_with_why(tmp_path, data_dir):
+def test_the_page_shows_a_damaged_step_as_unavailable_with_why(tmp_path, data_dir, smoke_runs):
     playwright = pytest.importorskip("playwright.sync_api", reason="Playwright for Python is not installed")
     if not _chromium():
         pytest.skip("no Chromium here (Debian's `chromium` package; .ci/run installs it)")
-    results = _results_with_a_damaged_step(tmp_path, "truncated")
+    results = _results_with_a_damaged_step(tmp_path, "truncated", smoke_runs)
     with _serving(demo.make_server("127.0.0.1", 0, results, data_dir, log=lambda *_: None)) as url, \
             playwright.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox"])
@@ -539,3 +539,23 @@ def test_a_step_made_by_other_code_than_today_s_is_unavailable_with_why(tmp_path
     assert not info["available"] and info["make"] == "make model3" and "model3" not in models.nets
     assert info["problem"] == f"{tmp_path / 'model3'} was made by {why}"
     assert lines == [f"demo: {info['problem']}; model3 is shown as unavailable (`make model3` trains it again)"]
+
+
+def test_an_interrupt_as_a_connection_s_thread_starts_stops_the_server_and_gives_its_slot_back_once(monkeypatch):
+    """SIGTERM can land in the accepting thread while the connection's thread it just started has already served
+    and let go of its slot: the slot is given back once, and the interrupt (not a semaphore's error) goes on up."""
+    import socketserver
+
+    def served_then_interrupted(self, request, client_address):
+        self.process_request_thread(request, client_address)  # the thread ran to its end first
+        raise errors.Terminated()
+    monkeypatch.setattr(socketserver.ThreadingMixIn, "process_request", served_then_interrupted)
+    monkeypatch.setattr(socketserver.ThreadingMixIn, "process_request_thread", lambda *args: None)
+    server = demo.bind("127.0.0.1", 0, max_connections=2)
+    try:
+        with pytest.raises(errors.Terminated):
+            server.process_request(object(), ("127.0.0.1", 1))
+        assert server.slots.acquire(blocking=False) and server.slots.acquire(blocking=False)  # both slots free
+        assert not server.slots.acquire(blocking=False) and not server.holding
+    finally:
+        server.server_close()
