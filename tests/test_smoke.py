@@ -3,8 +3,6 @@ import importlib
 import inspect
 import json
 import math
-import os
-import subprocess
 
 import pytest
 import torch
@@ -14,7 +12,7 @@ from lab import net_of
 import model3
 import model4
 from common import STEPS
-from conftest import ROOT, program, run_script
+from conftest import ROOT, run_script
 from harness import cli, cuda_graph, files, provenance, runs as runs_module
 
 EXPECTED_FILES = {"summary.txt", "rf.md", "metrics.json", "curves.png", "misclassified.png", "confusion.png",
