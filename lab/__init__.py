@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 
 from common import TRAINING_PATH, build_net
-from harness.cli import build_parser, config_from_args, settings_meant_by
+from harness.cli import build_parser, config_from_args, settings_meant_by, without_flags
 from harness.provenance import fingerprint, fingerprint_parts
 from harness.runs import Run, step_argv
 
@@ -47,15 +47,7 @@ def step_run(script, flags, seed, out):
 def flags_of(command):
     """(script, flags) of a recorded command (`python model3.py FLAGS...`), its --seed and --out taken out."""
     words = shlex.split(command)[1:]
-    flags, skip = [], False
-    for word in words[1:]:
-        if skip:
-            skip = False
-        elif word in ("--seed", "--out"):
-            skip = True
-        elif not word.startswith(("--seed=", "--out=")):
-            flags.append(word)
-    return words[0], flags
+    return words[0], without_flags(words[1:], ("--seed", "--out"))
 
 
 def code_words(code, command):
