@@ -679,6 +679,7 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
             f"the seeds finished so far are in {out / 'seeds'}; seeds.json was not updated" if args.seeds else
             f"this run wrote nothing, and whatever {out} held before is kept")):
         config = config_from_args(args)
+        targets = targets(config) if callable(targets) else targets  # public.py: each net judged at its own line
         if not args.dry_run:
             prepare_run_folder(out)  # refused in one line now, not after 15 epochs
         net = build_net(net_class, config)

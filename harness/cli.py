@@ -136,6 +136,8 @@ def build_parser(name, defaults, description):
         add("--bn-affine", choices=("channel", "layer"), default=defaults["bn_affine"],
             help="what each batch norm learns after normalising: a scale and a shift per channel (PyTorch's) or one "
                  "of each for the whole layer (2 parameters a layer) (default: %(default)s)")
+    if "net" in defaults:  # public.py: one of the published nets
+        add("--net", choices=defaults["nets"], default=defaults["net"], help="the net (default: %(default)s)")
     if "widths" in defaults:
         add("--widths", type=widths_list(len(defaults["widths"])), default=defaults["widths"],
             help="channels of the Net's convolutions, comma-separated (default: %(default)s)")
@@ -201,7 +203,7 @@ def run_folder(name, args):
 def config_from_args(args):
     if getattr(args, "dry_run", False):
         args.epochs, args.subset = 1, min(args.subset or 256, 256)
-    net_kwargs = {key: getattr(args, key) for key in ("widths", "design", "bn_affine") if hasattr(args, key)}
+    net_kwargs = {key: getattr(args, key) for key in ("widths", "design", "bn_affine", "net") if hasattr(args, key)}
     train_size = min(args.subset or TRAIN_IMAGES, TRAIN_IMAGES)
     if args.val >= train_size:
         raise UsageError(f"argument --val: {args.val} validation images would leave nothing to train on "

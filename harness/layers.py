@@ -34,7 +34,8 @@ KEEP_THE_MAP = ("torch.nn.modules.activation", "torch.nn.modules.batchnorm", "to
 
 
 def keeps_the_map(module):
-    return isinstance(module, (nn.Flatten, nn.Identity, nn.ChannelShuffle, nn.modules.batchnorm._NormBase)) or (
+    """A layer of torch's that keeps the map, or one of the project's that says so (`keeps_the_map = True`)."""
+    return getattr(module, "keeps_the_map", False) is True or isinstance(module, (nn.Flatten, nn.Identity, nn.ChannelShuffle, nn.modules.batchnorm._NormBase)) or (
         type(module).__module__ in KEEP_THE_MAP and not isinstance(module, (nn.GLU, nn.MultiheadAttention)))
 
 

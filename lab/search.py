@@ -29,7 +29,7 @@ from harness.provenance import checkout_state
 from lab import step_run
 
 ROOT = Path(__file__).resolve().parent.parent  # the project's folder, where the steps are
-STEPS = ("model1", "model2", "model3", "model4", "designs")
+STEPS = ("model1", "model2", "model3", "model4", "designs", "public")
 RECIPE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
 
