@@ -1,6 +1,6 @@
-"""Benchmark: the usual MNIST pipeline against this project's, on the same device and net, in one run.
+"""Benchmark: the usual MNIST pipeline against this project's, on the same device and nets, in one run.
 
-    python -m lab.bench                    # best device; 3 rounds of 200 timed steps each, then model3's full run
+    python -m lab.bench                    # best device; 3 rounds of 200 timed steps each, then steps 3 and 4 in full
     python -m lab.bench --device cuda --out results/bench-cuda.json          # the GPU's table beside the CPU's
     python -m lab.bench --steps 5 --repeats 1 --skip-full --device cpu   # a smoke of the harness (the tests')
 
@@ -8,18 +8,17 @@ The reference is what most solutions of this exercise run: torchvision's MNIST d
 transforms (RandomRotation(7), ToTensor, Normalize) in a DataLoader with 2 workers, batch 128, and an eager
 training step. The project's pipeline keeps the uint8 split on the device, augments whole batches there
 (common.DeviceLoader) and trains with common.train_epoch, as `fit` does (its train_step recorded and replayed as a
-CUDA graph on a GPU). On a GPU a row runs the project's steps eagerly, to show what recording is worth; a row
-"tiny" runs the project's pipeline with the 99 % club's net (lab/frontier.py's CLUB) in place of model3's: a tiny
-net's rate, which its 26×26 maps and the per-batch costs decide more than its parameters. The rows "tiny on 1
-thread" time the club's net as a sweep runs each of its runs, one thread each: as it trains now, and as it trained
-before its batch norms applied their scale and shift in batch norm's own pass (the baseline of the speed work).
-The rows of ideas that measured no gain (--precision bf16, --channels-last, designs.py's early layout) went with
-their flags; their figures stay in results/bench.json and RESULTS.md. On a CPU it
-also times common.evaluate over the test split, its batches of 1000 whole and in chunks (as evaluate runs them
-there), for model3's net and the club's. Each row trains its net with SGD for the same number of steps after a
-warm-up, in a fresh process of its own, and the rows take turns for --repeats rounds; each row's median samples/s
-gives its s/epoch and the ratio. Measured on an H100 and on 2 CPU cores: lab/README.md, Performance. Writes
-results/bench.json; `python -m lab.report` puts its table into RESULTS.md.
+CUDA graph on a GPU). Both train the same three nets in turn: step 3's, step 4's and the 99 % club's
+(lab/frontier.py's CLUB); the club's net also on 1 thread, as a sweep runs each of its runs. On a GPU a row runs
+step 3's net with eager steps, to show what recording is worth. On a CPU it also times common.evaluate over the
+test split, its batches of 1000 whole and in chunks (as evaluate runs them there), for step 3's net and the club's.
+Each row trains its net with SGD for the same number of steps after a warm-up, in a fresh process of its own, and
+the rows take turns for --repeats rounds; each row's median samples/s gives its s/epoch and the ratios. Then
+`make model3` and `make model4` as they train (fit with each step's defaults, the data already loaded), each in a
+process of its own: the seconds of their epochs, and their one-time costs apart. Rows of ideas that measured no
+gain went with their code; their tables stay in RESULTS.md, each with the commit that made it. Measured on an H100
+and on 2 CPU cores: lab/README.md, Performance. Writes results/bench.json; `python -m lab.report` puts its table
+into RESULTS.md.
 """
 import argparse
 import itertools
@@ -35,6 +34,7 @@ import torch.nn.functional as F
 
 import common
 import model3
+import model4
 from lab import frontier, report
 from harness import cli, cuda_graph, errors, files, mnist
 from harness.provenance import checkout_state
@@ -52,10 +52,11 @@ def parse_args(argv):
     parser.add_argument("--repeats", type=cli.positive_int, default=3,
                         help="rounds of all pipelines, interleaved; each row reports its median (default: 3)")
     parser.add_argument("--workers", type=cli.non_negative_int, default=2, help="reference DataLoader workers")
-    parser.add_argument("--skip-full", action="store_true", help="skip model3's full 15-epoch run")
+    parser.add_argument("--skip-full", action="store_true", help="skip the full 15-epoch runs of steps 3 and 4")
     parser.add_argument("--data-dir", default=mnist.default_data_dir())
     parser.add_argument("--out", default="results/bench.json", help="where to write the JSON")
     parser.add_argument("--pipeline", type=int, choices=range(len(PIPELINES)), help=argparse.SUPPRESS)  # internal: one row
+    parser.add_argument("--full", choices=FULL_RUNS, help=argparse.SUPPRESS)  # internal: one step's full run
     return parser.parse_args(argv)
 
 
@@ -92,8 +93,9 @@ def reference_step(net):
     return step
 
 
-def model3_config(device, *flags):
-    return cli.config_from_args(cli.build_parser("model3", model3.DEFAULTS, "").parse_args(
+def step_config(step, device, *flags):
+    module = STEP_MODULES[step]
+    return cli.config_from_args(cli.build_parser(step, module.DEFAULTS, "").parse_args(
         ["--device", device.type, *flags]))
 
 
@@ -103,7 +105,7 @@ def project_rate(loader, device, steps, warmup, fast=True, seed=0, make_net=mode
     untimed) — for warmup + steps batches, with the project's SGD at the reference's learning rate, held constant;
     return samples per second over the timed ones."""
     torch.manual_seed(seed)
-    config = model3_config(device, "--lr", "0.01", "--scheduler", "none")
+    config = step_config("model3", device, "--lr", "0.01", "--scheduler", "none")
     net = make_net().to(device)
     optimizer = common.make_optimizer_and_scheduler(net, config, 1)[0]
     graphed_step = (cuda_graph.graphed(common.train_step, net, optimizer, loader, evaluate_test=lambda: None,
@@ -131,10 +133,11 @@ class Batches:
         return itertools.islice(self.stream, self.count)
 
 
-def time_steps(batches, device, steps, warmup, make_step, seed=0):
-    """Train model3's Net on `batches` for warmup + steps SGD steps; return samples per second over the timed ones."""
+def time_steps(batches, device, steps, warmup, make_step, seed=0, make_net=model3.Net):
+    """Train model3's Net (or `make_net`'s) on `batches` for warmup + steps SGD steps; return samples per second
+    over the timed ones."""
     torch.manual_seed(seed)
-    net = model3.Net().to(device)
+    net = make_net().to(device)
     step = make_step(net)
     net.train()
     seen, started = 0, None
@@ -183,56 +186,65 @@ def project_loader(data, device):
                                rotate_degrees=7.0)
 
 
-# Each row runs in a fresh process, so that its peak memory is its own and no setting carries over. The speedup is
-# the reference's time over the "project" row's (the defaults a user gets).
-PIPELINES = ("reference", "project-eager", "project", "tiny", "tiny-1-thread-before", "tiny-1-thread")
-LABELS = {"project-eager": "project, eager steps (no CUDA graph)",
+# Each row runs in a fresh process, so that its peak memory is its own and no setting carries over. A row is a
+# pipeline and a net; each net's speedup is its reference row's time over its project row's (the defaults a user
+# gets).
+NETS = {"model3": "step 3's net", "model4": "step 4's net", "club": "the 99 % club's net"}
+PIPELINES = ("reference model3", "project-eager model3", "project model3", "reference model4", "project model4",
+             "reference club", "project club", "project-1-thread club")
+LABELS = {"reference": "reference (DataLoader + PIL transforms, {workers} workers)",
+          "project-eager": "project, eager steps (no CUDA graph)",
           "project": "project (in-memory batches, common.train_epoch)",
-          "tiny": "tiny (the project's pipeline, the 99 % club's net of {params:,} parameters)",
-          "tiny-1-thread-before": "tiny on 1 thread, before (its scale and shift in passes of their own)",
-          "tiny-1-thread": "tiny on 1 thread (as a sweep runs it)"}
+          "project-1-thread": "project on 1 thread (as a sweep runs it)"}
+STEP_MODULES = {"model3": model3, "model4": model4}
+FULL_RUNS = tuple(STEP_MODULES)  # `make model3` and `make model4`, timed as they train
 
 
-def club_net(layout=None):
-    """The 99 % club's net (lab/frontier.py's CLUB); `layout` "before": as trained before its batch norms applied
-    their scale and shift in their own pass."""
-    net = frontier.net_of(*frontier.CLUB)
-    if layout == "before":
-        for module in net.modules():
-            if isinstance(module, common.LayerBatchNorm):
-                module.__class__ = TwoPassLayerBatchNorm  # the same module and weights, the old forward
-    return net
+def club_net():
+    """The 99 % club's net (lab/frontier.py's CLUB)."""
+    return frontier.net_of(*frontier.CLUB)
 
 
-class TwoPassLayerBatchNorm(common.LayerBatchNorm):
-    """common.LayerBatchNorm as it was: batch norm, then the layer's scale and shift, two passes more over the
-    map and two more back."""
+MAKE_NET = {"model3": model3.Net, "model4": model4.Net, "club": club_net}
 
-    def forward(self, x):
-        return torch.nn.BatchNorm2d.forward(self, x) * self.scale + self.shift
+
+def row_label(kind, net, workers, params):
+    return f"{LABELS[kind].format(workers=workers)}, {NETS[net]} ({params:,} parameters)"
 
 
 def pipelines_for(device):
     """The eager row exists to measure what recording the update as a CUDA graph is worth, which only a GPU does."""
-    return [name for name in PIPELINES if name != "project-eager" or device.type == "cuda"]
+    return [name for name in PIPELINES if not name.startswith("project-eager ") or device.type == "cuda"]
 
 
 def run_pipeline(args, device, data):
-    name = PIPELINES[args.pipeline]
-    if name == "reference":
-        label = f"reference (DataLoader + PIL transforms, {args.workers} workers)"
+    kind, net = PIPELINES[args.pipeline].split()
+    make_net = MAKE_NET[net]
+    label = row_label(kind, net, args.workers, common.count_params(make_net()))
+    if kind == "reference":
         batches = reference_batches(args.data_dir, device, data["mean"], data["std"], args.workers)
-        rate = time_steps(batches, device, args.steps, args.warmup, reference_step)
+        rate = time_steps(batches, device, args.steps, args.warmup, reference_step, make_net=make_net)
     else:
-        label = LABELS[name].format(params=common.count_params(club_net()))
-        if "1-thread" in name:  # this row's own process
+        if kind == "project-1-thread":  # this row's own process
             torch.set_num_threads(1)
-        layout = "before" if name.endswith("before") else None
-        make_net = (lambda: club_net(layout)) if name.startswith("tiny") else model3.Net
         rate = project_rate(project_loader(data, device), device, args.steps, args.warmup,
-                            fast=name != "project-eager", make_net=make_net)
-    return dict(pipeline=label, samples_per_s=round(rate, 1), epoch_s=round(60000 / rate, 2),
+                            fast=kind != "project-eager", make_net=make_net)
+    return dict(pipeline=label, kind=kind, net=net, samples_per_s=round(rate, 1), epoch_s=round(60000 / rate, 2),
                 peak_memory_mb=round(peak_memory_mb(device), 1))
+
+
+def full_run(step, device, data):
+    """`make STEP` as it trains: `fit` with the step's defaults on the data already loaded, every epoch evaluated;
+    the seconds of its epochs, its one-time costs apart."""
+    module = STEP_MODULES[step]
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    trained = common.fit(module.Net, step_config(step, device), data, log=lambda *_: None)
+    train_seconds = round(sum(row["seconds"] for row in trained.history), 2)
+    _, verdict = common.judge(step, module.TARGETS, common.count_params(trained.model), trained.history, smoke=False)
+    return dict(step=step, epochs=len(trained.history), train_seconds=train_seconds,
+                setup_seconds=round(trained.setup_seconds, 3), final_test_acc=trained.history[-1]["test_acc"],
+                verdict=verdict, peak_memory_mb=round(peak_memory_mb(device), 1))
 
 
 def evaluation_rates(data, device, repeats):
@@ -242,7 +254,7 @@ def evaluation_rates(data, device, repeats):
     costs about as much as a fifth of its training."""
     loader = common.DeviceLoader(*data["test"], 1000, device, data["mean"], data["std"])
     rows = []
-    for name, make_net in (("model3", model3.Net), ("tiny", club_net)):
+    for name, make_net in (("model3", model3.Net), ("club", club_net)):
         torch.manual_seed(0)
         net, rates = make_net().to(device), {"whole": [], "chunked": []}
         common.evaluate(net, loader)  # warm-up: the first pass allocates
@@ -264,7 +276,7 @@ def evaluation_rates(data, device, repeats):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.pipeline is not None:  # a child: SIGTERM from the parent ends it at once, with nothing of its own to tidy
+    if args.pipeline is not None or args.full is not None:  # a child: SIGTERM from the parent ends it at once
         return bench(args, argv)
     return errors.run_main("lab.bench", lambda: bench(args, argv),
                            f"{args.out} was not written, and whatever it held before is kept")
@@ -287,6 +299,15 @@ def run_child(argv):
     return child.returncode, stdout, stderr
 
 
+def child_result(args, device, *flags):
+    """Run this module in a fresh process for one row or one full run; its JSON result (the last line it prints)."""
+    returncode, stdout, stderr = run_child([sys.executable, "-m", "lab.bench", *flags, "--device", device.type,
+                                            "--data-dir", args.data_dir])
+    if returncode != 0:
+        raise errors.TrainingError(f"the child `{' '.join(flags)}` failed:\n{stderr.strip()}")
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
 def bench(args, argv):
     device = torch.device(cli.resolve_device(args.device))
     files.check_writable(Path(args.out).parent)
@@ -294,6 +315,9 @@ def bench(args, argv):
     device_text = cli.describe_device(device)
     if args.pipeline is not None:  # a child process: one pipeline, its row as JSON on the last line
         print(json.dumps(run_pipeline(args, device, data)))
+        return 0
+    if args.full is not None:  # a child process: one step's full run, as JSON on the last line
+        print(json.dumps(full_run(args.full, device, data)))
         return 0
     print(f"bench: {device_text}; {args.warmup} warm-up + {args.steps} timed steps of batch 128 per pipeline, "
           f"each pipeline in its own process, {args.repeats} interleaved round(s)")
@@ -303,49 +327,36 @@ def bench(args, argv):
     # each row reports its median round.
     for round_index in range(args.repeats):
         for index, name in enumerate(names):
-            returncode, stdout, stderr = run_child([sys.executable, "-m", "lab.bench", "--pipeline",
-                                                    str(PIPELINES.index(name)), "--device", device.type,
-                                                    "--steps", str(args.steps), "--warmup", str(args.warmup),
-                                                    "--workers", str(args.workers), "--data-dir", args.data_dir])
-            if returncode != 0:
-                print(f"lab.bench: error: the pipeline {name!r} failed:\n{stderr.strip()}", file=sys.stderr)
-                return 1
-            row = json.loads(stdout.strip().splitlines()[-1])
+            row = child_result(args, device, "--pipeline", str(PIPELINES.index(name)), "--steps", str(args.steps),
+                               "--warmup", str(args.warmup), "--workers", str(args.workers))
             rounds[index].append(row)
             print(f"  round {round_index + 1}/{args.repeats}: {row['pipeline']}: {row['samples_per_s']:,.0f} "
                   f"samples/s, {row['epoch_s']:.2f} s/epoch")
     rows = [median_row(row_runs) for row_runs in rounds]
-    project = rows[names.index("project")]
-    speedup = rows[0]["epoch_s"] / project["epoch_s"]
+    epoch_s = {name: row["epoch_s"] for name, row in zip(names, rows)}
+    speedups = {net: round(epoch_s[f"reference {net}"] / epoch_s[f"project {net}"], 2) for net in NETS}
     command = cli.command_line("lab.bench", sys.argv[1:] if argv is None else argv)
     result = dict(device=device_text, command=command, code=checkout_state(),
                   date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), torch=torch.__version__, steps=args.steps,
-                  warmup=args.warmup, repeats=args.repeats, pipelines=rows, reference_epoch_s=rows[0]["epoch_s"],
-                  project_epoch_s=project["epoch_s"], speedup=round(speedup, 2),
-                  model3_train_seconds=None, model3_final_test_acc=None, model3_verdict=None)
+                  warmup=args.warmup, repeats=args.repeats, pipelines=rows, speedups=speedups,
+                  speedup=speedups["model3"], reference_epoch_s=epoch_s["reference model3"],
+                  project_epoch_s=epoch_s["project model3"], full_runs=[])
     if device.type == "cpu":
         result["evaluation"] = evaluation_rates(data, device, args.repeats)
         for row in result["evaluation"]:
             print(f"  evaluation, {row['net']}: {row['whole_images_per_s']:,} images/s 1000 at once, "
                   f"{row['chunked_images_per_s']:,} {row['chunk']} at a time ({row['ratio']:.2f}x)")
-    if not args.skip_full:
-        print("bench: model3's full run with its defaults (training + per-epoch evaluation, data already loaded)")
-        config = model3_config(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
-        trained = common.fit(lambda: model3.Net(), config, data, log=lambda *_: None)
-        train_seconds = round(sum(row["seconds"] for row in trained.history), 2)
-        _, verdict = common.judge("model3", model3.TARGETS, common.count_params(trained.model), trained.history,
-                                  smoke=False)
-        result.update(model3_train_seconds=train_seconds, model3_setup_seconds=round(trained.setup_seconds, 3),
-                      model3_final_test_acc=trained.history[-1]["test_acc"],
-                      model3_verdict=verdict, model3_peak_memory_mb=round(peak_memory_mb(device), 1))
-        print(f"  {verdict}\n  model3: {len(trained.history)} epochs in {train_seconds:.1f} s "
-              f"(+ {trained.setup_seconds:.1f} s one-time setup)")
+    for step in () if args.skip_full else FULL_RUNS:
+        print(f"bench: {step}'s full run with its defaults (training + per-epoch evaluation, data already loaded)")
+        run = child_result(args, device, "--full", step)
+        result["full_runs"].append(run)
+        print(f"  {run['verdict']}\n  {step}: {run['epochs']} epochs in {run['train_seconds']:.1f} s "
+              f"(+ {run['setup_seconds']:.1f} s one-time setup)")
     result["peak_memory_mb"] = round(peak_memory_mb(device), 1)
     result["table_markdown"] = report.bench_table(result)
     print("\n" + result["table_markdown"])
-    print(f"speedup vs reference ({device_text}): {speedup:.1f}x")
+    print(f"speedup vs reference ({device_text}): " + ", ".join(f"{NETS[net]} {ratio:.1f}x"
+                                                                for net, ratio in speedups.items()))
     files.atomic_write_json(args.out, result)
     return 0
 

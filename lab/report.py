@@ -678,6 +678,14 @@ def rounds_text(b):
     return f", the median of {b['repeats']} interleaved rounds (samples/s over the rounds: {spreads})"
 
 
+def speedups_text(b):
+    """The reference's time over the project's: for each net of a bench that times several, else model3's."""
+    if not b.get("speedups"):
+        return f"**{b['speedup']:.1f}×**"
+    names = {"model3": "step 3's net", "model4": "step 4's net", "club": "the club's net"}
+    return ", ".join(f"{names[net]} **{ratio:.1f}×**" for net, ratio in b["speedups"].items())
+
+
 def bench_runs(results):
     """Every bench JSON in results/ as (its file name, its contents): `make bench`'s own first, then the others in
     the order they ran."""
@@ -708,7 +716,7 @@ def bench_section(results):
         text = ((made_at_line(commit, f"`{b['command']}`") + "\n\n" if commit and b.get("command") else "")
                 + bench_table(b) + f"\n\n`{b.get('command', 'python -m lab.bench').strip()}` on {b['device']}, "
                 f"{b.get('date', 'undated')}, {b['steps']} timed steps per pipeline after {b['warmup']} warm-up "
-                f"steps" + rounds_text(b) + f": speedup vs reference **{b['speedup']:.1f}×**. Memory is {memory}."
+                f"steps" + rounds_text(b) + ": speedup vs reference " + speedups_text(b) + f". Memory is {memory}."
                 + (f" {b['note']}" if b.get("note") else ""))
         rates = {row["pipeline"].split(" (")[0]: row["samples_per_s"] for row in b["pipelines"]}
         if "project, --precision bf16" in rates and "project" in rates:
@@ -727,9 +735,24 @@ def bench_section(results):
                 text += (f", at {rates[one + ', the early layout'] / rates[one]:.2f}× that with the early layout and "
                          f"{rates[one + ', --channels-last'] / rates[one]:.2f}× with --channels-last")
             text += "."
+        one_thread = [row for row in b["pipelines"] if row.get("kind") == "project-1-thread"]
+        two_threads = [row for row in b["pipelines"] if row.get("kind") == "project" and one_thread
+                       and row["net"] == one_thread[0]["net"]]
+        if one_thread and two_threads:
+            ratio = one_thread[0]["samples_per_s"] / two_threads[0]["samples_per_s"]
+            text += (f" On 1 thread, as a sweep runs each of its runs, the club's net trained at {ratio:.2f}× its "
+                     "rate on all of them" + (" (more than half: two runs at once, a thread each, train more a "
+                                              "second than one on both)" if ratio > 0.5 else "") + ".")
         if b.get("evaluation"):
             text += " " + evaluation_sentence(b["evaluation"])
-        if b.get("model3_train_seconds") is not None:
+        for run in b.get("full_runs", []):
+            setup = run["setup_seconds"]
+            text += (f" `make {run['step']}` ({run['epochs']} epochs, training and per-epoch evaluation, the data "
+                     f"already loaded) took **{run['train_seconds']:.1f} s**"
+                     + (f" (+ {setup:.1f} s of one-time warm-up and graph recording)" if setup else "")
+                     + f", final test accuracy {run['final_test_acc']:.2f} % ({run['verdict'].split(' ')[1]}), "
+                     f"peak memory {run['peak_memory_mb']:,.0f} MB.")
+        if b.get("model3_train_seconds") is not None:  # a bench of the code before full_runs
             setup = b.get("model3_setup_seconds")
             text += (f" model3's full 15-epoch run (training and per-epoch evaluation, data already loaded) took "
                      f"**{b['model3_train_seconds']:.1f} s**"

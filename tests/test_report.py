@@ -585,3 +585,22 @@ def test_a_recorded_command_with_a_retired_flag_means_nothing_today_and_prints_n
     assert settings_meant_by(["--design", "twopool-8.13.13.13"], designs.DEFAULTS) is None
     assert settings_meant_by(["--design", "pool1_ds-8.13.13.13"], designs.DEFAULTS) is not None
     assert capsys.readouterr() == ("", "")
+
+
+def test_bench_section_gives_each_nets_speedup_and_each_steps_full_run(tmp_path):
+    rows = [dict(pipeline=f"{kind} row, {net}", kind=kind, net=net, samples_per_s=rate, epoch_s=round(60000 / rate, 2),
+                 peak_memory_mb=800.0) for kind, net, rate in
+            (("reference", "model3", 5000.0), ("project", "model3", 10000.0), ("reference", "model4", 4000.0),
+             ("project", "model4", 6000.0), ("reference", "club", 5000.0), ("project", "club", 8000.0),
+             ("project-1-thread", "club", 6000.0))]
+    full = [dict(step=step, epochs=15, train_seconds=seconds, setup_seconds=0.0, final_test_acc=acc,
+                 verdict=f"{step}: PASS params", peak_memory_mb=900.0)
+            for step, seconds, acc in (("model3", 101.2, 99.56), ("model4", 208.4, 99.53))]
+    _write(tmp_path / "bench.json", dict(device="cpu (test)", steps=200, warmup=10, pipelines=rows, speedup=2.0,
+                                         speedups=dict(model3=2.0, model4=1.5, club=1.6), full_runs=full,
+                                         reference_epoch_s=12.0, project_epoch_s=6.0))
+    text = report.bench_section(tmp_path)
+    assert ("speedup vs reference step 3's net **2.0×**, step 4's net **1.5×**, the club's net **1.6×**" in text)
+    assert "`make model3` (15 epochs, training and per-epoch evaluation, the data already loaded) took **101.2 s**" in text
+    assert "`make model4` (15 epochs" in text and "**208.4 s**, final test accuracy 99.53 % (PASS)" in text
+    assert "the club's net trained at 0.75× its rate on all of them (more than half" in text
