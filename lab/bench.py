@@ -247,6 +247,31 @@ def full_run(step, device, data):
                 verdict=verdict, peak_memory_mb=round(peak_memory_mb(device), 1))
 
 
+def where_the_time_goes(device, steps=30, top=8):
+    """torch.profiler over `steps` training steps of each step's net (after a warm-up), on random batches: the
+    operators that take the most of a step, forward and backward, as {net: [{operator, shapes, ms, share}]}, each
+    one operator on one input shape. What a speed-up has to shrink."""
+    from torch.profiler import ProfilerActivity, profile
+    found = {}
+    for net_name in ("model3", "model4"):
+        torch.manual_seed(0)
+        net = MAKE_NET[net_name]().to(device)
+        optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+        x, y = torch.randn(128, 1, 28, 28, device=device), torch.randint(0, 10, (128,), device=device)
+        for _ in range(5):
+            common.train_step(net, optimizer, x, y)
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as run:
+            for _ in range(steps):
+                common.train_step(net, optimizer, x, y)
+        events = run.key_averages(group_by_input_shape=True)
+        total = sum(event.self_cpu_time_total for event in events)
+        found[net_name] = [dict(operator=event.key, shapes=str(event.input_shapes[:2]),
+                                ms=round(event.self_cpu_time_total / steps / 1000, 2),
+                                share=round(event.self_cpu_time_total / total, 3))
+                           for event in sorted(events, key=lambda e: -e.self_cpu_time_total)[:top]]
+    return found
+
+
 def evaluation_rates(data, device, repeats):
     """common.evaluate's images/s over the test split in its batches of 1000, evaluated whole and (as on a CPU it
     does) CPU_EVAL_CHUNK at a time, for model3's net and the club's: in one process, the two ways taking turns
@@ -343,6 +368,7 @@ def bench(args, argv):
                   project_epoch_s=epoch_s["project model3"], full_runs=[])
     if device.type == "cpu":
         result["evaluation"] = evaluation_rates(data, device, args.repeats)
+        result["profile"] = where_the_time_goes(device)
         for row in result["evaluation"]:
             print(f"  evaluation, {row['net']}: {row['whole_images_per_s']:,} images/s 1000 at once, "
                   f"{row['chunked_images_per_s']:,} {row['chunk']} at a time ({row['ratio']:.2f}x)")

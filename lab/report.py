@@ -23,6 +23,7 @@ from harness.cli import RETIRED_SETTINGS, OneLineParser, settings_meant_by
 from harness.errors import DataError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text
 from harness.runs import seed_rule_verdict
+import public
 from lab import code_words, net_of
 # The original write-up's figures, for comparison (its step 1 and 2 report the best test epoch).
 ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57 (best epoch)"),
@@ -125,6 +126,7 @@ BENCH_GLOB = "bench*.json"
 README_BEGIN, README_END = "<!-- results:begin (written by lab/report.py) -->", "<!-- results:end -->"
 BENCH_BEGIN, BENCH_END = "<!-- bench:begin (written by lab/report.py) -->", "<!-- bench:end -->"
 FRONTIER_BEGIN, FRONTIER_END = "<!-- frontier:begin (written by lab/report.py) -->", "<!-- frontier:end -->"
+PUBLIC_BEGIN, PUBLIC_END = "<!-- public:begin (written by lab/report.py) -->", "<!-- public:end -->"
 LAB_PAGE = Path("lab") / "README.md"  # the lab's page: the frontier's summary and the bench (the README links it)
 
 
@@ -596,6 +598,87 @@ def public_table(public, rows):
     return "\n".join(lines)
 
 
+# The published nets of public.py, each trained over ten seeds under our rule: results/public/NET/RECIPE is
+# `python public.py --net NET [--lr RATE] --seeds 10 --jobs 2 --out results/public/NET/RECIPE`.
+PUBLIC_RECIPES = {"step4": "step 4's recipe", "own": "its author's recipe"}
+
+
+def public_cell(made, line):
+    """A --seeds run of a published net, in a cell: how many seeds held its line, by the rule, and the spread."""
+    if not made:
+        return "not run yet"
+    summary, runs = made
+    finals = [m["final_test_acc"] for m in runs]
+    lowest = min(a for m in runs for a in m["last_test_accs"])
+    needed = seeds_needed(summary.get("min_seed_share", 0.9), len(runs))
+    words = code_words(summary.get("code"), summary["command"])
+    return (f"**{summary['met_target']}/{len(runs)}** held {line:.2f} % ({'the rule met' if summary['met_target'] >= needed else 'the rule not met'}); "
+            f"final {statistics.mean(finals):.2f} ± {statistics.stdev(finals) if len(finals) > 1 else 0:.2f} %, "
+            f"lowest last-3 epoch {lowest:.2f} % (peak rate {runs[0]['config']['lr']:g})" + (f"; {words}" if words else ""))
+
+
+def ours_at(results, line):
+    """Our smallest net that holds `line` under the rule, in words: step 4 at 99.40 %, the 99 % club at 99.0 %."""
+    if line >= 99.40:
+        made = seeds_run(Path(results) / "model4")
+        if not made:
+            return "step 4: not run yet"
+        summary, runs = made
+        return f"step 4, {runs[0]['params']:,}: {summary['met_target']}/{summary['count']} (seeds 1–10)"
+    frontier = load_json(Path(results) / "frontier" / "frontier.json", FRONTIER_KEYS)
+    club = next((r for r in (frontier or {}).get("rows", []) if r.get("line") == "club"
+                 and r["seeds"] == frontier.get("club_seeds")), None)
+    if not club:
+        return "the 99 % club: not run yet"
+    return f"the 99 % club, {club['params']:,}: {club['met_club']}/{club['seeds']}"
+
+
+def public_standing(results):
+    """Where step 4 and the club stand against the published nets trained under one rule, in a sentence; None
+    before any of them has run."""
+    said = []
+    for name, published in public.NETS.items():
+        made = seeds_run(Path(results) / "public" / name / "step4")
+        if made:
+            summary, runs = made
+            said.append(f"{published.source}'s {published.params:,}-parameter net held {published.line:.2f} % on "
+                        f"{summary['met_target']} of its {len(runs)} seeds (published: {published.accuracy:.2f} %), "
+                        f"where {ours_at(results, published.line)}")
+    if not said:
+        return None
+    return ("The published small nets, trained here under the same rule (step 4's recipe, ten seeds, each of the "
+            "last 3 epochs judged): " + "; ".join(said)
+            + ". Every net and recipe: [the lab](lab/README.md#the-public-nets-under-our-rule).")
+
+
+def public_section(results):
+    """The published nets over ten seeds under our rule, each beside our smallest net at its line, and the peak
+    rates chosen on validation for the two without batch norm."""
+    lines = ["| net | parameters | published | under step 4's recipe, 10 seeds | under its author's recipe, 10 seeds "
+             "| ours at its line: parameters, seeds that held |", "|---|---|---|---|---|---|"]
+    beaten = []
+    for name, published in public.NETS.items():
+        cells = []
+        for recipe in PUBLIC_RECIPES:
+            made = seeds_run(Path(results) / "public" / name / recipe)
+            cells.append(public_cell(made, published.line))
+            if made and made[0]["met_target"] >= seeds_needed(0.9, len(made[1])):
+                beaten.append((name, published, PUBLIC_RECIPES[recipe]))
+        lines.append(f"| {published.source} | {published.params:,} | {published.accuracy:.2f} % ({published.how}) | "
+                     + " | ".join(cells) + f" | {ours_at(results, published.line)} |")
+    text = ("Each published net, written from its author's description (`public.py`, its parameter count the "
+            "published one), trained over ten seeds and judged by our rule: each of the last 3 epochs at its line "
+            "(99.40 % for woolly-of-cv's, 99.0 % for the others), on 9 seeds in 10.\n\n" + "\n".join(lines))
+    for name, published, recipe in beaten:
+        text += (f"\n\n{published.source}'s net holds our rule at {published.line:.2f} % under {recipe} with "
+                 f"{published.params:,} parameters.")
+    searches = [search_section(results, "public", "search", name) for name in public.NETS]
+    if any(searches):
+        text += ("\n\nThe peak rate of step 4's recipe for the nets without batch norm, chosen on the validation "
+                 "split (results/public/search-recipes.txt):\n\n" + "\n".join(s for s in searches if s))
+    return text
+
+
 def design_gains(rows):
     """[(params, step 4's mean final accuracy minus step 3's at that count)] for step 4's nets inside step 3's range,
     step 3's accuracy interpolated linearly in log(params) between its two nearest nets."""
@@ -686,6 +769,16 @@ def speedups_text(b):
     return ", ".join(f"{names[net]} **{ratio:.1f}×**" for net, ratio in b["speedups"].items())
 
 
+def profile_table(profile):
+    """Where a training step's time goes (lab/bench.py's where_the_time_goes): each net's costliest operators."""
+    lines = ["Where a training step's time goes (torch.profiler, batch 128; the operators that took the most of it, "
+             "each on one input shape):", "", "| net | operator | input shapes | ms a step | share of the step |",
+             "|---|---|---|---|---|"]
+    lines += [f"| {net} | `{row['operator']}` | {row['shapes']} | {row['ms']:.2f} | {100 * row['share']:.0f} % |"
+              for net, rows in profile.items() for row in rows]
+    return "\n".join(lines) + "\n\n"
+
+
 def bench_runs(results):
     """Every bench JSON in results/ as (its file name, its contents): `make bench`'s own first, then the others in
     the order they ran."""
@@ -704,9 +797,19 @@ def evaluation_sentence(rows):
             f"every logit the same to the bit: {rates}.")
 
 
-def bench_section(results):
+def bench_section(results, latest_only=False):
+    """Every bench run's table and what it measured (RESULTS.md); with `latest_only`, each device's latest alone
+    (the lab's page: the older ones measured code that has since changed, and RESULTS.md keeps them)."""
     sections, by_device = [], {}
-    for name, b in bench_runs(results):
+    runs = bench_runs(results)
+    if latest_only:
+        latest = {}
+        for run in runs:
+            device, date = run[1]["device"], run[1].get("date", "")
+            if device not in latest or date > latest[device][1].get("date", ""):
+                latest[device] = run
+        runs = [run for run in runs if latest[run[1]["device"]] is run]
+    for name, b in runs:
         by_device.setdefault(b["device"], []).append(b)
         commit = b.get("made_at")
         memory = ("peak allocated GPU memory" if b["device"].startswith("cuda") else
@@ -745,6 +848,8 @@ def bench_section(results):
                                               "second than one on both)" if ratio > 0.5 else "") + ".")
         if b.get("evaluation"):
             text += " " + evaluation_sentence(b["evaluation"])
+        if b.get("profile"):
+            text += "\n\n" + profile_table(b["profile"])
         for run in b.get("full_runs", []):
             setup = run["setup_seconds"]
             text += (f" `make {run['step']}` ({run['epochs']} epochs, training and per-epoch evaluation, the data "
@@ -768,6 +873,26 @@ def bench_section(results):
                             f"{figures('reference_epoch_s', ' s/epoch')}, project {figures('project_epoch_s', ' s/epoch')}"
                             "; speedup " + ", ".join(f"{run['speedup']:.1f}×" for run in runs) + ".")
     return "\n\n".join(sections) + "\n" if sections else None
+
+
+def speed_trials_section(results):
+    """Issue 42's speed trials (lab/speed_trials.py, gone since): each way tried against today's step."""
+    t = load_json(Path(results) / "speed-trials.json", ("rows", "device", "command", "rounds", "steps"))
+    if not t:
+        return None
+    names = {"today": "the step as it is", "split-prelu": "PReLU as ReLU plus the slope times min(x, 0)",
+             "compared-max-pool": "the 2×2 max-pool from four strided views (the first maximum takes the gradient)",
+             "torch.compile": "`torch.compile(common.train_step)`"}
+    lines = ["| step | trial | ms a step (median) | × the step as it is | first update (s) | weights after 20 updates |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {r['step']} | {names.get(r['trial'], r['trial'])} | {r['ms_per_step']:.1f} "
+              f"({min(r['rounds_ms']):.1f}–{max(r['rounds_ms']):.1f}) | {r['speedup']:.2f}× | {r['first_update_s']:.1f} | "
+              f"{'the same to the bit' if r['same_weights'] else 'others'} |" for r in t["rows"]]
+    commit = t.get("made_at")
+    return ((made_at_line(commit, f"`{t['command']}`") + "\n\n" if commit else "")
+            + f"Ways tried to make a training step cheaper on a CPU (issue 42): `{t['command']}` on {t['device']}, "
+            f"{t.get('date', 'undated')}, batch 128, {t['steps']} steps a round, the trials of a step taking turns for "
+            f"{t['rounds']} rounds (the median, and the rounds' range). \n\n" + "\n".join(lines))
 
 
 NO_BATCHNORM = "model2-no-batchnorm"  # `python model2.py --no-batchnorm --out results/model2-no-batchnorm`
@@ -966,10 +1091,14 @@ def results_markdown(results="results"):
     frontier = frontier_section(results)
     parts += ["", "## The frontier: parameters against accuracy", "", frontier or "_Not run yet: `make frontier`._"]
     parts += ["", "## The 99 % club: chosen on a validation split", "", *club_parts(results)]
+    parts += ["", "## The public nets under our rule", "", public_section(results)]
     for step in ABLATION_DIRS:
         parts += ["", f"## Ablation of step {step[-1]}", "", ablation_section(results, step)]
     bench = bench_section(results)
     parts += ["", "## Performance", "", bench or "_Not run yet: `make bench`._"]
+    trials = speed_trials_section(results)
+    if trials:
+        parts += ["", "### Speed trials", "", trials]
     sweep = sweep_bench_section(results)
     parts += ["", "## What the sweep engine costs", "", sweep or "_Not run yet: `python -m lab.bench_sweep`._", ""]
     return with_contents("\n".join(parts))
@@ -1034,6 +1163,9 @@ def readme_results(results, rows):
         if seeds:
             block += f"\n\n{step} over {seeds['count']} seeds: " + seeds_headline(seeds) + "."
             block += "".join(f"\n\n{line}" for line in later_seeds(results, step))
+    standing = public_standing(results)
+    if standing:
+        block += "\n\n" + standing
     if frontier_summary(results):
         block += ("\n\n![parameters against test accuracy, steps 3 and 4 at several sizes]"
                   "(results/frontier/frontier.png)" + frontier_recipe_note(results)
@@ -1049,10 +1181,10 @@ def lab_page(results, text):
         text = replace_between(text, FRONTIER_BEGIN, FRONTIER_END,
                                "![parameters against test accuracy, steps 3 and 4 at several sizes]"
                                "(../results/frontier/frontier.png)\n\n" + frontier[1] + frontier_recipe_note(results))
-    bench = bench_section(results)
+    bench = bench_section(results, latest_only=True)
     if bench:
         text = replace_between(text, BENCH_BEGIN, BENCH_END, bench.strip())
-    return text
+    return replace_between(text, PUBLIC_BEGIN, PUBLIC_END, public_section(results))
 
 
 def planned_files(results, ablation_only=False):

@@ -9,9 +9,9 @@ import public
 
 @pytest.mark.parametrize("name", list(public.NETS))
 def test_each_net_has_its_published_parameter_count_and_a_receptive_field_table(name):
-    net_class, published, line = public.NETS[name]
+    published = public.NETS[name].params
     net = public.Net(name)
-    assert type(net) is net_class and common.count_params(net) == published
+    assert type(net) is public.NETS[name].net_class and common.count_params(net) == published
     assert net(torch.randn(3, 1, 28, 28)).shape == (3, 10)
     rows = common.receptive_field(net)  # follows every layer, WholeMapNorm included
     assert sum(row["params"] for row in rows) == published
@@ -42,7 +42,7 @@ def test_each_net_is_judged_at_its_own_line_with_at_most_its_published_parameter
     from harness.cli import build_parser, config_from_args
     config = config_from_args(build_parser("public", public.DEFAULTS, "").parse_args(["--net", name]))
     targets = public.targets(config)
-    assert (targets.min_test_acc, targets.max_params, targets.min_seed_share) == (line, public.NETS[name][1] + 1, 0.9)
+    assert (targets.min_test_acc, targets.max_params, targets.min_seed_share) == (line, public.NETS[name].params + 1, 0.9)
 
 
 def test_an_unknown_net_is_one_line_and_exit_2():
