@@ -604,3 +604,42 @@ def test_bench_section_gives_each_nets_speedup_and_each_steps_full_run(tmp_path)
     assert "`make model3` (15 epochs, training and per-epoch evaluation, the data already loaded) took **101.2 s**" in text
     assert "`make model4` (15 epochs" in text and "**208.4 s**, final test accuracy 99.53 % (PASS)" in text
     assert "the club's net trained at 0.75× its rate on all of them (more than half" in text
+
+
+def _public_run(root, net, recipe, accs_per_seed, line, lr=0.2):
+    """A published net's --seeds run as `python public.py --net NET --seeds N --out results/public/NET/RECIPE`
+    leaves it."""
+    folder = root / "public" / net / recipe
+    rows = []
+    for seed, accs in enumerate(accs_per_seed, 1):
+        m = {**_metrics("public", accs, passed=min(accs[-3:]) >= line, params=697,
+                        command=f"python public.py --net {net} --lr {lr} --seed {seed} --out {folder}/seeds/seed-{seed}"),
+             "config": dict(lr=lr)}
+        _write(folder / "seeds" / f"seed-{seed}" / "metrics.json", m)
+        rows.append(dict(seed=seed, final_test_acc=accs[-1], last3_min_test_acc=min(accs[-3:]), passed=m["passed"]))
+    met = sum(r["passed"] for r in rows)
+    _write(folder / "seeds.json", dict(command=f"python public.py --net {net} --lr {lr} --seeds {len(rows)} --out {folder}",
+                                       device="cpu", seeds=rows, met_target=met, count=len(rows), min_seed_share=0.9,
+                                       mean_final_test_acc=0.0, std_final_test_acc=0.0))
+
+
+def test_the_public_nets_table_judges_each_net_at_its_line_and_says_when_one_beats_ours(results):
+    held = [[99.1, 99.2, 99.1]] * 9 + [[98.9, 99.0, 99.1]]
+    _public_run(results, "joshwarn-697", "step4", held, 99.0, lr=0.05)
+    text = report.public_section(results)
+    row = next(line for line in text.splitlines() if line.startswith("| JoshWarn"))
+    assert "| 697 | 99.03 % (" in row and "**9/10** held 99.00 % (the rule met); final 99.10 ± 0.00 %" in row
+    assert "lowest last-3 epoch 98.90 % (peak rate 0.05); made by unknown code" in row
+    assert row.count("not run yet") == 1 and "the 99 % club: not run yet" in row  # its own recipe; no frontier here
+    assert "JoshWarn/Parameter-Efficient-MNIST's net holds our rule at 99.00 % under step 4's recipe with 697" in text
+    woolly = next(line for line in text.splitlines() if line.startswith("| woolly-of-cv"))
+    assert woolly.count("not run yet") == 2
+    standing = report.public_standing(results)
+    assert "JoshWarn/Parameter-Efficient-MNIST's 697-parameter net held 99.00 % on 9 of its 10 seeds" in standing
+
+
+def test_a_public_net_that_misses_the_rule_is_said_to(results):
+    _public_run(results, "joshwarn-697", "step4", [[99.1, 98.8, 99.1]] * 2 + [[99.1, 99.2, 99.1]] * 8, 99.0)
+    text = report.public_section(results)
+    assert "**8/10** held 99.00 % (the rule not met)" in text and "holds our rule" not in text
+    assert report.public_standing(results) is not None
