@@ -38,10 +38,11 @@ def test_harness_imports_downwards_only():
 
 
 def test_the_top_level_is_the_exercise_and_the_lab_sits_above_it():
-    """The card's top level: the four steps, common.py, and the two scripts a learner runs (the page, the other
-    layouts); the drivers live in lab/, and nothing of the exercise or of harness/ imports them."""
+    """The card's top level: the four steps, common.py, and the scripts a learner runs as steps of the lab (the page,
+    the other layouts, the published nets); the drivers live in lab/, and nothing of the exercise or of harness/
+    imports them."""
     assert {path.name for path in ROOT.glob("*.py")} == {
-        "model1.py", "model2.py", "model3.py", "model4.py", "common.py", "demo.py", "designs.py"}
+        "model1.py", "model2.py", "model3.py", "model4.py", "common.py", "demo.py", "designs.py", "public.py"}
     lab = {f"lab.{path.stem}" for path in (ROOT / "lab").glob("*.py")} | {"lab"}
     for path in [*ROOT.glob("*.py"), *(ROOT / "harness").glob("*.py")]:
         imported = {name for name in _imports(path) if name == "lab" or name.startswith("lab.")}
