@@ -618,19 +618,21 @@ def public_cell(made, line):
 
 
 def ours_at(results, line):
-    """Our smallest net that holds `line` under the rule, in words: step 4 at 99.40 %, the 99 % club at 99.0 %."""
+    """(parameters, in words) of our smallest net that holds `line` under the rule: step 4 at 99.40 %, the 99 % club
+    at 99.0 %; (None, why) before it has run."""
     if line >= 99.40:
         made = seeds_run(Path(results) / "model4")
         if not made:
-            return "step 4: not run yet"
+            return None, "step 4: not run yet"
         summary, runs = made
-        return f"step 4, {runs[0]['params']:,}: {summary['met_target']}/{summary['count']} (seeds 1–10)"
+        return runs[0]["params"], (f"step 4, {runs[0]['params']:,}: {summary['met_target']}/{summary['count']} "
+                                   f"(seeds 1–10)")
     frontier = load_json(Path(results) / "frontier" / "frontier.json", FRONTIER_KEYS)
     club = next((r for r in (frontier or {}).get("rows", []) if r.get("line") == "club"
                  and r["seeds"] == frontier.get("club_seeds")), None)
     if not club:
-        return "the 99 % club: not run yet"
-    return f"the 99 % club, {club['params']:,}: {club['met_club']}/{club['seeds']}"
+        return None, "the 99 % club: not run yet"
+    return club["params"], f"the 99 % club, {club['params']:,}: {club['met_club']}/{club['seeds']}"
 
 
 def public_standing(results):
@@ -643,7 +645,7 @@ def public_standing(results):
             summary, runs = made
             said.append(f"{published.source}'s {published.params:,}-parameter net held {published.line:.2f} % on "
                         f"{summary['met_target']} of its {len(runs)} seeds (published: {published.accuracy:.2f} %), "
-                        f"where {ours_at(results, published.line)}")
+                        f"where {ours_at(results, published.line)[1]}")
     if not said:
         return None
     return ("The published small nets, trained here under the same rule (step 4's recipe, ten seeds, each of the "
@@ -665,13 +667,16 @@ def public_section(results):
             if made and made[0]["met_target"] >= seeds_needed(0.9, len(made[1])):
                 beaten.append((name, published, PUBLIC_RECIPES[recipe]))
         lines.append(f"| {published.source} | {published.params:,} | {published.accuracy:.2f} % ({published.how}) | "
-                     + " | ".join(cells) + f" | {ours_at(results, published.line)} |")
+                     + " | ".join(cells) + f" | {ours_at(results, published.line)[1]} |")
     text = ("Each published net, written from its author's description (`public.py`, its parameter count the "
             "published one), trained over ten seeds and judged by our rule: each of the last 3 epochs at its line "
             "(99.40 % for woolly-of-cv's, 99.0 % for the others), on 9 seeds in 10.\n\n" + "\n".join(lines))
     for name, published, recipe in beaten:
-        text += (f"\n\n{published.source}'s net holds our rule at {published.line:.2f} % under {recipe} with "
-                 f"{published.params:,} parameters.")
+        ours, words = ours_at(results, published.line)
+        holds = (f"{published.source}'s net holds our rule at {published.line:.2f} % under {recipe} with "
+                 f"{published.params:,} parameters")
+        text += (f"\n\n**{holds}, fewer than our {ours:,}: the number to beat.**" if ours and published.params < ours
+                 else f"\n\n{holds} (ours: {words}).")
     searches = [search_section(results, "public", "search", name) for name in public.NETS]
     if any(searches):
         text += ("\n\nThe peak rate of step 4's recipe for the nets without batch norm, chosen on the validation "
@@ -892,7 +897,7 @@ def speed_trials_section(results):
     return ((made_at_line(commit, f"`{t['command']}`") + "\n\n" if commit else "")
             + f"Ways tried to make a training step cheaper on a CPU (issue 42): `{t['command']}` on {t['device']}, "
             f"{t.get('date', 'undated')}, batch 128, {t['steps']} steps a round, the trials of a step taking turns for "
-            f"{t['rounds']} rounds (the median, and the rounds' range). \n\n" + "\n".join(lines))
+            f"{t['rounds']} rounds (the median, and the rounds' range).\n\n" + "\n".join(lines))
 
 
 NO_BATCHNORM = "model2-no-batchnorm"  # `python model2.py --no-batchnorm --out results/model2-no-batchnorm`
