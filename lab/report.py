@@ -643,9 +643,12 @@ def public_standing(results):
         made = seeds_run(Path(results) / "public" / name / "step4")
         if made:
             summary, runs = made
+            ours, words = ours_at(results, published.line)
+            beats = ours and published.params < ours and summary["met_target"] >= seeds_needed(0.9, len(runs))
             said.append(f"{published.source}'s {published.params:,}-parameter net held {published.line:.2f} % on "
                         f"{summary['met_target']} of its {len(runs)} seeds (published: {published.accuracy:.2f} %), "
-                        f"where {ours_at(results, published.line)[1]}")
+                        f"where {words}" + (" — **it holds our rule with fewer parameters than ours: the number to "
+                                            "beat**" if beats else ""))
     if not said:
         return None
     return ("The published small nets, trained here under the same rule (step 4's recipe, ten seeds, each of the "
