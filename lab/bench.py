@@ -157,7 +157,7 @@ def median_row(row_runs):
     peak memory, and every round's rate."""
     rates = sorted(run["samples_per_s"] for run in row_runs)
     rate = rates[len(rates) // 2]
-    return dict(pipeline=row_runs[0]["pipeline"], samples_per_s=rate, epoch_s=round(60000 / rate, 2),
+    return dict(row_runs[0], samples_per_s=rate, epoch_s=round(60000 / rate, 2),  # its pipeline, kind and net
                 peak_memory_mb=max(run["peak_memory_mb"] for run in row_runs),
                 rounds_samples_per_s=[run["samples_per_s"] for run in row_runs])
 
