@@ -856,8 +856,6 @@ def bench_section(results, latest_only=False):
                                               "second than one on both)" if ratio > 0.5 else "") + ".")
         if b.get("evaluation"):
             text += " " + evaluation_sentence(b["evaluation"])
-        if b.get("profile"):
-            text += "\n\n" + profile_table(b["profile"])
         for run in b.get("full_runs", []):
             setup = run["setup_seconds"]
             text += (f" `make {run['step']}` ({run['epochs']} epochs, training and per-epoch evaluation, the data "
@@ -873,6 +871,8 @@ def bench_section(results, latest_only=False):
                         "run compiled)" if setup else "")
                      + f", final test accuracy {b['model3_final_test_acc']:.2f} % "
                      f"({b['model3_verdict'].split(' ')[1]}), peak memory {b.get('model3_peak_memory_mb', 0):,.0f} MB.")
+        if b.get("profile"):
+            text += "\n\n" + profile_table(b["profile"]).rstrip()
         sections.append(text)
     for device, runs in by_device.items():
         if len(runs) > 1:  # the spread between runs says how far one run's ratio can be trusted

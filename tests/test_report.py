@@ -606,6 +606,12 @@ def test_bench_section_gives_each_nets_speedup_and_each_steps_full_run(tmp_path)
     assert "`make model3` (15 epochs, training and per-epoch evaluation, the data already loaded) took **101.2 s**" in text
     assert "`make model4` (15 epochs" in text and "**208.4 s**, final test accuracy 99.53 % (PASS)" in text
     assert "the club's net trained at 0.75× its rate on all of them (more than half" in text
+    profile = dict(model4=[dict(operator="aten::_prelu_kernel_backward", shapes="[[128, 12, 24, 24]]", ms=5.95,
+                                share=0.103)])
+    _write(tmp_path / "bench.json", dict(json.loads((tmp_path / "bench.json").read_text()), profile=profile))
+    text = report.bench_section(tmp_path)
+    assert text.rstrip().endswith("| model4 | `aten::_prelu_kernel_backward` | [[128, 12, 24, 24]] | 5.95 | 10 % |")
+    assert "peak memory 900 MB.\n\nWhere a training step's time goes (torch.profiler" in text  # after the runs
 
 
 def _public_run(root, net, recipe, accs_per_seed, line, lr=0.2):
