@@ -646,14 +646,15 @@ def public_standing(results):
             ours, words = ours_at(results, published.line)
             beats = ours and published.params < ours and summary["met_target"] >= seeds_needed(0.9, len(runs))
             said.append(f"{published.source}'s {published.params:,}-parameter net held {published.line:.2f} % on "
-                        f"{summary['met_target']} of its {len(runs)} seeds (published: {published.accuracy:.2f} %), "
+                        f"{summary['met_target']} of its {len(runs)} seeds at a peak rate of "
+                        f"{runs[0]['config']['lr']:g} (published: {published.accuracy:.2f} %), "
                         f"where {words}" + (" — **it holds our rule with fewer parameters than ours: the number to "
                                             "beat**" if beats else ""))
     if not said:
         return None
-    return ("The published small nets, trained here under the same rule (step 4's recipe, ten seeds, each of the "
-            "last 3 epochs judged): " + "; ".join(said)
-            + ". Every net and recipe: [the lab](lab/README.md#the-public-nets-under-our-rule).")
+    return ("The published small nets, trained here under the same rule (step 4's recipe, its peak rate chosen on "
+            "the validation split for a net without batch norm; ten seeds, each of the last 3 epochs judged): "
+            + "; ".join(said) + ". Every net and recipe: [the lab](lab/README.md#the-public-nets-under-our-rule).")
 
 
 def public_section(results):
