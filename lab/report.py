@@ -766,7 +766,7 @@ def rounds_text(b):
     if b.get("repeats", 1) < 2 or "rounds_samples_per_s" not in rows[0]:
         return ", one round"
     nets = {"model3": "step 3", "model4": "step 4", "club": "the club"}
-    spreads = "; ".join(f"{row['pipeline'].split(' (')[0]}" + (f", {nets[row['net']]}" if row.get("net") in nets else "")
+    spreads = "; ".join(row["pipeline"].split(" (")[0] + (f", {nets[row['net']]}" if row.get("net") in nets else "")
                         + f" {min(row['rounds_samples_per_s']):,.0f}–{max(row['rounds_samples_per_s']):,.0f}"
                         for row in rows)
     return f", the median of {b['repeats']} interleaved rounds (samples/s over the rounds: {spreads})"

@@ -649,8 +649,8 @@ def test_the_public_nets_table_judges_each_net_at_its_line_and_says_when_one_bea
     cells = [cell.strip() for cell in woolly.split("|")]
     assert cells.count("not run yet") == 2 and "step 4: not run yet" in cells
     standing = report.public_standing(results)
-    assert ("JoshWarn/Parameter-Efficient-MNIST's 697-parameter net held 99.00 % on 9 of its 10 seeds at a peak rate of "
-            "0.05 (published: 99.03 %)") in standing
+    assert ("JoshWarn/Parameter-Efficient-MNIST's 697-parameter net held 99.00 % on 9 of its 10 seeds at a peak rate "
+            "of 0.05 (published: 99.03 %)") in standing
     club = dict(_frontier_row("model4", 1218, [99.1] * 10, 99.02, 0, met_club=10), line="club")
     _write(results / "frontier" / "frontier.json", dict(rows=[club], seeds=3, club_seeds=10, epochs=15, command="x",
                                                         device="cpu"))
