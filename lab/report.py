@@ -664,19 +664,18 @@ def public_section(results):
              "| ours at its line: parameters, seeds that held |", "|---|---|---|---|---|---|"]
     beaten = []
     for name, published in public.NETS.items():
-        cells = []
+        cells, (ours, words) = [], ours_at(results, published.line)
         for recipe in PUBLIC_RECIPES:
             made = seeds_run(Path(results) / "public" / name / recipe)
             cells.append(public_cell(made, published.line))
             if made and made[0]["met_target"] >= seeds_needed(0.9, len(made[1])):
-                beaten.append((name, published, PUBLIC_RECIPES[recipe]))
+                beaten.append((published, PUBLIC_RECIPES[recipe], ours, words))
         lines.append(f"| {published.source} | {published.params:,} | {published.accuracy:.2f} % ({published.how}) | "
-                     + " | ".join(cells) + f" | {ours_at(results, published.line)[1]} |")
+                     + " | ".join(cells) + f" | {words} |")
     text = ("Each published net, written from its author's description (`public.py`, its parameter count the "
             "published one), trained over ten seeds and judged by our rule: each of the last 3 epochs at its line "
             "(99.40 % for woolly-of-cv's, 99.0 % for the others), on 9 seeds in 10.\n\n" + "\n".join(lines))
-    for name, published, recipe in beaten:
-        ours, words = ours_at(results, published.line)
+    for published, recipe, ours, words in beaten:
         holds = (f"{published.source}'s net holds our rule at {published.line:.2f} % under {recipe} with "
                  f"{published.params:,} parameters")
         text += (f"\n\n**{holds}, fewer than our {ours:,}: the number to beat.**" if ours and published.params < ours
