@@ -81,7 +81,7 @@ class DeviceLoader:
     converted, augmented and normalised at once, on the device (`make bench` measures the difference)."""
 
     def __init__(self, images, labels, batch_size, device, mean, std, shuffle=False, rotate_degrees=0.0,
-                 shift_pixels=0.0, seed=0, limit=None, scale=0.0):
+                 shift_pixels=0.0, seed=0, limit=None, scale=0.0, augment_p=1.0, brightness=0.0, contrast=0.0):
         if limit is not None:
             images, labels = images[:limit], labels[:limit]
         self.images = images.to(device).unsqueeze(1)  # N×1×28×28 uint8
@@ -89,6 +89,7 @@ class DeviceLoader:
         self.batch_size, self.device = batch_size, torch.device(device)
         self.mean, self.std = mean, std
         self.shuffle, self.rotate_degrees, self.shift_pixels, self.scale = shuffle, rotate_degrees, shift_pixels, scale
+        self.augment_p, self.brightness, self.contrast = augment_p, brightness, contrast  # a published net's recipe
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
 
     def __len__(self):
@@ -97,21 +98,32 @@ class DeviceLoader:
     def augment(self, x):
         """Rotate each image by its own angle in ±rotate_degrees, shift it by up to ±shift_pixels in x and y and
         (with a scale) zoom it by a factor in 1 ± scale: one sampling grid for the whole batch, one bilinear
-        resample."""
+        resample. With augment_p < 1 (woolly-of-cv's recipe) each image is moved with probability augment_p, and
+        its brightness and contrast changed with probability augment_p."""
         n, size = len(x), x.shape[-1]
         uniform = lambda: (torch.rand(n, 1, 1, device=self.device, generator=self.generator) * 2 - 1)  # noqa: E731
-        angles = uniform() * math.radians(self.rotate_degrees)
-        shift_x, shift_y = (uniform() * (2 * self.shift_pixels / size) for _ in range(2))  # the grid spans 2
-        # drawn last, and only with a scale, so that the angles and shifts of a run without one stay as they were
-        zoom = 1 + uniform() * self.scale if self.scale else 1.0
-        cos, sin = angles.cos() / zoom, angles.sin() / zoom  # a digit drawn larger samples the input closer together
-        # Where each output pixel samples the input: the affine map applied to the pixel centres in [-1, 1]
-        # (F.affine_grid's convention, align_corners=False). Written out because affine_grid's batched 3×2
-        # products took 4 ms a batch on 2 CPU cores, longer than everything else in augmentation together.
-        centres = (torch.arange(size, device=self.device, dtype=x.dtype) * 2 + 1) / size - 1
-        across, down = centres.view(1, 1, size), centres.view(1, size, 1)
-        grid = torch.stack((cos * across - sin * down + shift_x, sin * across + cos * down + shift_y), dim=-1)
-        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if self.rotate_degrees or self.shift_pixels or self.scale:
+            angles = uniform() * math.radians(self.rotate_degrees)
+            shift_x, shift_y = (uniform() * (2 * self.shift_pixels / size) for _ in range(2))  # the grid spans 2
+            # drawn last, and only with a scale, so that the angles and shifts of a run without one stay as they were
+            zoom = 1 + uniform() * self.scale if self.scale else 1.0
+            cos, sin = angles.cos() / zoom, angles.sin() / zoom  # a digit drawn larger samples the input closer
+            # Where each output pixel samples the input: the affine map applied to the pixel centres in [-1, 1]
+            # (F.affine_grid's convention, align_corners=False). Written out because affine_grid's batched 3×2
+            # products took 4 ms a batch on 2 CPU cores, longer than everything else in augmentation together.
+            centres = (torch.arange(size, device=self.device, dtype=x.dtype) * 2 + 1) / size - 1
+            across, down = centres.view(1, 1, size), centres.view(1, size, 1)
+            grid = torch.stack((cos * across - sin * down + shift_x, sin * across + cos * down + shift_y), dim=-1)
+            moved = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            x = moved if self.augment_p == 1 else torch.where(self.chosen(n), moved, x)
+        if self.brightness or self.contrast:  # on [0, 1] pixels, clipped there as on the bytes of an image
+            factor, offset = 1 + uniform().unsqueeze(1) * self.contrast, uniform().unsqueeze(1) * self.brightness
+            x = torch.where(self.chosen(n), (x * factor + offset).clamp_(0, 1), x)
+        return x
+
+    def chosen(self, n):
+        """Which of n images a transform applied with probability augment_p reaches (N×1×1×1)."""
+        return torch.rand(n, 1, 1, 1, device=self.device, generator=self.generator) < self.augment_p
 
     def __iter__(self):
         n = len(self.labels)
@@ -123,7 +135,7 @@ class DeviceLoader:
         for chunk_start in range(0, n, chunk):
             index = order[chunk_start:chunk_start + chunk]
             x = self.images[index].float().div_(255)
-            if self.rotate_degrees or self.shift_pixels or self.scale:
+            if self.rotate_degrees or self.shift_pixels or self.scale or self.brightness or self.contrast:
                 x = self.augment(x)  # on [0, 1] pixels, so the borders it uncovers are true background (0)
             x, y = x.sub_(self.mean).div_(self.std), self.labels[index]
             for start in range(0, len(index), self.batch_size):
@@ -185,8 +197,15 @@ def without_batchnorm(model):
 
 
 def build_net(net_class, config):
-    """A step's `Net` with the run's widths (--widths), without batch norm under --no-batchnorm."""
+    """A step's `Net` with the run's widths (--widths), without batch norm under --no-batchnorm; under --init xavier
+    (a published net's own recipe) with Keras' first weights: Xavier-uniform, zero biases."""
     net = net_class(**config.net_kwargs)
+    if config.init == "xavier":
+        for layer in net.modules():
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(layer.weight)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
     return net if config.batchnorm else without_batchnorm(net)
 
 
@@ -380,14 +399,21 @@ def summary_text(model, input_size=(1, 28, 28)):
 
 
 def make_optimizer_and_scheduler(model, config, batches_per_epoch):
-    """SGD with momentum for every step; the schedule is a step's choice (model3 relies on OneCycle).
+    """SGD with momentum for every step; the schedule is a step's choice (model3 relies on OneCycle). Adam, AdamW and
+    the piecewise and plateau schedules are the published nets' own recipes (public.py), not the exercise's.
 
     On CUDA the learning rate lives in a device tensor that the scheduler overwrites in place, so an update recorded
     once as a CUDA graph reads the current rate at every replay; the fused update is one kernel."""
     cuda = next(model.parameters()).device.type == "cuda"
-    optimizer = torch.optim.SGD(model.parameters(), lr=torch.tensor(config.lr, device="cuda") if cuda else config.lr,
-                                momentum=config.momentum, nesterov=config.nesterov and config.momentum > 0,
-                                fused=True if cuda else None)
+    lr = torch.tensor(config.lr, device="cuda") if cuda else config.lr
+    if config.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=config.momentum,
+                                    nesterov=config.nesterov and config.momentum > 0, weight_decay=config.weight_decay,
+                                    fused=True if cuda else None)
+    else:  # eps: Keras' default, the framework of the two authors who used Adam
+        optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[config.optimizer](
+            model.parameters(), lr=lr, eps=1e-7, weight_decay=config.weight_decay, fused=True if cuda else None,
+            capturable=cuda)
     if config.scheduler == "onecycle":
         # Momentum stays at --momentum: OneCycle's default of cycling it too would override the flag.
         scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, epochs=config.epochs,
@@ -396,6 +422,17 @@ def make_optimizer_and_scheduler(model, config, batches_per_epoch):
     if config.scheduler == "step":
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
         return optimizer, scheduler, "epoch"
+    if config.scheduler == "piecewise":  # each epoch at its rate on a line through the knots (a fraction of --lr)
+        epochs, fractions = zip(*config.lr_knots)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda epoch: float(np.interp(epoch, epochs, fractions)))
+        return optimizer, scheduler, "epoch"
+    if config.scheduler == "plateau":
+        # Keras' ReduceLROnPlateau(factor=0.1, patience=8, min_delta=1e-16): it divides after 8 epochs without a
+        # lower validation loss, where PyTorch's patience counts the epochs it waits before the one it divides at.
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=7, threshold=1e-16,
+                                                               threshold_mode="abs", min_lr=1e-8)
+        return optimizer, scheduler, "validation"
     return optimizer, None, None
 
 
@@ -489,7 +526,8 @@ def fit(make_net, config, data, log=print):
     train, val = split_training(data["train"], config)
     train_loader = DeviceLoader(*train, config.batch_size, device, data["mean"], data["std"], shuffle=True,
                                 rotate_degrees=config.rotate, shift_pixels=config.shift, seed=config.seed,
-                                scale=config.scale)
+                                scale=config.scale, augment_p=config.augment_p, brightness=config.brightness,
+                                contrast=config.contrast)
     val_loader = DeviceLoader(*val, TEST_BATCH_SIZE, device, data["mean"], data["std"]) if config.val else None
     test_loader = DeviceLoader(*data["test"], TEST_BATCH_SIZE, device, data["mean"], data["std"],
                                limit=config.subset)
@@ -506,6 +544,7 @@ def fit(make_net, config, data, log=print):
         lr = float(optimizer.param_groups[0]["lr"])
         if epoch == config.epochs - config.clean_epochs + 1:  # the last --clean-epochs see the digits unaugmented
             train_loader.rotate_degrees = train_loader.shift_pixels = train_loader.scale = 0.0
+            train_loader.brightness = train_loader.contrast = 0.0
         train_loss, train_acc = train_epoch(model, train_loader, optimizer,
                                             scheduler if schedule_every == "batch" else None, graphed_step,
                                             tqdm(train_loader, f"epoch {epoch}/{config.epochs}", leave=False,
@@ -516,6 +555,8 @@ def fit(make_net, config, data, log=print):
         if val_loader is not None:
             val_loss, val_acc, _ = evaluate(model, val_loader)
             row.update(val_loss=round(val_loss, 5), val_acc=round(val_acc, 2))
+            if schedule_every == "validation":
+                scheduler.step(val_loss)
         test_loss, test_acc, predictions = evaluate(model, test_loader)
         seconds = time.perf_counter() - started - (setup_seconds() - setup_before)  # one-time costs apart
         row.update(test_loss=round(test_loss, 5), test_acc=round(test_acc, 2), lr=lr, seconds=round(seconds, 3))

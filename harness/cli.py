@@ -21,6 +21,13 @@ from harness.mnist import TRAIN_IMAGES, default_data_dir
 BASE_DEFAULTS = dict(epochs=15, batch_size=128, lr=0.01, momentum=0.9, nesterov=False, scheduler="none", step_size=5,
                      gamma=0.1, rotate=0.0, shift=0.0, scale=0.0, clean_epochs=0, seed=1)
 SCHEDULERS = ("onecycle", "step", "none")
+# What the published nets' own recipes need beyond the steps' (public.py): their flags exist only in a script whose
+# DEFAULTS name an optimizer. Each is off at its Config default, so the steps' runs are what they were.
+OWN_RECIPE_SCHEDULERS = ("piecewise", "plateau")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+INITS = ("torch", "xavier")
+OWN_RECIPE_OFF = dict(optimizer="sgd", weight_decay=0.0, init="torch", lr_knots=[], augment_p=1.0, brightness=0.0,
+                      contrast=0.0)  # as a run records them
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CLUSTER_ENV = "MNIST_DASK_CLUSTER"  # the scheduler sweeps submit to when --cluster is not given
 RUN_FOLDER_ENV = "MNIST_RUN_FOLDER"  # set by harness.runs.run_on_worker: where the run writes instead of its --out
@@ -46,13 +53,19 @@ class Config:
     clean_epochs: int = 0
     scale: float = 0.0
     net_kwargs: dict = field(default_factory=dict)
+    optimizer: str = OWN_RECIPE_OFF["optimizer"]
+    weight_decay: float = OWN_RECIPE_OFF["weight_decay"]
+    init: str = OWN_RECIPE_OFF["init"]
+    lr_knots: tuple = ()
+    augment_p: float = OWN_RECIPE_OFF["augment_p"]
+    brightness: float = OWN_RECIPE_OFF["brightness"]
+    contrast: float = OWN_RECIPE_OFF["contrast"]
 
 
 # Settings that runs recorded before their flags went (ideas that measured no gain: RESULTS.md), at the value that
 # meant "off". A run recorded with one of these at another value was made with another recipe.
-RETIRED_SETTINGS = dict(test_batch_size=1000, weight_decay=0.0, label_smoothing=0.0, precision="fp32",
-                        channels_last=False, bn_affine="channel", activation="relu", ema=0.0, teacher=None,
-                        optimizer="sgd")
+RETIRED_SETTINGS = dict(test_batch_size=1000, label_smoothing=0.0, precision="fp32", channels_last=False,
+                        bn_affine="channel", activation="relu", ema=0.0, teacher=None)
 
 
 def number_parser(kind, allowed, test):
@@ -75,6 +88,24 @@ momentum_value = number_parser(float, "a momentum in [0, 1)", lambda v: 0 <= v <
 degrees = number_parser(float, "degrees in [0, 180]", lambda v: 0 <= v <= 180)
 pixels = number_parser(float, "pixels in [0, 14)", lambda v: 0 <= v < 14)
 zoom_range = number_parser(float, "a fraction in [0, 0.5]", lambda v: 0 <= v <= 0.5)
+non_negative_float = number_parser(float, "a finite number ≥ 0", lambda v: math.isfinite(v) and v >= 0)
+probability = number_parser(float, "a probability in (0, 1]", lambda v: 0 < v <= 1)
+fraction = number_parser(float, "a fraction in [0, 1)", lambda v: 0 <= v < 1)
+
+
+def lr_knots(text):
+    """--lr-knots: EPOCH:FRACTION pairs, e.g. 0:0.5,2:1,8:0.1,12:0.05,15:0 — the rate, as a fraction of --lr, at
+    the start of epoch EPOCH (0 the first), from 0 on, at rising epochs; the epochs between on a line through them."""
+    try:
+        knots = tuple((float(epoch), float(rate)) for epoch, rate in (part.split(":") for part in text.split(",")))
+    except ValueError:
+        knots = ()
+    epochs = [epoch for epoch, _ in knots]
+    if not knots or epochs[0] != 0 or any(b <= a for a, b in zip(epochs, epochs[1:])) \
+            or not all(math.isfinite(v) and v >= 0 for knot in knots for v in knot):
+        raise argparse.ArgumentTypeError(f"expected EPOCH:FRACTION pairs from epoch 0 on, rising epochs, separated "
+                                         f"by commas (e.g. 0:0.5,2:1,8:0.1,15:0), got {text!r}")
+    return knots
 
 
 def widths_list(count):
@@ -116,16 +147,19 @@ def build_parser(name, defaults, description):
         help="learning rate; the peak for onecycle (default: %(default)s)")
     add("--momentum", type=momentum_value, default=d["momentum"], help="SGD momentum (default: %(default)s)")
     add("--nesterov", action=argparse.BooleanOptionalAction, default=d["nesterov"], help="Nesterov momentum")
-    add("--scheduler", choices=SCHEDULERS, default=d["scheduler"],
-        help="learning-rate schedule; 'step' multiplies the rate by the step's gamma every step_size epochs "
-             "(default: %(default)s)")
+    own_recipes = "optimizer" in defaults  # public.py: the published nets' own recipes
+    add("--scheduler", choices=SCHEDULERS + OWN_RECIPE_SCHEDULERS * own_recipes, default=d["scheduler"],
+        help="learning-rate schedule; 'step' multiplies the rate by the step's gamma every step_size epochs" + (
+            "; 'piecewise' follows --lr-knots; 'plateau' divides it by 10 after 8 epochs without a lower "
+            "validation loss (needs --val)" if own_recipes else "") + " (default: %(default)s)")
     add("--rotate", type=degrees, default=d["rotate"],
         help="random rotation of training images, ± degrees; 0 turns it off (default: %(default)s)")
     add("--shift", type=pixels, default=d["shift"],
         help="random translation of training images, ± pixels in x and y; 0 turns it off (default: %(default)s)")
     add("--scale", type=zoom_range, default=d["scale"], metavar="FRACTION",
         help="random zoom of training images by a factor in 1 ± FRACTION; 0 turns it off (default: %(default)s)")
-    add("--no-augment", action="store_true", help="no augmentation at all (same as --rotate 0 --shift 0 --scale 0)")
+    add("--no-augment", action="store_true", help="no augmentation at all (same as --rotate 0 --shift 0 --scale 0"
+        + " --brightness 0 --contrast 0" * ("optimizer" in defaults) + ")")
     add("--clean-epochs", type=non_negative_int, default=None, metavar="N",
         help=f"train the last N epochs on the images as they are, augmentation off (default: {d['clean_epochs']}, "
              "or every epoch of a shorter run)")
@@ -136,6 +170,25 @@ def build_parser(name, defaults, description):
         add("--bn-affine", choices=("channel", "layer"), default=defaults["bn_affine"],
             help="what each batch norm learns after normalising: a scale and a shift per channel (PyTorch's) or one "
                  "of each for the whole layer (2 parameters a layer) (default: %(default)s)")
+    if own_recipes:
+        add("--optimizer", choices=OPTIMIZERS, default=defaults["optimizer"],
+            help="sgd (with --momentum), adam or adamw (Keras' epsilon, 1e-7) (default: %(default)s)")
+        add("--weight-decay", type=non_negative_float, default=0.0,
+            help="weight decay; adamw's is decoupled, multiplied by the rate as PyTorch's (default: %(default)s)")
+        add("--init", choices=INITS, default="torch",
+            help="the weights' first values: PyTorch's, or Xavier-uniform for every convolution and dense layer "
+                 "with zero biases (Keras' default) (default: %(default)s)")
+        add("--lr-knots", type=lr_knots, default=(), metavar="EPOCH:FRACTION,...",
+            help="with --scheduler piecewise: each epoch's rate as a fraction of --lr (epoch 0 the first), on a line "
+                 "between the knots")
+        add("--augment-p", type=probability, default=1.0, metavar="P",
+            help="each image is rotated, shifted and zoomed with probability P, and given a brightness and "
+                 "contrast with probability P (default: %(default)s)")
+        add("--brightness", type=fraction, default=0.0, metavar="B",
+            help="random brightness of training images, ± B added to pixels in [0, 1]; 0 turns it off "
+                 "(default: %(default)s)")
+        add("--contrast", type=fraction, default=0.0, metavar="C",
+            help="random contrast of training images, pixels times 1 ± C; 0 turns it off (default: %(default)s)")
     if "net" in defaults:  # public.py: one of the published nets
         add("--net", choices=defaults["nets"], default=defaults["net"], help="the net (default: %(default)s)")
     if "widths" in defaults:
@@ -214,12 +267,21 @@ def config_from_args(args):
     elif args.clean_epochs > args.epochs:
         raise UsageError(f"argument --clean-epochs: {args.clean_epochs} is more than the {args.epochs} epochs "
                          "of the run (use at most --epochs)")
+    own = {key: getattr(args, key) for key in ("optimizer", "weight_decay", "init", "lr_knots", "augment_p",
+                                               "brightness", "contrast") if hasattr(args, key)}
+    if own and args.no_augment:
+        own.update(brightness=0.0, contrast=0.0)
+    if (args.scheduler == "piecewise") != bool(own.get("lr_knots")):
+        raise UsageError("argument --lr-knots: it sets the rates of --scheduler piecewise, and that schedule needs it "
+                         "(give both or neither)")
+    if args.scheduler == "plateau" and not args.val:
+        raise UsageError("argument --scheduler: 'plateau' watches the validation loss: give --val N as well")
     return Config(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
                   nesterov=args.nesterov, scheduler=args.scheduler, step_size=args.step_size, gamma=args.gamma,
                   rotate=0.0 if args.no_augment else args.rotate, shift=0.0 if args.no_augment else args.shift,
                   scale=0.0 if args.no_augment else args.scale, seed=args.seed, device=resolve_device(args.device),
                   subset=args.subset, val=args.val, batchnorm=not args.no_batchnorm, clean_epochs=args.clean_epochs,
-                  net_kwargs=net_kwargs)
+                  net_kwargs=net_kwargs, **own)
 
 
 def command_line(script, args):

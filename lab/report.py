@@ -19,7 +19,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from common import STEPS, count_params, pyplot, seeds_needed
-from harness.cli import RETIRED_SETTINGS, OneLineParser, settings_meant_by
+from harness.cli import OWN_RECIPE_OFF, RETIRED_SETTINGS, OneLineParser, settings_meant_by
 from harness.errors import DataError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text
 from harness.runs import seed_rule_verdict
@@ -120,7 +120,8 @@ SEEDS_USE = {
 }
 # What a run did about a setting it did not record: made before the setting's flag existed, or after the flag was
 # retired, it ran with this value (the flag's "off"). The net's own arguments are net.NAME (run_settings).
-SETTINGS_OFF = {**RETIRED_SETTINGS, "clean_epochs": 0, "scale": 0.0, "val": 0, "batchnorm": True, "net.dropout": 0.0}
+SETTINGS_OFF = {**RETIRED_SETTINGS, "clean_epochs": 0, "scale": 0.0, "val": 0, "batchnorm": True, "net.dropout": 0.0,
+                **OWN_RECIPE_OFF}
 # `make bench` writes bench.json; runs on other devices, or repeated ones, go to bench-<name>.json (`--out`).
 BENCH_GLOB = "bench*.json"
 README_BEGIN, README_END = "<!-- results:begin (written by lab/report.py) -->", "<!-- results:end -->"

@@ -108,7 +108,8 @@ RESULTS = ROOT / "results"
 # "off"). The net's own arguments are net.NAME.
 OFF = {"test_batch_size": 1000, "weight_decay": 0.0, "label_smoothing": 0.0, "precision": "fp32",
        "channels_last": False, "bn_affine": "channel", "activation": "relu", "ema": 0.0, "teacher": None,
-       "optimizer": "sgd", "clean_epochs": 0, "scale": 0.0, "val": 0, "batchnorm": True, "net.dropout": 0.0}
+       "optimizer": "sgd", "clean_epochs": 0, "scale": 0.0, "val": 0, "batchnorm": True, "net.dropout": 0.0,
+       "init": "torch", "lr_knots": [], "augment_p": 1.0, "brightness": 0.0, "contrast": 0.0}
 ACTIVATIONS = {nn.ReLU: "relu", nn.LeakyReLU: "leaky", nn.SiLU: "silu"}
 
 
