@@ -1,14 +1,16 @@
 """Three published small MNIST nets, written here from their authors' descriptions, trained under this project's
-rule beside step 4 (model4.py) and the 99 % club's net (designs.py): each of the last 3 of 15 epochs at its line,
-on 9 seeds in 10. A published number is one run its author picked; the same net over ten seeds says what it holds.
+rule beside step 4 (model4.py) and the 99 % club's net (designs.py): each of its last 3 epochs at its line, on 9
+seeds in 10. A published number is one run its author picked; the same net over ten seeds says what it holds.
 
     python public.py --net joshwarn-697 --seeds 10 --jobs 2 --out results/public/joshwarn-697/step4
     python public.py --net joshwarn-697 --lr 0.05 --val 10000 --seeds 3 --jobs 2   # a peak rate, on validation
 
 Each net is its layer list and nothing else: the parameter count is the published one (tests/test_public.py).
-The recipe is step 4's (DEFAULTS below, model4.py's): SGD with Nesterov momentum, OneCycle to a peak of --lr,
-rotation, shift and zoom, the last 5 epochs on the digits as they are. Step 4's peak of 0.2 is a batch-norm net's;
-the two nets without batch norm get theirs from the validation split (RESULTS.md, "The public nets").
+Each is trained twice. Under step 4's recipe (DEFAULTS below, model4.py's): SGD with Nesterov momentum, OneCycle to
+a peak of --lr, rotation, shift and zoom, the last 5 epochs on the digits as they are; step 4's peak of 0.2 is a
+batch-norm net's, and the two nets without batch norm get theirs from the validation split (RESULTS.md, "The public
+nets"). Under its author's own recipe (OWN_RECIPES below, with what differs from theirs), for its own number of
+epochs, judged on its last 3 as every run here (lab/README.md prints each recipe's command).
 
     woolly-of-cv-3762    github.com/woolly-of-cv (3,762 parameters, 99.52 %: one seed's last epoch). Three blocks
                          of three padded 3×3s with bias, each with batch norm and ReLU, at 4, 8 and 8 channels; a

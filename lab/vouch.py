@@ -3,6 +3,7 @@ them computes what today's code computes, and write what was shown into their me
 
     python -m lab.vouch results/model3 results/model3/seeds-21-30     # a run's folder, or a --seeds run's
     python -m lab.vouch --check-only results/model4                   # show, write nothing
+    python -m lab.vouch --again --since 73ccf6d results/model4        # after a change to the training path
 
 For each run, the commits that may have made it: the last one before it started (the date it records, less its
 time), then each, up to the one that committed its metrics.json, that changed a .py file. Each is checked out
@@ -17,6 +18,10 @@ or none made its recipe (it was made with uncommitted code), or its command does
 recorded, the run is stamped as made by unknown code, with the commit that made it as far as the history tells:
 reports say so, and sweeps train it again. A check is one process of each code per command and commit, whatever
 the number of seeds.
+
+After a change to the training path, every run's fingerprint is another code's. With --since COMMIT, a run that
+records the fingerprint COMMIT's code gives its command was made by that code, as far as a fingerprint tells: it is
+checked against COMMIT alone (one check a command), not against each commit that may have made it.
 """
 import argparse
 import datetime
@@ -112,10 +117,8 @@ class Checks:
     def run(self, where, script, flags, epochs):
         key = (where, script, tuple(flags), epochs)
         if key not in self.results:
-            if where != "today" and where not in self.worktrees:
-                self.worktrees[where] = Path(self.scratch) / f"at-{where[:7]}"
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(self.worktrees[where]),
-                                where], check=True)
+            if where != "today":
+                self.checkout(where)
             self.results[key] = check_run(ROOT if where == "today" else self.worktrees[where], script, flags, epochs,
                                           self.scratch, self.data_dir)
         return self.results[key]
@@ -135,20 +138,41 @@ class Checks:
             print(f"  {text}")
         return differs, old_recipe, text
 
+    def fingerprint(self, commit, script, flags):
+        """The fingerprint the code at `commit` gives `python SCRIPT FLAGS` (lab.code_meant_by, run there)."""
+        key = ("fingerprint", commit, script, tuple(flags))
+        if key not in self.results:
+            self.checkout(commit)
+            done = subprocess.run([sys.executable, "-c", "import sys; from lab import code_meant_by; "
+                                   "print(code_meant_by(sys.argv[1], sys.argv[2:])['fingerprint'])",
+                                   Path(script).stem, *flags], cwd=self.worktrees[commit], capture_output=True,
+                                  text=True)
+            self.results[key] = done.stdout.strip() if done.returncode == 0 else None
+        return self.results[key]
+
+    def checkout(self, commit):
+        if commit not in self.worktrees:
+            self.worktrees[commit] = Path(self.scratch) / f"at-{commit[:7]}"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(self.worktrees[commit]),
+                            commit], check=True)
+
     def close(self):
         for where in self.worktrees.values():
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(where)], capture_output=True)
 
 
-def code_of(path, metrics, checks):
+def code_of(path, metrics, checks, since=None):
     """What lab.vouch records of the code that made the run at `path`: today's fingerprint, its parts and the
     evidence where every commit that may have made it (and made its recipe) gives today's history; else the
-    commit, and why not."""
+    commit, and why not. With `since`, a commit whose code gives the run's command the fingerprint the run records
+    is the one commit that made it."""
     script, flags = flags_of(metrics["command"])
     step = Path(script).stem
     meant = (settings_meant_by([*flags, "--seed", str(metrics["seed"])], importlib.import_module(step).DEFAULTS)
              if (ROOT / script).is_file() else None)
-    commits = commits_that_may_have_made(path, metrics)
+    recorded = code_of_run(metrics)[0]
+    made_by_since = bool(since and recorded and recorded == checks.fingerprint(since, script, flags))
+    commits = [since] if made_by_since else commits_that_may_have_made(path, metrics)
     if meant is None or meant != beside_retired(settings_recorded_in(metrics)):
         return dict(fingerprint=None, parts=None, commit=commits[0], uncommitted=None,
                     not_shown_same="its command does not mean today the settings its run recorded")
@@ -159,6 +183,8 @@ def code_of(path, metrics, checks):
         differs, old_recipe, text = checks.at(commit, script, flags, epochs)
         if old_recipe != recipe(metrics):  # there the command meant another recipe: not this run's code
             continue
+        if made_by_since:
+            text += f" ({commit[:7]}'s code gives the command the fingerprint the run records)"
         evidence.append((commit, text))
         if differs is not None:
             return dict(fingerprint=None, parts=None, commit=commit, uncommitted=None, not_shown_same=text)
@@ -166,7 +192,8 @@ def code_of(path, metrics, checks):
         return dict(fingerprint=None, parts=None, commit=commits[0], uncommitted=None, not_shown_same=(
             f"none of {', '.join(c[:7] for c in commits)} makes its recipe with its command: it was made with "
             "uncommitted code"))
-    return dict(**code_meant_by(step, flags), commit=evidence[0][0], uncommitted=None, shown_same=dict(
+    made_at = (metrics["code"].get("commit") or since) if made_by_since else evidence[0][0]
+    return dict(**code_meant_by(step, flags), commit=made_at, uncommitted=None, shown_same=dict(
         by="python -m lab.vouch", at=checks.today, date=time.strftime("%Y-%m-%d"), device=describe_device("cpu"),
         checks=[text for _, text in evidence]))
 
@@ -179,6 +206,11 @@ def vouch(args):
         raise UsageError("the project's .py files have uncommitted changes: commit them first, so that the evidence "
                          "names the commit that holds today's code")
     runs = [(path, json.loads(path.read_text())) for folder in args.folders for path in runs_in(folder)]
+    since = None
+    if args.since:
+        since = (git("rev-parse", "--verify", "-q", f"{args.since}^{{commit}}") or "").strip()
+        if not since:
+            raise UsageError(f"argument --since: {args.since!r} is no commit of this repository")
     with tempfile.TemporaryDirectory(prefix="vouch-") as scratch:
         checks = Checks(scratch, args.data_dir, today)
         try:
@@ -186,7 +218,7 @@ def vouch(args):
                 if code_of_run(metrics)[0] and not args.again:
                     print(f"{path.parent}: records its code already")
                     continue
-                record = code_of(path, metrics, checks)
+                record = code_of(path, metrics, checks, since)
                 print(f"{path.parent}: " + ("today's code (shown the same)" if record.get("shown_same") else
                                             f"unknown code: {record['not_shown_same']}"))
                 if not args.check_only:
@@ -210,6 +242,9 @@ def main(argv=None):
     parser.add_argument("folders", nargs="+", help="a run's folder, or a --seeds run's (its seeds/seed-N)")
     parser.add_argument("--check-only", action="store_true", help="show what the checks find; write nothing")
     parser.add_argument("--again", action="store_true", help="check runs that record their code already too")
+    parser.add_argument("--since", metavar="COMMIT",
+                        help="a run that records the fingerprint COMMIT's code gives its command is checked against "
+                             "COMMIT alone (after a change to the training path: one check a command)")
     parser.add_argument("--data-dir", default=os.environ.get("MNIST_DATA_DIR", "data"),
                         help="folder holding MNIST/raw (default: $MNIST_DATA_DIR, else data)")
     args = parser.parse_args(argv)

@@ -171,3 +171,33 @@ def test_vouch_looks_for_a_run_s_code_from_before_it_started_to_the_commit_that_
     path = ROOT / "results" / "model4" / "seeds-11-20" / "seeds" / "seed-11" / "metrics.json"
     commits = commits_that_may_have_made(path, json.loads(path.read_text()))
     assert [sha[:7] for sha in commits] == ["ab63a46", "bcdcfc2"]
+
+
+def test_vouch_since_a_commit_checks_a_run_against_that_commit_alone_when_its_code_gives_the_run_s_fingerprint(
+        monkeypatch):
+    """After a change to the training path (lab.vouch --since COMMIT): a run whose recorded fingerprint is the one
+    COMMIT's code gives its command is checked against COMMIT only, and keeps the commit it records; any other run
+    against every commit that may have made it."""
+    from lab import vouch
+    metrics = json.loads((ROOT / "results" / "model1" / "metrics.json").read_text())
+    recorded = metrics["code"]["fingerprint"]
+
+    class Checks:
+        def __init__(self, fingerprint_then):
+            self.fingerprint_then, self.checked, self.today = fingerprint_then, [], "d" * 40
+
+        def fingerprint(self, commit, script, flags):
+            return self.fingerprint_then
+
+        def at(self, commit, script, flags, epochs):
+            self.checked.append(commit)
+            return None, vouch.recipe(metrics), f"`{script}` at {commit[:7]}: the same history"
+
+    monkeypatch.setattr(vouch, "commits_that_may_have_made", lambda path, m: ["a" * 40, "b" * 40])
+    checks = Checks(recorded)
+    record = vouch.code_of(None, metrics, checks, since="c" * 40)
+    assert checks.checked == ["c" * 40] and record["commit"] == metrics["code"]["commit"]
+    assert "ccccccc's code gives the command the fingerprint the run records" in record["shown_same"]["checks"][0]
+    checks = Checks("another")
+    record = vouch.code_of(None, metrics, checks, since="c" * 40)
+    assert checks.checked == ["a" * 40, "b" * 40] and record["commit"] == "a" * 40

@@ -618,7 +618,7 @@ def test_bench_section_gives_each_nets_speedup_and_each_steps_full_run(tmp_path)
     assert "peak memory 900 MB.\n\nWhere a training step's time goes (torch.profiler" in text  # after the runs
 
 
-def _public_run(root, net, recipe, accs_per_seed, line, lr=0.2):
+def _public_run(root, net, recipe, accs_per_seed, line, lr=0.2, epochs=15):
     """A published net's --seeds run as `python public.py --net NET --seeds N --out results/public/NET/RECIPE`
     leaves it."""
     folder = root / "public" / net / recipe
@@ -626,7 +626,7 @@ def _public_run(root, net, recipe, accs_per_seed, line, lr=0.2):
     for seed, accs in enumerate(accs_per_seed, 1):
         m = {**_metrics("public", accs, passed=min(accs[-3:]) >= line, params=697,
                         command=f"python public.py --net {net} --lr {lr} --seed {seed} --out {folder}/seeds/seed-{seed}"),
-             "config": dict(lr=lr)}
+             "config": dict(lr=lr, epochs=epochs)}
         _write(folder / "seeds" / f"seed-{seed}" / "metrics.json", m)
         rows.append(dict(seed=seed, final_test_acc=accs[-1], last3_min_test_acc=min(accs[-3:]), passed=m["passed"]))
     met = sum(r["passed"] for r in rows)
@@ -662,6 +662,18 @@ def test_the_public_nets_table_judges_each_net_at_its_line_and_says_when_one_bea
                                                         device="cpu"))
     assert ("with 697 parameters (ours: the 99 % club, 600: 10/10)." in report.public_section(results)
             and "the number to beat" not in report.public_section(results) + report.public_standing(results))
+
+
+def test_a_public_net_under_its_author_s_recipe_is_a_cell_of_its_own_and_a_clause_of_the_standing(results):
+    _public_run(results, "joshwarn-697", "step4", [[99.1, 98.8, 99.1]] * 10, 99.0, lr=0.05)
+    _public_run(results, "joshwarn-697", "own", [[99.1, 99.2, 99.1]] * 9 + [[98.9, 99.0, 99.1]], 99.0, lr=0.01,
+                epochs=75)
+    row = next(line for line in report.public_section(results).splitlines() if line.startswith("| JoshWarn"))
+    cells = [cell.strip() for cell in row.split("|")]
+    assert cells[4].startswith("**0/10** held 99.00 % (the rule not met)") and "(peak rate 0.05)" in cells[4]
+    assert cells[5].startswith("**9/10** held 99.00 % (the rule met)") and "(75 epochs)" in cells[5]
+    assert ("held 99.00 % on 0 of its 10 seeds at a peak rate of 0.05 and on 9 of its 10 seeds under its author's "
+            "recipe (75 epochs) (published: 99.03 %)") in report.public_standing(results)
 
 
 def test_a_public_net_that_misses_the_rule_is_said_to(results):
