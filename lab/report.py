@@ -642,11 +642,12 @@ def ours_at(results, line):
 def public_standing(results):
     """Where step 4 and the club stand against the published nets trained under one rule, in a sentence; None
     before any of them has run."""
-    said = []
+    said, own = [], False
     for name, published in public.NETS.items():
         made = {recipe: seeds_run(Path(results) / "public" / name / recipe) for recipe in PUBLIC_RECIPES}
         if not any(made.values()):
             continue
+        own = own or bool(made["own"])
         ours, words = ours_at(results, published.line)
         held = []
         for recipe, run in made.items():
@@ -664,8 +665,8 @@ def public_standing(results):
     if not said:
         return None
     return ("The published small nets, trained here under the same rule (step 4's recipe, its peak rate chosen on "
-            "the validation split for a net without batch norm, and their authors' own; ten seeds, each of the last "
-            "3 epochs judged): " + "; ".join(said)
+            "the validation split for a net without batch norm" + (", and their authors' own" if own else "")
+            + "; ten seeds, each of the last 3 epochs judged): " + "; ".join(said)
             + ". Every net and recipe: [the lab](lab/README.md#the-public-nets-under-our-rule).")
 
 

@@ -650,7 +650,7 @@ def test_the_public_nets_table_judges_each_net_at_its_line_and_says_when_one_bea
     assert cells.count("not run yet") == 2 and "step 4: not run yet" in cells
     standing = report.public_standing(results)
     assert ("JoshWarn/Parameter-Efficient-MNIST's 697-parameter net held 99.00 % on 9 of its 10 seeds at a peak rate "
-            "of 0.05 (published: 99.03 %)") in standing
+            "of 0.05 (published: 99.03 %)") in standing and "their authors' own" not in standing
     club = dict(_frontier_row("model4", 1218, [99.1] * 10, 99.02, 0, met_club=10), line="club")
     _write(results / "frontier" / "frontier.json", dict(rows=[club], seeds=3, club_seeds=10, epochs=15, command="x",
                                                         device="cpu"))
@@ -674,6 +674,7 @@ def test_a_public_net_under_its_author_s_recipe_is_a_cell_of_its_own_and_a_claus
     assert cells[5].startswith("**9/10** held 99.00 % (the rule met)") and "(75 epochs)" in cells[5]
     assert ("held 99.00 % on 0 of its 10 seeds at a peak rate of 0.05 and on 9 of its 10 seeds under its author's "
             "recipe (75 epochs) (published: 99.03 %)") in report.public_standing(results)
+    assert "for a net without batch norm, and their authors' own;" in report.public_standing(results)
 
 
 def test_a_public_net_that_misses_the_rule_is_said_to(results):
