@@ -136,9 +136,10 @@ DEFAULTS = dict(epochs=15, batch_size=128, lr=0.2, momentum=0.9, nesterov=True, 
 
 # Each author's own recipe, as far as it runs here: `python public.py --net NET FLAGS --seeds 10 --jobs 2 --out
 # results/public/NET/own`. What differs from theirs:
-# - woolly-of-cv (PyTorch, albumentations): plain SGD (their notebook set momentum 0.9, but its optimizer was made
-#   with momentum 0), each epoch's rate from np.interp over epochs 0, 2, 8, 12, 15 (theirs moved to the next epoch's
-#   one batch earlier each epoch); Xavier-uniform convolutions with zero biases. Their ShiftScaleRotate(0.09, 0.09,
+# - woolly-of-cv (PyTorch, albumentations): SGD at momentum 0.95 — their optimizer was made with momentum 0, then a
+#   OneCycleLR built on it and never stepped set its momentum to OneCycle's first, 0.95 —, each epoch's rate from
+#   np.interp over epochs 0, 2, 8, 12, 15 (theirs moved to the next epoch's one batch earlier each epoch);
+#   Xavier-uniform convolutions with zero biases. Their ShiftScaleRotate(0.09, 0.09,
 #   7°, p 0.5) reflected the image at its border where this fills it with background (0), and their seeds were not
 #   fixed.
 # - ruslangrimov (Keras): Adam at Keras' defaults, batch 32, the last 10 % of the training set held out (Keras'
@@ -150,7 +151,7 @@ DEFAULTS = dict(epochs=15, batch_size=128, lr=0.2, momentum=0.9, nesterov=True, 
 #   it after up to 200 epochs, keeping the best): here the last 6,000 training images, not trained on, and 75
 #   epochs; inputs normalised by the training set's mean and std, where theirs were scaled to [0, 1].
 OWN_RECIPES = {
-    "woolly-of-cv-3762": "--batch-size 32 --lr 0.1 --momentum 0 --no-nesterov --scheduler piecewise "
+    "woolly-of-cv-3762": "--batch-size 32 --lr 0.1 --momentum 0.95 --no-nesterov --scheduler piecewise "
                          "--lr-knots 0:0.5,2:1,8:0.1,12:0.05,15:0 --init xavier --rotate 7 --shift 2.52 --scale 0.09 "
                          "--augment-p 0.5 --brightness 0.2 --contrast 0.2 --clean-epochs 0",
     "ruslangrimov-1936": "--optimizer adam --lr 0.001 --scheduler none --batch-size 32 --epochs 75 --val 6000 "

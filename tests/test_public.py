@@ -100,7 +100,7 @@ def test_the_piecewise_schedule_gives_each_epoch_its_rate_on_the_line_through_th
         scheduler.step()
     assert every == "epoch" and rates == pytest.approx([0.05, 0.075, 0.1, 0.085, 0.07, 0.055, 0.04, 0.025, 0.01,
                                                         0.00875, 0.0075, 0.00625, 0.005, 0.005 * 2 / 3, 0.005 / 3])
-    assert optimizer.param_groups[0]["momentum"] == 0
+    assert optimizer.param_groups[0]["momentum"] == 0.95 and not optimizer.param_groups[0]["nesterov"]
 
 
 def test_the_plateau_schedule_cuts_the_rate_tenfold_after_8_epochs_without_a_lower_validation_loss():
