@@ -267,8 +267,7 @@ def config_from_args(args):
     elif args.clean_epochs > args.epochs:
         raise UsageError(f"argument --clean-epochs: {args.clean_epochs} is more than the {args.epochs} epochs "
                          "of the run (use at most --epochs)")
-    own = {key: getattr(args, key) for key in ("optimizer", "weight_decay", "init", "lr_knots", "augment_p",
-                                               "brightness", "contrast") if hasattr(args, key)}
+    own = {key: getattr(args, key) for key in OWN_RECIPE_OFF if hasattr(args, key)}  # public.py's flags only
     if own and args.no_augment:
         own.update(brightness=0.0, contrast=0.0)
     if (args.scheduler == "piecewise") != bool(own.get("lr_knots")):
