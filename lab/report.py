@@ -278,7 +278,12 @@ def not_made_today(script, flags, runs):
     differ = set()
     for m in runs:
         if m.get("config"):
-            differ |= set(differences(run_settings(m["config"]), settings))
+            # the kinds read off today's net count where the run recorded them, or recorded no fingerprint of its net;
+            # with one, the fingerprint tells the nets apart (a step's net builds them in, with no setting for them)
+            fingerprinted = bool((m.get("code") or {}).get("fingerprint"))
+            today_settings = {key: value for key, value in settings.items()
+                              if key not in ("activation", "bn_affine") or key in m["config"] or not fingerprinted}
+            differ |= set(differences(run_settings(m["config"]), today_settings))
             differ |= {"parameters"} if m["params"] != params else set()
     return sorted(differ)
 

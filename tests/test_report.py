@@ -446,6 +446,18 @@ def test_an_ablation_row_run_on_an_earlier_recipe_is_not_measured_on_today_s(res
     assert next(r for r in report.ablation_rows(results) if r["variant"] == "no-augment")["earlier"] == ["precision"]
 
 
+def test_a_run_of_today_s_step_4_is_made_today_though_its_net_builds_in_batch_norm_and_activation():
+    """Step 4's net builds in its batch norm (one scale and shift a layer) and PReLU, with no setting to record them:
+    a run that recorded a fingerprint of its code is told apart by that, so its settings alone make it today's; a run
+    with neither (made before runs recorded them) had the kinds that were the only ones then: ReLU, a channel's."""
+    config = report.settings_today("python model4.py --clean-epochs=0 --seed 1")
+    fingerprinted = dict(config=config, params=3915, code=dict(fingerprint="f016ebe4483a3b8a"))
+    assert report.not_made_today("model4.py", ("--clean-epochs=0",), [fingerprinted]) == []
+    assert report.not_made_today("model4.py", ("--clean-epochs=0",), [dict(config=config, params=3915)]) == [
+        "activation", "bn_affine"]
+    assert report.not_made_today("model4.py", (), [fingerprinted]) == ["clean_epochs"]
+
+
 def test_an_ablation_row_over_further_seeds_gets_a_sentence_under_the_table(results):
     """A row's net run again on seeds no choice saw (its folder's twin NAME-seeds-A-B, as step 4's round-8-net)
     is told under the table: a row's 9 of 10 must not stand alone where ten more seeds gave 8."""
