@@ -199,7 +199,8 @@ def _recorded_params():
     for path in ROOT.glob("results/*/search*/*.json"):
         table = json.loads(path.read_text())
         for row in table.get("recipes", ()):
-            recorded.setdefault((table["step"], row["flags"]), set()).add(row["params"])
+            if "params" in row:  # a recipe none of whose runs completed recorded no count
+                recorded.setdefault((table["step"], row["flags"]), set()).add(row["params"])
     return recorded
 
 
