@@ -157,6 +157,14 @@ def _made_today(script, flags):
     return made, count_params(net)
 
 
+def _kinds_its_fingerprint_tells(run):
+    """The kinds (batch norm's, the activation's) a run did not record though it recorded a fingerprint of its net:
+    read off the net they would be, but the fingerprint tells the nets apart (a step's net, or public.py's, builds
+    them in, with no setting for them). A run with no fingerprint had the only kinds there were then."""
+    fingerprinted = bool((run.get("code") or {}).get("fingerprint"))
+    return {key for key in ("activation", "bn_affine") if fingerprinted and key not in run["config"]}
+
+
 def _why_not_made_by(command, folder):
     """Why `command` (`python SCRIPT FLAGS`, a --seeds run) would not make the seeds table in `folder` again with
     today's code, or None where it would: the same settings and net for every run, the same seeds, the same folder."""
@@ -169,11 +177,7 @@ def _why_not_made_by(command, folder):
                                        next((f.split("=", 1)[1] for f in flags if f.startswith(flag + "=")), default))
     runs, why = _runs(folder), []
     for seed, run in runs.items():
-        # read off the net where the run recorded them, or recorded no fingerprint of its net as built; with one,
-        # the fingerprint tells the nets apart (public.py's build theirs in, with no setting for them)
-        fingerprinted = bool((run.get("code") or {}).get("fingerprint"))
-        today = {key: value for key, value in settings.items()
-                 if key not in ("activation", "bn_affine") or key in run["config"] or not fingerprinted}
+        today = {key: value for key, value in settings.items() if key not in _kinds_its_fingerprint_tells(run)}
         if _differences(_did(run["config"]), today) or run["params"] != params:
             why.append(f"seed {seed}: {_differences(_did(run['config']), today)} differ, {run['params']} "
                        f"parameters against {params} today")
@@ -217,9 +221,7 @@ def test_every_change_row_is_one_change_to_its_own_table_s_first_row(step):
             for seed, run in _runs(Path(row["folder"])).items():
                 assert seed in base, f"{step} {row['variant']}: seed {seed} is not one of its first row's"
                 changed = _differences(_did(run["config"]), _did(base[seed]["config"]))
-                # a fingerprinted run that records no kinds had its net's: the fingerprints tell the nets apart
-                unrecorded = {key for key in ("activation", "bn_affine") for r in (run, base[seed])
-                              if key not in r["config"] and (r.get("code") or {}).get("fingerprint")}
+                unrecorded = _kinds_its_fingerprint_tells(run) | _kinds_its_fingerprint_tells(base[seed])
                 changed = [key for key in changed if key not in unrecorded]
                 outside = [key for key in changed if key not in allowed
                            and not (key.startswith("net.") and "net" in allowed)]
