@@ -25,7 +25,7 @@ from tqdm import tqdm
 from harness import cuda_graph
 from harness.cli import (build_parser, command_line, config_from_args, describe_device, run_folder,
                          settings_to_record)
-from harness.errors import TrainingError, one_line_errors
+from harness.errors import Diverged, one_line_errors
 from harness.files import json_text, png_bytes, prepare_run_folder, replace_run, state_dict_bytes
 from harness.layers import CannotFollow, keeps_the_map, pair, shown, window_of
 from harness.mnist import ensure_mnist, load_split
@@ -428,10 +428,11 @@ def make_optimizer_and_scheduler(model, config, batches_per_epoch):
             optimizer, lambda epoch: float(np.interp(epoch, epochs, fractions)))
         return optimizer, scheduler, "epoch"
     if config.scheduler == "plateau":
-        # Keras' ReduceLROnPlateau(factor=0.1, patience=8, min_delta=1e-16): it divides after 8 epochs without a
-        # lower validation loss, where PyTorch's patience counts the epochs it waits before the one it divides at.
-        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=7, threshold=1e-16,
-                                                               threshold_mode="abs", min_lr=1e-8)
+        # JoshWarn's ReduceLROnPlateau(factor=0.25, patience=50, min_delta=1e-16, min_lr=2.5e-5) in Keras: it cuts
+        # after 50 epochs without a lower validation loss, where PyTorch's patience counts the epochs it waits before
+        # the one it cuts at.
+        scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.25, patience=49, threshold=1e-16,
+                                                               threshold_mode="abs", min_lr=2.5e-5)
         return optimizer, scheduler, "validation"
     return optimizer, None, None
 
@@ -466,7 +467,7 @@ def train_epoch(model, loader, optimizer, scheduler=None, graphed_step=None, bar
         if index % check_every == 0 or index == len(loader):
             mean_loss = loss_sum.item() / seen
             if not math.isfinite(mean_loss):
-                raise TrainingError(f"the training loss became {mean_loss} at batch {index}; the learning rate "
+                raise Diverged(f"the training loss became {mean_loss} at batch {index}; the learning rate "
                                     f"{float(optimizer.param_groups[0]['lr']):g} is probably too high "
                                     "(try a smaller --lr)")
             if bar is not None:
@@ -545,10 +546,13 @@ def fit(make_net, config, data, log=print):
         if epoch == config.epochs - config.clean_epochs + 1:  # the last --clean-epochs see the digits unaugmented
             train_loader.rotate_degrees = train_loader.shift_pixels = train_loader.scale = 0.0
             train_loader.brightness = train_loader.contrast = 0.0
-        train_loss, train_acc = train_epoch(model, train_loader, optimizer,
-                                            scheduler if schedule_every == "batch" else None, graphed_step,
-                                            tqdm(train_loader, f"epoch {epoch}/{config.epochs}", leave=False,
-                                                 disable=None, dynamic_ncols=True))  # a bar on a terminal only
+        try:
+            train_loss, train_acc = train_epoch(model, train_loader, optimizer,
+                                                scheduler if schedule_every == "batch" else None, graphed_step,
+                                                tqdm(train_loader, f"epoch {epoch}/{config.epochs}", leave=False,
+                                                     disable=None, dynamic_ncols=True))  # a bar on a terminal only
+        except Diverged as stop:  # the run ends here; its record keeps the epochs before
+            raise Diverged(f"in epoch {epoch}, {stop}", epoch, history) from None
         if schedule_every == "epoch":
             scheduler.step()
         row = dict(epoch=epoch, train_loss=round(train_loss, 5), train_acc=round(train_acc, 2))
@@ -736,41 +740,56 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
         print(f"{name}: {params:,} parameters, receptive field {feature_rf(rf_rows)} before the head, on "
               f"{describe_device(config.device)}")
         print(rf_markdown(rf_rows, f"{name}: receptive field").rstrip())
-        trained = fit(lambda: build_net(net_class, config), config, data)
+        command = command_line(f"{name}.py", argv)
+        try:
+            trained = fit(lambda: build_net(net_class, config), config, data)
+        except Diverged as stop:  # a run that failed its target, whatever the rest would have done: it says so
+            if not args.dry_run:
+                replace_run(out, {"metrics.json": json_text(dict(
+                    run_record(name, config, targets, data, code, command, params, stop.history),
+                    diverged=str(stop), final_test_acc=None, last_test_accs=[], passed=False,
+                    verdict=f"{name}: FAIL: {stop}"))})
+                raise Diverged(f"{stop} (recorded in {out / 'metrics.json'})") from None
+            raise
         passed, verdict = judge(name, targets, params, trained.history, smoke=config.subset is not None)
         if not args.dry_run:
-            metrics = run_metrics(name, config, targets, data, trained, rf_rows, code, passed, verdict,
-                                  command_line(f"{name}.py", argv), analyse_data)
+            metrics = run_metrics(name, config, targets, data, trained, rf_rows, code, passed, verdict, command,
+                                  analyse_data)
             written = write_artifacts(out, name, trained, metrics, rf_rows, data, analyse_data)
             print(f"{name}: wrote {', '.join(written)} to {out}")
         print(verdict)
     sys.exit(1 if passed is False else 0)
 
 
+def run_record(name, config, targets, data, code, command, params, history):
+    """What every run's metrics.json records, a diverged one's too: what ran (the command, its settings, the code,
+    the device), its targets and every epoch it finished."""
+    return dict(
+        model=name, params=params, epochs=len(history), seed=config.seed, device=describe_device(config.device),
+        command=command, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"), torch=torch.__version__, code=code,
+        subset=config.subset, data_source=data["source"], normalisation=dict(mean=data["mean"], std=data["std"]),
+        config=settings_to_record(config), history=history, val_images=config.val,
+        train_seconds=round(sum(h["seconds"] for h in history), 2),
+        targets={key: getattr(targets, key) for key in ("min_test_acc", "last_epochs", "min_params", "max_params",
+                                                         "max_epochs")})
+
+
 def run_metrics(name, config, targets, data, trained, rf_rows, code, passed, verdict, command, analyse_data):
-    """What metrics.json records of a run: what ran (the command, its settings, the code, the device), every
-    epoch, the verdict, and the test set's confusion."""
+    """What metrics.json records of a completed run: run_record, then how each update ran, the receptive field, the
+    final epochs, the verdict and the test set's confusion."""
     history, predictions, labels = trained.history, trained.predictions, trained.labels
     confusion = torch.bincount(labels * 10 + predictions, minlength=100).reshape(10, 10).tolist()  # true × predicted
     per_class = [round(100.0 * confusion[c][c] / max(1, sum(confusion[c])), 2) for c in range(10)]
     metrics = dict(
-        model=name, params=count_params(trained.model), epochs=len(history), seed=config.seed,
-        device=describe_device(config.device), command=command, date=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        torch=torch.__version__, code=code, update=trained.update,
-        subset=config.subset, data_source=data["source"], normalisation=dict(mean=data["mean"], std=data["std"]),
-        config=settings_to_record(config),
-        receptive_field=feature_rf(rf_rows), output_rf=rf_rows[-1]["rf"], transition_rf=transition_rf(rf_rows),
-        history=history, final_test_acc=history[-1]["test_acc"], val_images=config.val,
+        run_record(name, config, targets, data, code, command, count_params(trained.model), history),
+        update=trained.update, receptive_field=feature_rf(rf_rows), output_rf=rf_rows[-1]["rf"],
+        transition_rf=transition_rf(rf_rows), final_test_acc=history[-1]["test_acc"],
         **({"final_val_acc": history[-1]["val_acc"],
             "last_val_accs": [h["val_acc"] for h in history[-targets.last_epochs:]]} if config.val else {}),
         last_test_accs=[h["test_acc"] for h in history[-targets.last_epochs:]],
-        best_train_acc=max(h["train_acc"] for h in history),
-        train_seconds=round(sum(h["seconds"] for h in history), 2), setup_seconds=round(trained.setup_seconds, 3),
+        best_train_acc=max(h["train_acc"] for h in history), setup_seconds=round(trained.setup_seconds, 3),
         seconds_per_epoch=round(sum(h["seconds"] for h in history) / len(history), 2),
-        per_class_test_acc=per_class, confusion=confusion,
-        targets={key: getattr(targets, key) for key in ("min_test_acc", "last_epochs", "min_params", "max_params",
-                                                         "max_epochs")},
-        passed=passed, verdict=verdict)
+        per_class_test_acc=per_class, confusion=confusion, passed=passed, verdict=verdict)
     if analyse_data:
         metrics["data"] = dict(train=data["stats"], test=data_statistics(*data["test"]))
     return metrics

@@ -154,10 +154,9 @@ DEFAULTS = dict(epochs=15, batch_size=128, lr=0.2, momentum=0.9, nesterov=True, 
 #   rate PyTorch's decays less); batch 256; Keras' first weights (Xavier-uniform) where their first 3×3 asked for
 #   He-normal. Theirs watched the test set: a rate cut by 4 after 50 epochs without a lower loss (at least 2.5e-5),
 #   stopping after 150 without a higher accuracy (keeping the best), and at epoch 100 when below half of the earlier
-#   runs, up to 2,000 epochs. Here: 75 epochs, the last 6,000 training images (not trained on) as the plateau's
-#   validation set, whose schedule is still the one of their README's earlier 997-parameter recipe (cut by 10 after
-#   8 epochs: common.py), and inputs normalised by the training set's mean and std, where theirs were scaled to
-#   [0, 1].
+#   runs, up to 2,000 epochs. Here: 75 epochs (so the rate is cut at most once), the same plateau watching the last
+#   6,000 training images (not trained on) instead, no early stop, and inputs normalised by the training set's mean
+#   and std, where theirs were scaled to [0, 1].
 OWN_RECIPES = {
     "woolly-of-cv-3762": "--batch-size 32 --lr 0.1 --momentum 0.95 --no-nesterov --scheduler piecewise "
                          "--lr-knots 0:0.5,2:1,8:0.1,12:0.05,15:0 --init xavier --rotate 7 --shift 2.52 --scale 0.09 "

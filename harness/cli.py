@@ -150,8 +150,8 @@ def build_parser(name, defaults, description):
     own_recipes = "optimizer" in defaults  # public.py: the published nets' own recipes
     add("--scheduler", choices=SCHEDULERS + OWN_RECIPE_SCHEDULERS * own_recipes, default=d["scheduler"],
         help="learning-rate schedule; 'step' multiplies the rate by the step's gamma every step_size epochs" + (
-            "; 'piecewise' follows --lr-knots; 'plateau' divides it by 10 after 8 epochs without a lower "
-            "validation loss (needs --val)" if own_recipes else "") + " (default: %(default)s)")
+            "; 'piecewise' follows --lr-knots; 'plateau' divides it by 4 after 50 epochs without a lower "
+            "validation loss, down to 2.5e-5 (needs --val)" if own_recipes else "") + " (default: %(default)s)")
     add("--rotate", type=degrees, default=d["rotate"],
         help="random rotation of training images, ± degrees; 0 turns it off (default: %(default)s)")
     add("--shift", type=pixels, default=d["shift"],

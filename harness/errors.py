@@ -17,6 +17,15 @@ class TrainingError(Exception):
     """Training itself went wrong (a non-finite loss, a failed seed): exit status 1."""
 
 
+class Diverged(TrainingError):
+    """The training loss became NaN or infinite: the run stops there. `epoch` and `history` (the epochs it finished)
+    are set once `fit` knows them; the run's metrics.json records the divergence, a failure of its target."""
+
+    def __init__(self, message, epoch=None, history=()):
+        super().__init__(message)
+        self.epoch, self.history = epoch, list(history)
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (from `timeout`, `kill`, a job scheduler or a container stop), raised where Ctrl-C raises
     KeyboardInterrupt, so that both stop a run the same way: one line, nothing written, exit 128 + 15."""

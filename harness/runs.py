@@ -208,11 +208,17 @@ def refuse_a_cluster_that_cannot_run_it(error, address):
 
 
 def outcome_line(run, metrics, started, why="failed (see log.txt there)"):
-    return (f"  {run.out}: " + (why if metrics is None else
+    return (f"  {run.out}: " + (why if metrics is None else metrics["diverged"] if metrics.get("diverged") else
                                 "last epochs " + "/".join(f"{a:.2f}" for a in metrics.get("last_val_accs") or
                                                           metrics["last_test_accs"])
                                 + (" (validation)" if metrics.get("last_val_accs") else " (test)"))
             + f"  [{time.perf_counter() - started:.0f} s]")
+
+
+def completed_runs(runs):
+    """The metrics of the runs that trained to their last epoch: not a failed one (None), not one whose loss became
+    NaN (its metrics record where it "diverged")."""
+    return [m for m in runs if m is not None and not m.get("diverged")]
 
 
 def keep_run(run, command, future):
@@ -394,9 +400,15 @@ def run_seeds(name, script, config, targets, out, count, argv, code, jobs=1, log
         failed = [str(seed) for seed, m in zip(seeds, results) if m is None]
         raise TrainingError(f"seed(s) {', '.join(failed)} failed; see log.txt in their folders under "
                             f"{out / 'seeds'}")
-    rows = [dict(seed=seed, final_test_acc=m["final_test_acc"], last3_min_test_acc=min(m["last_test_accs"]),
-                 passed=m["passed"], train_seconds=m["train_seconds"]) for seed, m in zip(seeds, results)]
-    finals = np.array([r["final_test_acc"] for r in rows])
+    # A seed whose loss became NaN did not hold the line: a row that says where it stopped, counted as not met;
+    # the accuracies' statistics are of the seeds that trained to the end.
+    rows = [dict(seed=seed, final_test_acc=m["final_test_acc"],
+                 last3_min_test_acc=min(m["last_test_accs"]) if m["last_test_accs"] else None,
+                 passed=m["passed"], train_seconds=m["train_seconds"],
+                 **({"diverged": m["diverged"]} if m.get("diverged") else {})) for seed, m in zip(seeds, results)]
+    finals = np.array([r["final_test_acc"] for r in rows if not r.get("diverged")])
+    if not len(finals):
+        raise TrainingError(f"the loss of every seed became NaN; see log.txt in their folders under {out / 'seeds'}")
     met, needed = sum(r["passed"] is True for r in rows), targets.seeds_needed(count)
     codes = [m.get("code") or {} for m in results]  # each run's: the same fingerprint, perhaps other commits
     summary = dict(model=name, device=results[0]["device"], command=command_line(script, argv),
@@ -406,8 +418,8 @@ def run_seeds(name, script, config, targets, out, count, argv, code, jobs=1, log
                    mean_final_test_acc=round(float(finals.mean()), 3),
                    std_final_test_acc=round(float(finals.std(ddof=1)) if len(finals) > 1 else 0.0, 3),
                    min_final_test_acc=round(float(finals.min()), 2),
-                   min_last3_test_acc=min(r["last3_min_test_acc"] for r in rows),
-                   met_target=met, count=count, min_test_acc=targets.min_test_acc,
+                   min_last3_test_acc=min(r["last3_min_test_acc"] for r in rows if not r.get("diverged")),
+                   diverged=[r["seed"] for r in rows if r.get("diverged")], met_target=met, count=count, min_test_acc=targets.min_test_acc,
                    min_seed_share=targets.min_seed_share, seeds_needed=needed,
                    passed=None if any(r["passed"] is None for r in rows) else met >= needed)
     atomic_write_json(out / "seeds.json", summary)
@@ -415,7 +427,7 @@ def run_seeds(name, script, config, targets, out, count, argv, code, jobs=1, log
     line = (f"{name} seeds: {met}/{count} met the target (≥ {targets.min_test_acc:.2f} on each of the last "
             f"{targets.last_epochs} epochs); {seed_rule_verdict(summary)}; final test acc "
             f"{summary['mean_final_test_acc']:.3f} ± {summary['std_final_test_acc']:.3f}, lowest "
-            f"{summary['min_final_test_acc']:.2f}")
+            f"{summary['min_final_test_acc']:.2f}{diverged_words(summary)}")
     log(seeds_markdown(summary) + "\n" + line)
     return summary["passed"]
 
@@ -466,15 +478,24 @@ def seed_rule_verdict(summary):
     return f"the rule: {seed_rule(summary)} — " + {True: "met", False: "not met", None: "not judged"}[passed]
 
 
+def diverged_words(summary):
+    """", over the 6 seeds that trained to the end (seeds 2, 3 stopped on a NaN loss)", or "" where none did."""
+    stopped = summary.get("diverged") or []
+    return (f", over the {summary['count'] - len(stopped)} seeds that trained to the end (seed{'s' * (len(stopped) > 1)}"
+            f" {', '.join(map(str, stopped))} stopped on a NaN loss)" if stopped else "")
+
+
 def seeds_markdown(summary):
     lines = ["| seed | final test acc (%) | min of last 3 (%) | met target | train s |", "|---|---|---|---|---|"]
     for r in summary["seeds"]:
         met = {True: "yes", False: "no", None: "n/a"}[r["passed"]]
-        lines.append(f"| {r['seed']} | {r['final_test_acc']:.2f} | {r['last3_min_test_acc']:.2f} | {met} | "
-                     f"{r['train_seconds']:.0f} |")
+        accs = (f"stopped {r['diverged'].split(';')[0]} | —" if r.get("diverged") else
+                f"{r['final_test_acc']:.2f} | {r['last3_min_test_acc']:.2f}")
+        lines.append(f"| {r['seed']} | {accs} | {met} | {r['train_seconds']:.0f} |")
     lines.append(f"| **mean ± std** | **{summary['mean_final_test_acc']:.3f} ± {summary['std_final_test_acc']:.3f}** "
                  f"| | **{summary['met_target']}/{summary['count']}** | |")
-    lines += ["", f"{summary['met_target']}/{summary['count']} met the target; {seed_rule_verdict(summary)}."]
+    lines += ["", f"{summary['met_target']}/{summary['count']} met the target; {seed_rule_verdict(summary)}"
+                  f"{'; mean ± std' + diverged_words(summary) if summary.get('diverged') else ''}."]
     return "\n".join(lines) + "\n"
 
 

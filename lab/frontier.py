@@ -29,7 +29,7 @@ from common import count_params, pyplot, receptive_field
 from harness.cli import OneLineParser, add_cluster_flag, command_line, non_negative_int, positive_int
 from harness.errors import UsageError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text, check_writable
-from harness.runs import run_commands
+from harness.runs import completed_runs, run_commands
 from harness.provenance import checkout_state
 from lab import net_of, step_run
 
@@ -106,7 +106,7 @@ def widths_of(flags):
 
 def summarise(point, runs):
     design, flags, params, macs, seeds = point
-    done = [m for m in runs if m is not None]
+    done = completed_runs(runs)
     row = dict(design=design, line=line_of(design), widths=widths_of(flags), flags=list(flags), params=params, macs=macs,
                seeds=len(seeds), seed_list=list(seeds), completed=len(done))
     if done:

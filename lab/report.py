@@ -22,7 +22,7 @@ from common import STEPS, count_params, pyplot, seeds_needed
 from harness.cli import OWN_RECIPE_OFF, RETIRED_SETTINGS, OneLineParser, settings_meant_by
 from harness.errors import DataError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text
-from harness.runs import seed_rule_verdict
+from harness.runs import completed_runs, diverged_words, seed_rule_verdict
 import public
 from lab import code_words, net_of
 # The original write-up's figures, for comparison (its step 1 and 2 report the best test epoch).
@@ -292,18 +292,20 @@ def row_figures(made, base=None):
     """A table row's figures from a --seeds run `made` (seeds_run), its Δ against the --seeds run `base` over the same
     seeds (None where `base` lacks one of them)."""
     summary, runs = made
-    seeds = [r["seed"] for r in summary["seeds"]]
-    lasts = [a for m in runs for a in m["last_test_accs"]]
+    trained = completed_runs(runs)  # a seed whose loss became NaN counts as not met, and has no accuracy to average
+    seeds = [r["seed"] for r, m in zip(summary["seeds"], runs) if m in trained]  # the Δ's; seed_list names all
+    lasts = [a for m in trained for a in m["last_test_accs"]]
     target = runs[0]["targets"]["min_test_acc"]
-    final = statistics.mean(m["final_test_acc"] for m in runs)
+    final = statistics.mean(m["final_test_acc"] for m in trained)
     base_finals = base and {r["seed"]: m["final_test_acc"] for r, m in zip(base[0]["seeds"], base[1])}
     delta = (round(final - statistics.mean(base_finals[s] for s in seeds), 3)
-             if base_finals and all(s in base_finals for s in seeds) else None)
-    return dict(params=runs[0]["params"], seeds=len(runs), seed_list=seeds, met=sum(m["passed"] is True for m in runs),
+             if base_finals and all(base_finals.get(s) is not None for s in seeds) else None)
+    return dict(params=runs[0]["params"], seeds=len(runs), seed_list=[r["seed"] for r in summary["seeds"]],
+                met=sum(m["passed"] is True for m in runs),
                 final_test_acc=round(final, 3), last3_mean=round(statistics.mean(lasts), 3), last3_min=min(lasts),
                 gap=round(min(lasts) - target, 2), delta=delta,
-                final_test_loss=round(statistics.mean(m["history"][-1]["test_loss"] for m in runs), 5),
-                final_train_acc=round(statistics.mean(m["history"][-1]["train_acc"] for m in runs), 2),
+                final_test_loss=round(statistics.mean(m["history"][-1]["test_loss"] for m in trained), 5),
+                final_train_acc=round(statistics.mean(m["history"][-1]["train_acc"] for m in trained), 2),
                 device=runs[0]["device"], command=summary["command"])
 
 
@@ -452,10 +454,11 @@ SEEDS_KEYS = ("seeds", "count", "met_target", "mean_final_test_acc", "std_final_
 def seeds_headline(s):
     """The evidence for a step in one sentence: pass rate against the step's seed rule (as its seeds.json records
     it), then the spread of the final accuracy."""
-    finals = [r["final_test_acc"] for r in s["seeds"]] or [s["mean_final_test_acc"]]
-    lowest_last3 = min((r["last3_min_test_acc"] for r in s["seeds"]), default=None)
+    trained = [r for r in s["seeds"] if not r.get("diverged")]
+    finals = [r["final_test_acc"] for r in trained] or [s["mean_final_test_acc"]]
+    lowest_last3 = min((r["last3_min_test_acc"] for r in trained), default=None)
     return (f"**{s['met_target']}/{s['count']} seeds met the target** ({seed_rule_verdict(s)}); final test accuracy "
-            f"**{s['mean_final_test_acc']:.3f} ± {s['std_final_test_acc']:.3f} %** (mean ± std), lowest "
+            f"**{s['mean_final_test_acc']:.3f} ± {s['std_final_test_acc']:.3f} %** (mean ± std{diverged_words(s)}), lowest "
             f"{min(finals):.2f} %" + (f", lowest of any last-3 epoch {lowest_last3:.2f} %" if lowest_last3 else "")
             + f" (`{s['command']}`, {s['device']}" + "".join(f"; {words}" for words in [code_words(
                 s.get("code"), s["command"])] if words) + ")")
@@ -615,13 +618,13 @@ def public_cell(made, line, recipe):
     if not made:
         return "not run yet"
     summary, runs = made
-    finals = [m["final_test_acc"] for m in runs]
+    finals = [m["final_test_acc"] for m in completed_runs(runs)]
     lowest = min(a for m in runs for a in m["last_test_accs"])
     needed = seeds_needed(summary.get("min_seed_share", 0.9), len(runs))
     words = code_words(summary.get("code"), summary["command"])
     return (f"**{summary['met_target']}/{len(runs)}** held {line:.2f} % ({'the rule met' if summary['met_target'] >= needed else 'the rule not met'}); "
-            f"final {statistics.mean(finals):.2f} ± {statistics.stdev(finals) if len(finals) > 1 else 0:.2f} %, "
-            f"lowest last-3 epoch {lowest:.2f} % ("
+            f"final {statistics.mean(finals):.2f} ± {statistics.stdev(finals) if len(finals) > 1 else 0:.2f} %"
+            f"{diverged_words(summary)}, lowest last-3 epoch {lowest:.2f} % ("
             + (f"peak rate {runs[0]['config']['lr']:g}" if recipe == "step4" else f"{runs[0]['config']['epochs']} epochs")
             + ")" + (f"; {words}" if words else ""))
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from harness.cli import OneLineParser, add_cluster_flag, command_line, non_negative_int, positive_int, refusal
 from harness.errors import UsageError, run_main
 from harness.files import atomic_write_json, atomic_write_text
-from harness.runs import run_commands
+from harness.runs import completed_runs, run_commands
 from harness.provenance import checkout_state
 from lab import step_run
 
@@ -68,7 +68,7 @@ def table_name(text):
 
 def summarise(name, flags, seeds, runs, min_acc):
     """One row of the table: validation accuracy of the last 3 epochs, over the seeds that completed."""
-    done = [m for m in runs if m is not None]
+    done = completed_runs(runs)
     row = dict(recipe=name, flags=" ".join(flags), seeds=seeds, completed=len(done))
     if done:
         last = [m["last_val_accs"] for m in done]

@@ -103,16 +103,20 @@ def test_the_piecewise_schedule_gives_each_epoch_its_rate_on_the_line_through_th
     assert optimizer.param_groups[0]["momentum"] == 0.95 and not optimizer.param_groups[0]["nesterov"]
 
 
-def test_the_plateau_schedule_cuts_the_rate_tenfold_after_8_epochs_without_a_lower_validation_loss():
+def test_the_plateau_schedule_cuts_the_rate_by_4_after_50_epochs_without_a_lower_validation_loss():
+    """JoshWarn's 697 recipe (Keras' patience 50, factor 0.25, a floor of 2.5e-5), whatever PyTorch counts."""
     config = _config(*public.OWN_RECIPES["joshwarn-697"].split())
     optimizer, scheduler, every = common.make_optimizer_and_scheduler(public.Net("joshwarn-697"), config, 10)
     assert every == "validation" and isinstance(optimizer, torch.optim.AdamW)
     scheduler.step(1.0)
-    for _ in range(7):
+    for _ in range(49):
         scheduler.step(1.0)
         assert optimizer.param_groups[0]["lr"] == pytest.approx(0.01)
-    scheduler.step(1.0)  # the 8th epoch without a lower loss, as Keras counts them
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.001)
+    scheduler.step(1.0)  # the 50th epoch without a lower loss, as Keras counts them
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0025)
+    for _ in range(50 * 4):
+        scheduler.step(1.0)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(2.5e-5)  # 0.01 / 4**4 would be below the floor
 
 
 def test_xavier_init_draws_every_convolution_and_dense_weight_and_zeroes_their_biases():

@@ -17,16 +17,18 @@ from lab import code_meant_by
 pytestmark = pytest.mark.slow  # make check: not part of the smoke run
 
 
-def _completed_seeds(out, step, argv, count, met):
+def _completed_seeds(out, step, argv, count, met, diverged=()):
     """Seeds 1..count of `step` as `step.py ARGV` leaves them completed in out/seeds/seed-N, the first `met` of them
-    meeting the target (the others one epoch under the line)."""
+    meeting the target (the others one epoch under the line, or stopped on a NaN loss: the seeds in `diverged`)."""
     for seed in range(1, count + 1):
         folder = out / "seeds" / f"seed-{seed}"
         script, *flags = runs.step_argv(f"{step.__name__}.py", runs.seed_flags(argv), seed, folder)[1:]
-        accs = [99.5, 99.55, 99.5] if seed <= met else [99.5, 99.3, 99.5]
+        accs = [99.5, 99.55, 99.5] if seed <= met else [] if seed in diverged else [99.5, 99.3, 99.5]
         metrics = dict(command=command_line(script, flags), config=settings_meant_by(flags, step.DEFAULTS),
-                       code=code_meant_by(step.__name__, []), final_test_acc=accs[-1], last_test_accs=accs,
-                       passed=seed <= met, train_seconds=1.0, device="cpu (stand-in)")
+                       code=code_meant_by(step.__name__, []), final_test_acc=accs[-1] if accs else None,
+                       last_test_accs=accs, passed=seed <= met, train_seconds=1.0, device="cpu (stand-in)",
+                       **({"diverged": "in epoch 4, the training loss became nan at batch 60; the learning rate 0.2 "
+                                       "is probably too high (try a smaller --lr)"} if seed in diverged else {}))
         folder.mkdir(parents=True)
         (folder / "metrics.json").write_text(json.dumps(metrics))
 
@@ -49,6 +51,24 @@ def test_a_seeds_run_is_judged_by_its_steps_rule(tmp_path, data_dir, step, count
     assert summary["min_seed_share"] == step.TARGETS.min_seed_share
     assert summary["seeds_needed"] == step.TARGETS.seeds_needed(count) and summary["passed"] is (code == 0)
     assert (tmp_path / "seeds.md").read_text().endswith(f"{met}/{count} met the target; {verdict}.\n")
+
+
+def test_a_seed_whose_loss_became_nan_counts_as_one_that_did_not_hold(tmp_path, data_dir):
+    """Our rule asks each seed to hold the line: one that stopped on a NaN loss did not. The table counts it so,
+    says where it stopped, and averages the accuracies of the seeds that trained to the end."""
+    argv = ["--seeds", "10", "--out", str(tmp_path)]
+    _completed_seeds(tmp_path, model4, argv, 10, met=7, diverged=(9, 10))
+    result = run_script("model4.py", *argv, data_dir=data_dir, timeout=120)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    assert output.count("made by the same code before — kept") == 10  # a diverged seed's record is reused too
+    assert ("model4 seeds: 7/10 met the target" in output and "over the 8 seeds that trained to the end (seeds 9, "
+            "10 stopped on a NaN loss)" in output)
+    summary = json.loads((tmp_path / "seeds.json").read_text())
+    assert summary["diverged"] == [9, 10] and summary["met_target"] == 7 and summary["passed"] is False
+    assert summary["mean_final_test_acc"] == 99.5 and summary["min_last3_test_acc"] == 99.3
+    table = (tmp_path / "seeds.md").read_text()
+    assert "| 9 | stopped in epoch 4, the training loss became nan at batch 60 | — | no | 1 |" in table
 
 
 def test_the_share_is_rounded_up_to_whole_seeds_and_said_in_words():

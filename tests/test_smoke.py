@@ -3,6 +3,7 @@ import importlib
 import inspect
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -279,6 +280,26 @@ def test_warm_up_loader_leaves_the_batches_as_they_were(mnist):
     assert len(evaluated) == 1
     for (xa, ya), (xb, yb) in zip(loaders[0], loaders[1]):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_a_run_whose_loss_becomes_nan_stops_and_records_where(tmp_path, data_dir, capsys):
+    """A rate far too high: one line that says so (no traceback), exit status 1, and a metrics.json that records
+    the divergence as a failure of the target, with the epochs finished before it, in place of the run there."""
+    (tmp_path / "curves.png").write_bytes(b"an older run's curves")
+    with pytest.raises(SystemExit) as stop:
+        common.run_step("model3", model3.Net, model3.DEFAULTS, model3.TARGETS, model3.__doc__, argv=[
+            "--subset", "300", "--epochs", "2", "--lr", "1e6", "--data-dir", str(data_dir), "--out", str(tmp_path)])
+    error = capsys.readouterr().err
+    assert stop.value.code == 1 and "Traceback" not in error
+    assert re.match(r"model3\.py: error: in epoch \d, the training loss became nan at batch \d+; ", error)
+    assert "is probably too high (try a smaller --lr)" in error and str(tmp_path / "metrics.json") in error
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["diverged"] in error and metrics["passed"] is False and metrics["verdict"].startswith("model3: FAIL")
+    epoch = int(metrics["diverged"].split()[2].rstrip(","))
+    assert [h["epoch"] for h in metrics["history"]] == list(range(1, epoch)) and metrics["epochs"] == epoch - 1
+    assert metrics["final_test_acc"] is None and metrics["last_test_accs"] == []
+    assert metrics["config"]["lr"] == 1e6 and metrics["code"]["fingerprint"]
+    assert {p.name for p in tmp_path.iterdir()} == {"metrics.json"}  # a whole run replaced: no older file beside
 
 
 def test_onecycle_keeps_the_momentum_flag(mnist):
