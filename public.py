@@ -143,12 +143,15 @@ DEFAULTS = dict(epochs=15, batch_size=128, lr=0.2, momentum=0.9, nesterov=True, 
 # - woolly-of-cv (PyTorch, albumentations): SGD at momentum 0.95 — their optimizer was made with momentum 0, then a
 #   OneCycleLR built on it and never stepped set its momentum to OneCycle's first, 0.95 —, each epoch's rate from
 #   np.interp over epochs 0, 2, 8, 12, 15 (theirs moved to the next epoch's one batch earlier each epoch);
-#   Xavier-uniform convolutions with zero biases. Their ShiftScaleRotate(0.09, 0.09,
-#   7°, p 0.5) reflected the image at its border where this fills it with background (0), and their seeds were not
-#   fixed.
+#   Xavier-uniform convolutions with zero biases. Their ShiftScaleRotate(0.09, 0.09, 7°, p 0.5) reflected the image
+#   at its border where this fills it with background (0); they fixed torch's seed at 1, with cuDNN left free to
+#   vary. (Their library's later scheduler.py has other knots; the notebook of the 99.52 % printed these rates.)
 # - ruslangrimov (Keras): Adam at Keras' defaults, batch 32, the last 10 % of the training set held out (Keras'
 #   validation_split: the same 6,000 images), Keras' first weights; judged on its last 3 of 75 epochs, where the
-#   published number is epoch 75's.
+#   published number is epoch 75's. Their inputs were scaled to [0, 1], not normalised; and their normalisation
+#   (keras-contrib's InstanceNormalization, as its axis=None tells) divides by the std plus 1e-3, where
+#   WholeMapNorm divides by the root of the variance plus 1e-3 (F.group_norm): apart only where a map is nearly
+#   flat.
 # - JoshWarn (Keras, TensorFlow Addons; the 697-parameter net's nn_training_framework.py): AdamW at 0.01 with a decay
 #   of 1e-6 a step, which TensorFlow Addons does not multiply by the rate: PyTorch's 1e-4 at 0.01 (after a cut of the
 #   rate PyTorch's decays less); batch 256; Keras' first weights (Xavier-uniform) where their first 3×3 asked for
