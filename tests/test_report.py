@@ -635,16 +635,21 @@ def _public_run(root, net, recipe, accs_per_seed, line, lr=0.2, epochs=15):
     leaves it."""
     folder = root / "public" / net / recipe
     rows = []
-    for seed, accs in enumerate(accs_per_seed, 1):
-        m = {**_metrics("public", accs, passed=min(accs[-3:]) >= line, params=697,
-                        command=f"python public.py --net {net} --lr {lr} --seed {seed} --out {folder}/seeds/seed-{seed}"),
+    for seed, accs in enumerate(accs_per_seed, 1):  # no accuracies: a seed whose loss became NaN in epoch 4
+        command = f"python public.py --net {net} --lr {lr} --seed {seed} --out {folder}/seeds/seed-{seed}"
+        m = {**(_metrics("public", accs, passed=min(accs[-3:]) >= line, params=697, command=command) if accs else
+                dict(_metrics("public", [99.0] * 3, passed=False, params=697, command=command), history=[],
+                     final_test_acc=None, last_test_accs=[], diverged="in epoch 4, the training loss became nan")),
              "config": dict(lr=lr, epochs=epochs)}
         _write(folder / "seeds" / f"seed-{seed}" / "metrics.json", m)
-        rows.append(dict(seed=seed, final_test_acc=accs[-1], last3_min_test_acc=min(accs[-3:]), passed=m["passed"]))
+        rows.append(dict(seed=seed, final_test_acc=m["final_test_acc"], passed=m["passed"],
+                         last3_min_test_acc=min(accs[-3:]) if accs else None,
+                         **({"diverged": m["diverged"]} if not accs else {})))
     met = sum(r["passed"] for r in rows)
     _write(folder / "seeds.json", dict(command=f"python public.py --net {net} --lr {lr} --seeds {len(rows)} --out {folder}",
                                        device="cpu", seeds=rows, met_target=met, count=len(rows), min_seed_share=0.9,
-                                       mean_final_test_acc=0.0, std_final_test_acc=0.0))
+                                       mean_final_test_acc=0.0, std_final_test_acc=0.0,
+                                       diverged=[r["seed"] for r in rows if r.get("diverged")]))
 
 
 def test_the_public_nets_table_judges_each_net_at_its_line_and_says_when_one_beats_ours(results):
@@ -694,6 +699,14 @@ def test_a_public_net_that_misses_the_rule_is_said_to(results):
     text = report.public_section(results)
     assert "**8/10** held 99.00 % (the rule not met)" in text and "holds our rule" not in text
     assert report.public_standing(results) is not None
+
+
+def test_a_public_seed_whose_loss_became_nan_counts_as_not_held_and_stays_out_of_the_mean(results):
+    _public_run(results, "joshwarn-697", "step4", [[99.1, 99.2, 99.1], [], [98.0, 98.1, 98.2], []] + [[99.1] * 3] * 6,
+                99.0, lr=0.1)
+    row = next(line for line in report.public_section(results).splitlines() if line.startswith("| JoshWarn"))
+    assert ("**7/10** held 99.00 % (the rule not met); final 98.99 ± 0.32 %, over the 8 seeds that trained to the end "
+            "(seeds 2, 4 stopped on a NaN loss), lowest last-3 epoch 98.00 % (peak rate 0.1)") in row
 
 
 def test_the_speed_trials_table_gives_each_trial_against_the_step_as_it_is(tmp_path):
