@@ -468,8 +468,7 @@ def train_epoch(model, loader, optimizer, scheduler=None, graphed_step=None, bar
             mean_loss = loss_sum.item() / seen
             if not math.isfinite(mean_loss):
                 raise Diverged(f"the training loss became {mean_loss} at batch {index}; the learning rate "
-                                    f"{float(optimizer.param_groups[0]['lr']):g} is probably too high "
-                                    "(try a smaller --lr)")
+                               f"{float(optimizer.param_groups[0]['lr']):g} is probably too high (try a smaller --lr)")
             if bar is not None:
                 bar.set_postfix(loss=f"{mean_loss:.4f}", acc=f"{100 * correct.item() / seen:.2f}%", refresh=False)
     return loss_sum.item() / seen, 100.0 * correct.item() / seen

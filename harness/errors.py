@@ -18,8 +18,8 @@ class TrainingError(Exception):
 
 
 class Diverged(TrainingError):
-    """The training loss became NaN or infinite: the run stops there. `epoch` and `history` (the epochs it finished)
-    are set once `fit` knows them; the run's metrics.json records the divergence, a failure of its target."""
+    """The training loss became NaN or infinite: the run stops there. `fit` names the `epoch` and gives the `history`
+    of the epochs finished before it; the run's metrics.json records the divergence, a failure of its target."""
 
     def __init__(self, message, epoch=None, history=()):
         super().__init__(message)

@@ -419,7 +419,8 @@ def run_seeds(name, script, config, targets, out, count, argv, code, jobs=1, log
                    std_final_test_acc=round(float(finals.std(ddof=1)) if len(finals) > 1 else 0.0, 3),
                    min_final_test_acc=round(float(finals.min()), 2),
                    min_last3_test_acc=min(r["last3_min_test_acc"] for r in rows if not r.get("diverged")),
-                   diverged=[r["seed"] for r in rows if r.get("diverged")], met_target=met, count=count, min_test_acc=targets.min_test_acc,
+                   diverged=[r["seed"] for r in rows if r.get("diverged")], met_target=met, count=count,
+                   min_test_acc=targets.min_test_acc,
                    min_seed_share=targets.min_seed_share, seeds_needed=needed,
                    passed=None if any(r["passed"] is None for r in rows) else met >= needed)
     atomic_write_json(out / "seeds.json", summary)
@@ -481,8 +482,8 @@ def seed_rule_verdict(summary):
 def diverged_words(summary):
     """", over the 6 seeds that trained to the end (seeds 2, 3 stopped on a NaN loss)", or "" where none did."""
     stopped = summary.get("diverged") or []
-    return (f", over the {summary['count'] - len(stopped)} seeds that trained to the end (seed{'s' * (len(stopped) > 1)}"
-            f" {', '.join(map(str, stopped))} stopped on a NaN loss)" if stopped else "")
+    return (f", over the {summary['count'] - len(stopped)} seeds that trained to the end "
+            f"(seed{'s' * (len(stopped) > 1)} {', '.join(map(str, stopped))} stopped on a NaN loss)" if stopped else "")
 
 
 def seeds_markdown(summary):

@@ -458,7 +458,8 @@ def seeds_headline(s):
     finals = [r["final_test_acc"] for r in trained] or [s["mean_final_test_acc"]]
     lowest_last3 = min((r["last3_min_test_acc"] for r in trained), default=None)
     return (f"**{s['met_target']}/{s['count']} seeds met the target** ({seed_rule_verdict(s)}); final test accuracy "
-            f"**{s['mean_final_test_acc']:.3f} ± {s['std_final_test_acc']:.3f} %** (mean ± std{diverged_words(s)}), lowest "
+            f"**{s['mean_final_test_acc']:.3f} ± {s['std_final_test_acc']:.3f} %** (mean ± std{diverged_words(s)}), "
+            "lowest "
             f"{min(finals):.2f} %" + (f", lowest of any last-3 epoch {lowest_last3:.2f} %" if lowest_last3 else "")
             + f" (`{s['command']}`, {s['device']}" + "".join(f"; {words}" for words in [code_words(
                 s.get("code"), s["command"])] if words) + ")")
