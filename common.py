@@ -742,14 +742,16 @@ def run_step(name, net_class, defaults, targets, doc, argv=None, analyse_data=Fa
         command = command_line(f"{name}.py", argv)
         try:
             trained = fit(lambda: build_net(net_class, config), config, data)
-        except Diverged as stop:  # a run that failed its target, whatever the rest would have done: it says so
-            if not args.dry_run:
-                replace_run(out, {"metrics.json": json_text(dict(
-                    run_record(name, config, targets, data, code, command, params, stop.history),
-                    diverged=str(stop), final_test_acc=None, last_test_accs=[], passed=False,
-                    verdict=f"{name}: FAIL: {stop}"))})
-                raise Diverged(f"{stop} (recorded in {out / 'metrics.json'})") from None
-            raise
+        except Diverged as stop:  # a failure of its target: recorded where it replaces no run (a sweep's seed)
+            if args.dry_run:
+                raise
+            if (out / "metrics.json").exists():
+                raise Diverged(f"{stop}; {out} keeps the run it held") from None
+            replace_run(out, {"metrics.json": json_text(dict(
+                run_record(name, config, targets, data, code, command, params, stop.history),
+                diverged=str(stop), final_test_acc=None, last_test_accs=[], passed=False,
+                verdict=f"{name}: FAIL: {stop}"))})
+            raise Diverged(f"{stop} (recorded in {out / 'metrics.json'})") from None
         passed, verdict = judge(name, targets, params, trained.history, smoke=config.subset is not None)
         if not args.dry_run:
             metrics = run_metrics(name, config, targets, data, trained, rf_rows, code, passed, verdict, command,

@@ -114,6 +114,7 @@ def test_exploding_loss_stops_the_run_with_a_clear_message(tmp_path, data_dir):
                         "--out", out, data_dir=data_dir)
     assert_clean_failure(result, 1, "training loss became", "--lr")
     assert "epoch  1/2" not in result.stdout  # stopped inside the first epoch, not at its end
+    assert f"{out} keeps the run it held" in result.stderr  # a diverged run is recorded only where it replaces none
     _assert_previous_results_intact(out)
 
 

@@ -283,9 +283,9 @@ def test_warm_up_loader_leaves_the_batches_as_they_were(mnist):
 
 
 def test_a_run_whose_loss_becomes_nan_stops_and_records_where(tmp_path, data_dir, capsys):
-    """A rate far too high: one line that says so (no traceback), exit status 1, and a metrics.json that records
-    the divergence as a failure of the target, with the epochs finished before it, in place of the run there."""
-    (tmp_path / "curves.png").write_bytes(b"an older run's curves")
+    """A rate far too high: one line that says so (no traceback), exit status 1, and, in a folder that holds no run
+    (a sweep's seed), a metrics.json that records the divergence as a failure of the target, with the epochs
+    finished before it. A folder that holds a run keeps it (tests/test_cli.py)."""
     with pytest.raises(SystemExit) as stop:
         common.run_step("model3", model3.Net, model3.DEFAULTS, model3.TARGETS, model3.__doc__, argv=[
             "--subset", "300", "--epochs", "2", "--lr", "1e6", "--data-dir", str(data_dir), "--out", str(tmp_path)])
@@ -299,7 +299,7 @@ def test_a_run_whose_loss_becomes_nan_stops_and_records_where(tmp_path, data_dir
     assert [h["epoch"] for h in metrics["history"]] == list(range(1, epoch)) and metrics["epochs"] == epoch - 1
     assert metrics["final_test_acc"] is None and metrics["last_test_accs"] == []
     assert metrics["config"]["lr"] == 1e6 and metrics["code"]["fingerprint"]
-    assert {p.name for p in tmp_path.iterdir()} == {"metrics.json"}  # a whole run replaced: no older file beside
+    assert {p.name for p in tmp_path.iterdir()} == {"metrics.json"}
 
 
 def test_onecycle_keeps_the_momentum_flag(mnist):
