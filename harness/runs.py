@@ -406,7 +406,8 @@ def run_seeds(name, script, config, targets, out, count, argv, code, jobs=1, log
                  last3_min_test_acc=min(m["last_test_accs"]) if m["last_test_accs"] else None,
                  passed=m["passed"], train_seconds=m["train_seconds"],
                  **({"diverged": m["diverged"]} if m.get("diverged") else {})) for seed, m in zip(seeds, results)]
-    finals = np.array([r["final_test_acc"] for r in rows if not r.get("diverged")])
+    trained = [r for r in rows if not r.get("diverged")]
+    finals = np.array([r["final_test_acc"] for r in trained])
     if not len(finals):
         raise TrainingError(f"the loss of every seed became NaN; see log.txt in their folders under {out / 'seeds'}")
     met, needed = sum(r["passed"] is True for r in rows), targets.seeds_needed(count)
@@ -418,8 +419,8 @@ def run_seeds(name, script, config, targets, out, count, argv, code, jobs=1, log
                    mean_final_test_acc=round(float(finals.mean()), 3),
                    std_final_test_acc=round(float(finals.std(ddof=1)) if len(finals) > 1 else 0.0, 3),
                    min_final_test_acc=round(float(finals.min()), 2),
-                   min_last3_test_acc=min(r["last3_min_test_acc"] for r in rows if not r.get("diverged")),
-                   diverged=[r["seed"] for r in rows if r.get("diverged")], met_target=met, count=count,
+                   min_last3_test_acc=min(r["last3_min_test_acc"] for r in trained),
+                   diverged=[r["seed"] for r in rows if r not in trained], met_target=met, count=count,
                    min_test_acc=targets.min_test_acc,
                    min_seed_share=targets.min_seed_share, seeds_needed=needed,
                    passed=None if any(r["passed"] is None for r in rows) else met >= needed)
