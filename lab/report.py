@@ -760,10 +760,14 @@ def recipe_changes(metrics):
 
 
 def frontier_recipe_note(results):
-    """Which design's frontier runs were trained with a recipe its step has changed since, and how."""
+    """Which design's frontier points (frontier.json's, not any folder left in runs/) were trained with a recipe its
+    step has changed since, and how."""
+    frontier = load_json(Path(results) / "frontier" / "frontier.json", FRONTIER_KEYS)
     notes = []
     for design in ("model3", "model4"):
-        run = min((Path(results) / "frontier" / "runs").glob(f"{design}-*/seed-*/metrics.json"), default=None)
+        row = next((r for r in frontier["rows"] if r["design"] == design and r["completed"]), None) if frontier else None
+        point = row and Path(results) / "frontier" / "runs" / f"{design}-{row['params']}"
+        run = point and min(point.glob("seed-*/metrics.json"), default=None)
         metrics = run and load_json(run, ("command", "config"))
         changed = metrics and recipe_changes(metrics)
         if changed:

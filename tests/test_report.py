@@ -282,11 +282,20 @@ def test_the_frontier_says_which_points_an_older_recipe_trained(results, monkeyp
     today = report.settings_today(command)
     then = {k: v for k, v in today.items() if k != "clean_epochs"}  # made before --clean-epochs existed
     _write(results / "frontier" / "runs" / "model3-1952" / "seed-1" / "metrics.json", dict(command=command, config=then))
+    # a folder left in runs/ by an earlier frontier, of another size and made with the recipe of today, is no point
+    # of the picture: the note reads the points frontier.json has
+    stale = command.replace("1952", "1320").replace("3,7,3,5,7,7", "3,5,3,4,5,5")
+    _write(results / "frontier" / "runs" / "model3-1320" / "seed-1" / "metrics.json",
+           dict(command=stale, config=dict(today, clean_epochs=3)))
+    _write(results / "frontier" / "frontier.json", dict(rows=[dict(design="model3", params=1952, completed=1)],
+                                                         seeds=1, epochs=15, command="", device="cpu"))
     monkeypatch.setattr(report, "settings_today", lambda command: dict(today, clean_epochs=0))
     assert report.frontier_recipe_note(results) == ""  # what the recipe is today: no note
     monkeypatch.setattr(report, "settings_today", lambda command: dict(today, clean_epochs=3))
     note = report.frontier_recipe_note(results)
     assert "step 3's design was trained with clean_epochs 0, where its recipe today has 3" in note
+    (results / "frontier" / "frontier.json").unlink()  # the runs of a frontier not drawn are no point of the picture
+    assert report.frontier_recipe_note(results) == ""
 
 
 def test_step4_seeds_and_ablation_have_their_own_sections(results):
