@@ -99,7 +99,7 @@ demo: $(ENV)  ## a local page: draw a digit, see every step's prediction and fea
 report: $(ENV)  ## RESULTS.md from results/, and the Results of README and docstrings
 	$(PYTHON) -m lab.report
 
-bench: $(ENV)  ## the reference pipeline against ours, and model3's 15-epoch time
+bench: $(ENV)  ## ours against the reference pipeline (steps 3, 4, the club's net), then make model3's and model4's time: results/bench.json
 	$(PYTHON) -m lab.bench $(ARGS)
 
 clean:  ## remove the environment and caches (results and data are kept)
