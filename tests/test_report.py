@@ -730,3 +730,14 @@ def test_the_speed_trials_table_gives_each_trial_against_the_step_as_it_is(tmp_p
     assert text.startswith("Made at commit abc1234: `git checkout abc1234`, then `python -m lab.speed_trials`")
     assert "| model4 | the step as it is | 50.0 (49.0–52.0) | 1.00× | 0.1 | the same to the bit |" in text
     assert "| model4 | `torch.compile(common.train_step)` | 40.0 (39.5–41.0) | 1.25× | 21.0 | others |" in text
+
+
+def test_a_frontier_run_of_todays_code_is_no_older_recipe():
+    """A run that records its command's fingerprint of today is what the command makes again: step 4's PReLU and
+    one scale a layer, built into its Net and not among its settings, are not read as a recipe changed since."""
+    from lab import code_meant_by
+    command = "python model4.py --widths 2,3,8,8,8 --seed 1 --out results/frontier/runs/model4-500/seed-1"
+    metrics = dict(command=command, config=report.settings_today(command))
+    assert report.recipe_changes(metrics)  # no code recorded: its settings alone read as the net's of before
+    metrics["code"] = code_meant_by("model4", ["--widths", "2,3,8,8,8"])
+    assert report.recipe_changes(metrics) == []
