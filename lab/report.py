@@ -24,8 +24,7 @@ from harness.errors import DataError, run_main
 from harness.files import atomic_save_figure, atomic_write_json, atomic_write_text
 from harness.runs import completed_runs, diverged_words, seed_rule_verdict
 import public
-from harness.provenance import code_of_run
-from lab import code_meant_by, code_words, net_of
+from lab import code_words, net_of
 # The original write-up's figures, for comparison (its step 1 and 2 report the best test epoch).
 ORIGINAL = {"model1": ("1.6M", "99.31 (best epoch)"), "model2": ("~400k", "99.57 (best epoch)"),
             "model3": ("7,838", "99.22"), "model4": ("—", "no such step")}
@@ -748,7 +747,7 @@ def recipe_changes(metrics):
     [] where the command makes the run again, where the run recorded no settings to tell, or where today's parser
     refuses the command (a retired flag: there is nothing today to compare it with)."""
     today = metrics.get("config") and settings_today(metrics["command"])
-    if not today or made_by_todays_code(metrics):
+    if not today or not code_words(metrics.get("code"), metrics["command"]):  # today's code: made again
         return []
     script, *flags = shlex.split(metrics["command"])[1:]
     try:
@@ -758,16 +757,6 @@ def recipe_changes(metrics):
     then, now = run_settings(metrics["config"]), {**run_settings(today), **kinds}
     return [(key.removeprefix("net."), then.get(key, SETTINGS_OFF.get(key)), now.get(key, SETTINGS_OFF.get(key)))
             for key in sorted(differences(then, now), key=lambda key: (not key.startswith("net."), key))]
-
-
-def made_by_todays_code(metrics):
-    """Whether the run records the fingerprint its command's code has today: it is what the command makes again
-    (a setting built into a step's Net since, such as step 4's PReLU, is in the fingerprint, not in its settings)."""
-    script, *flags = shlex.split(metrics["command"])[1:]
-    try:
-        return code_of_run(metrics)[0] == code_meant_by(Path(script).stem, flags)["fingerprint"]
-    except (Exception, SystemExit):
-        return False
 
 
 def frontier_recipe_note(results):
